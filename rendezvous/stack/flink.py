@@ -1,0 +1,151 @@
+"""A Flink standalone session cluster run from the ``apache-flink`` wheel's own distribution."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+from rendezvous.errors import MissingTool
+from rendezvous.settings import REPO_ROOT, StackSettings
+from rendezvous.stack.procs import Service, ensure_port_free
+
+PROJECT_CONF = REPO_ROOT / "flink-conf.yaml"
+
+
+def pyflink_home() -> Path:
+    spec = importlib.util.find_spec("pyflink")
+    if spec is None or spec.origin is None:
+        raise MissingTool("PyFlink is not installed in this environment; run `make install`")
+    return Path(spec.origin).parent
+
+
+class FlinkCluster:
+    name = "flink"
+
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.dir = settings.home / "flink"
+        self.conf_dir = self.dir / "conf"
+        self.lib_dir = self.dir / "lib"
+        self.jobmanager = Service("flink-jobmanager", settings.run_dir, settings.logs_dir)
+        self.taskmanager = Service("flink-taskmanager", settings.run_dir, settings.logs_dir)
+
+    @property
+    def address(self) -> str:
+        return self.settings.flink_url
+
+    @property
+    def services(self) -> tuple[Service, Service]:
+        return (self.jobmanager, self.taskmanager)
+
+    # ---- configuration -----------------------------------------------------------------
+    def runtime_config(self) -> dict[str, object]:
+        s = self.settings
+        conf: dict[str, object] = yaml.safe_load(PROJECT_CONF.read_text()) or {}
+        conf.update(
+            {
+                "jobmanager.rpc.address": s.host,
+                "jobmanager.rpc.port": s.flink_rpc_port,
+                "jobmanager.bind-host": s.host,
+                "taskmanager.bind-host": s.host,
+                "taskmanager.host": s.host,
+                "rest.address": s.host,
+                "rest.bind-address": s.host,
+                "rest.port": s.flink_rest_port,
+                "jobmanager.memory.process.size": s.flink_jobmanager_memory,
+                "taskmanager.memory.process.size": s.flink_taskmanager_memory,
+                "taskmanager.numberOfTaskSlots": s.flink_taskmanager_slots,
+                "python.executable": str(s.python),
+                "python.client.executable": str(s.python),
+                "env.log.dir": str(s.logs_dir / "flink"),
+                "env.pid.dir": str(self.dir / "pid"),
+                "io.tmp.dirs": str(self.dir / "tmp"),
+                "execution.checkpointing.dir": f"file://{s.data_dir / 'flink' / 'checkpoints'}",
+                "execution.checkpointing.savepoint-dir": f"file://{s.data_dir / 'flink' / 'savepoints'}",
+                "web.tmpdir": str(self.dir / "web"),
+                "blob.server.port": "0",
+                "taskmanager.rpc.port": "0",
+                "taskmanager.data.port": "0",
+            }
+        )
+        return conf
+
+    def write_config(self) -> None:
+        home = pyflink_home()
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties",
+                     "log4j-session.properties"):  # fmt: skip
+            shutil.copyfile(home / "conf" / name, self.conf_dir / name)
+        (self.conf_dir / "masters").write_text(
+            f"{self.settings.host}:{self.settings.flink_rest_port}\n"
+        )
+        (self.conf_dir / "workers").write_text(f"{self.settings.host}\n")
+        (self.conf_dir / "config.yaml").write_text(
+            yaml.safe_dump(self.runtime_config(), sort_keys=True)
+        )
+        for sub in ("tmp", "web"):
+            (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        (self.settings.logs_dir / "flink").mkdir(parents=True, exist_ok=True)
+        self._assemble_lib(home)
+
+    def _assemble_lib(self, home: Path) -> None:
+        """The wheel's jars, flink-python, and the fetched connector jars, as symlinks."""
+        shutil.rmtree(self.lib_dir, ignore_errors=True)
+        self.lib_dir.mkdir(parents=True)
+        jars = list((home / "lib").glob("*.jar")) + list((home / "opt").glob("flink-python*.jar"))
+        jars += list((self.settings.jars_dir / "flink").glob("*.jar"))
+        for jar in jars:
+            (self.lib_dir / jar.name).symlink_to(jar)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        home = pyflink_home()
+        env.update(
+            FLINK_HOME=str(home),
+            FLINK_CONF_DIR=str(self.conf_dir),
+            FLINK_LIB_DIR=str(self.lib_dir),
+            FLINK_LOG_DIR=str(self.settings.logs_dir / "flink"),
+            OMP_NUM_THREADS="1",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def bin(self, name: str) -> str:
+        return str(pyflink_home() / "bin" / name)
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def start(self) -> None:
+        s = self.settings
+        ensure_port_free(s.host, s.flink_rest_port, wanted_by="the Flink web UI / REST API",
+                         setting="RDV_FLINK_REST_PORT")  # fmt: skip
+        ensure_port_free(s.host, s.flink_rpc_port, wanted_by="the Flink JobManager RPC",
+                         setting="RDV_FLINK_RPC_PORT")  # fmt: skip
+        self.write_config()
+        env = self.env()
+        if self.jobmanager.pid() is None:
+            self.jobmanager.start(
+                ["bash", self.bin("jobmanager.sh"), "start-foreground"], env=env, cwd=self.dir
+            )
+        if self.taskmanager.pid() is None:
+            self.taskmanager.start(
+                ["bash", self.bin("taskmanager.sh"), "start-foreground"], env=env, cwd=self.dir
+            )
+
+    def rest(self, path: str, timeout_s: float = 2.0) -> dict:
+        with urllib.request.urlopen(self.address + path, timeout=timeout_s) as resp:
+            return json.loads(resp.read())
+
+    def ready(self) -> bool:
+        try:
+            return self.rest("/overview").get("taskmanagers", 0) >= 1
+        except Exception:
+            return False
+
+    def jobs(self) -> list[dict]:
+        return self.rest("/jobs/overview").get("jobs", [])

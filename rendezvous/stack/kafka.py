@@ -1,0 +1,163 @@
+"""A single-node Apache Kafka broker in KRaft mode, run from Maven Central jars."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+from rendezvous import topics
+from rendezvous.errors import StackError
+from rendezvous.settings import StackSettings
+from rendezvous.stack.procs import Service, ensure_port_free, port_open
+
+LOG4J2 = """\
+Configuration:
+  status: warn
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        Pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: WARN
+      AppenderRef:
+        - ref: STDOUT
+    Logger:
+      - name: kafka.server.KafkaRaftServer
+        level: INFO
+      - name: kafka.server.BrokerServer
+        level: INFO
+"""
+
+
+class KafkaBroker:
+    name = "kafka"
+
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+        self.dir = settings.home / "kafka"
+        self.service = Service(self.name, settings.run_dir, settings.logs_dir)
+
+    @property
+    def address(self) -> str:
+        return self.settings.kafka_bootstrap
+
+    def _classpath(self) -> str:
+        return str(self.settings.jars_dir / "kafka" / "*")
+
+    def _write_config(self) -> Path:
+        s = self.settings
+        data = s.data_dir / "kafka"
+        data.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{s.host}:{s.kafka_controller_port}",
+            "listeners": f"PLAINTEXT://{s.host}:{s.kafka_port},CONTROLLER://{s.host}:{s.kafka_controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{s.host}:{s.kafka_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(data),
+            "num.partitions": str(s.kafka_partitions),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "auto.create.topics.enable": "false",
+            "log.retention.hours": "168",
+        }
+        conf = self.dir / "server.properties"
+        conf.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.dir / "log4j2.yaml").write_text(LOG4J2)
+        return conf
+
+    def _java_env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def _format(self, conf: Path) -> None:
+        id_file = self.dir / "cluster.id"
+        if not id_file.exists():
+            id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        argv = [
+            "java", "-cp", self._classpath(), "kafka.tools.StorageTool", "format",
+            "-t", id_file.read_text().strip(), "-c", str(conf), "--ignore-formatted",
+        ]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, env=self._java_env())
+        if done.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed:\n{done.stdout}{done.stderr}")
+
+    def start(self) -> None:
+        s = self.settings
+        ensure_port_free(s.host, s.kafka_port, wanted_by="Kafka", setting="RDV_KAFKA_PORT")
+        ensure_port_free(
+            s.host, s.kafka_controller_port, wanted_by="the Kafka controller",
+            setting="RDV_KAFKA_CONTROLLER_PORT",
+        )  # fmt: skip
+        conf = self._write_config()
+        self._format(conf)
+        argv = [
+            "java", f"-Xms{s.kafka_heap}", f"-Xmx{s.kafka_heap}", "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.yaml'}",
+            "-cp", self._classpath(), "kafka.Kafka", str(conf),
+        ]  # fmt: skip
+        self.service.start(argv, env=self._java_env(), cwd=self.dir)
+
+    def ready(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        if not port_open(self.settings.host, self.settings.kafka_port):
+            return False
+        try:
+            admin = AdminClient({"bootstrap.servers": self.address, "socket.timeout.ms": 1000})
+            meta = admin.list_topics(timeout=1.0)
+            return bool(meta.brokers)
+        except Exception:
+            return False
+
+    def create_topics(self, names=topics.ALL) -> list[str]:
+        """Create missing topics; return the ones created."""
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.address})
+        existing = set(admin.list_topics(timeout=10).topics)
+        new = [
+            NewTopic(
+                name,
+                num_partitions=1
+                if name in topics.SINGLE_PARTITION
+                else self.settings.kafka_partitions,
+                replication_factor=1,
+            )
+            for name in names
+            if name not in existing
+        ]
+        if not new:
+            return []
+        for name, future in admin.create_topics(new, operation_timeout=30).items():
+            try:
+                future.result(timeout=30)
+            except Exception as exc:  # already exists from a concurrent call is fine
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise StackError(f"could not create topic {name}: {exc}") from exc
+        return [t.topic for t in new]
+
+    def list_topics(self) -> dict[str, int]:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.address})
+        meta = admin.list_topics(timeout=5)
+        return {
+            name: len(t.partitions)
+            for name, t in sorted(meta.topics.items())
+            if not name.startswith("__")
+        }

@@ -1,0 +1,16 @@
+"""Kafka topic names: the one place they are spelled."""
+
+from __future__ import annotations
+
+REQUESTS = "rdv.requests"
+MODEL_INPUT = "rdv.model-input"
+SCORES = "rdv.scores"
+RESULTS = "rdv.results"
+CONTROL = "rdv.control"
+DECISIONS = "rdv.decisions"
+DEAD_LETTER = "rdv.dead-letter"
+
+ALL = (REQUESTS, MODEL_INPUT, SCORES, RESULTS, CONTROL, DECISIONS, DEAD_LETTER)
+
+# Topics that must keep a single partition so that their order is global.
+SINGLE_PARTITION = frozenset({CONTROL})
