@@ -9,8 +9,9 @@ RESULTS = "rdv.results"
 CONTROL = "rdv.control"
 DECISIONS = "rdv.decisions"
 DEAD_LETTER = "rdv.dead-letter"
+CLOCK = "rdv.clock"
 
-ALL = (REQUESTS, MODEL_INPUT, SCORES, RESULTS, CONTROL, DECISIONS, DEAD_LETTER)
+ALL = (REQUESTS, MODEL_INPUT, SCORES, RESULTS, CONTROL, DECISIONS, DEAD_LETTER, CLOCK)
 
 # Topics that must keep a single partition so that their order is global.
-SINGLE_PARTITION = frozenset({CONTROL})
+SINGLE_PARTITION = frozenset({CONTROL, CLOCK})

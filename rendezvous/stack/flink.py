@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -23,6 +24,26 @@ def pyflink_home() -> Path:
     if spec is None or spec.origin is None:
         raise MissingTool("PyFlink is not installed in this environment; run `make install`")
     return Path(spec.origin).parent
+
+
+@functools.lru_cache(maxsize=4)
+def _site_packages(python: Path) -> tuple[str, ...]:
+    import subprocess
+
+    code = "import site, sysconfig; print(sysconfig.get_paths()['purelib'])"
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+    return tuple(line for line in out.stdout.splitlines() if line)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
 
 
 class FlinkCluster:
@@ -47,7 +68,10 @@ class FlinkCluster:
     # ---- configuration -----------------------------------------------------------------
     def runtime_config(self) -> dict[str, object]:
         s = self.settings
-        conf: dict[str, object] = yaml.safe_load(PROJECT_CONF.read_text()) or {}
+        # The wheel's defaults (they carry the JVM --add-opens flags Java 17 needs), then the
+        # project's options, then this stack's addresses, sizes and folders.
+        conf = _flatten(yaml.safe_load((pyflink_home() / "conf" / "config.yaml").read_text()) or {})
+        conf.update(_flatten(yaml.safe_load(PROJECT_CONF.read_text()) or {}))
         conf.update(
             {
                 "jobmanager.rpc.address": s.host,
@@ -111,6 +135,9 @@ class FlinkCluster:
             FLINK_CONF_DIR=str(self.conf_dir),
             FLINK_LIB_DIR=str(self.lib_dir),
             FLINK_LOG_DIR=str(self.settings.logs_dir / "flink"),
+            # Thread mode embeds the interpreter in the TaskManager JVM; that interpreter does not
+            # read a virtualenv's site-packages by itself, so name them (and the project) here.
+            PYTHONPATH=os.pathsep.join([*_site_packages(self.settings.python), str(REPO_ROOT)]),
             OMP_NUM_THREADS="1",
             PYTHONUNBUFFERED="1",
         )
@@ -149,3 +176,29 @@ class FlinkCluster:
 
     def jobs(self) -> list[dict]:
         return self.rest("/jobs/overview").get("jobs", [])
+
+    def submit(self, script: Path, args: list[str], *, name_hint: str = "") -> str:
+        """Submit a PyFlink job (detached) and return its JobID."""
+        import re
+        import subprocess
+
+        from rendezvous.errors import StackError
+
+        py = str(self.settings.python)
+        argv = [
+            "bash", self.bin("flink"), "run", "-d", "-m", f"{self.settings.host}:{self.settings.flink_rest_port}",
+            "-py", str(script), "-pyexec", py, "-pyclientexec", py, *args,
+        ]  # fmt: skip
+        done = subprocess.run(argv, capture_output=True, text=True, env=self.env(), cwd=REPO_ROOT)
+        match = re.search(r"JobID ([0-9a-f]{32})", done.stdout + done.stderr)
+        if done.returncode != 0 or match is None:
+            tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
+            raise StackError(
+                f"submitting {name_hint or script.name} to {self.address} failed:\n{tail}"
+            )
+        return match.group(1)
+
+    def cancel(self, job_id: str) -> None:
+        req = urllib.request.Request(f"{self.address}/jobs/{job_id}?mode=cancel", method="PATCH")
+        with urllib.request.urlopen(req, timeout=10):
+            pass

@@ -1,0 +1,111 @@
+"""Kafka sources and sinks for the jobs: the one module that builds connectors.
+
+Values travel as raw bytes (see :mod:`rendezvous.serde`); decoding happens in Python, so a
+record that does not decode becomes a dead letter instead of failing the source.
+"""
+
+from __future__ import annotations
+
+from pyflink.common import Duration, WatermarkStrategy
+from pyflink.common.typeinfo import Types
+from pyflink.datastream.connectors.base import DeliveryGuarantee
+from pyflink.datastream.connectors.kafka import (
+    KafkaOffsetsInitializer,
+    KafkaRecordSerializationSchema,
+    KafkaSink,
+    KafkaSource,
+)
+from pyflink.java_gateway import get_gateway
+
+BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
+
+_SHADED = "org.apache.flink.kafka.shaded.org.apache.kafka.common.serialization."
+
+
+def _java_class(name: str):
+    return get_gateway().jvm.java.lang.Class.forName(name)
+
+
+def kafka_source(
+    bootstrap: str,
+    topics: list[str],
+    group_id: str,
+    *,
+    start: str = "committed",
+    bounded: bool = False,
+) -> KafkaSource:
+    """A source of raw Kafka values; element timestamps are the Kafka record timestamps.
+
+    ``start``: ``committed`` (the group's offsets, else earliest), ``earliest`` or ``latest``.
+    ``bounded``: stop at the offsets that are latest when the job starts (replay, tests).
+    """
+    jvm = get_gateway().jvm
+    initializers = {
+        "earliest": KafkaOffsetsInitializer.earliest,
+        "latest": KafkaOffsetsInitializer.latest,
+        "committed": lambda: KafkaOffsetsInitializer.committed_offsets(
+            _offset_reset_strategy("EARLIEST")
+        ),
+    }
+    builder = (
+        KafkaSource.builder()
+        .set_bootstrap_servers(bootstrap)
+        .set_topics(*topics)
+        .set_group_id(group_id)
+        .set_starting_offsets(initializers[start]())
+        .set_property("fetch.min.bytes", "1")
+        .set_property("fetch.max.wait.ms", "100")
+        .set_property("partition.discovery.interval.ms", "10000")
+        .set_property("commit.offsets.on.checkpoint", "true")
+        .set_property("client.id.prefix", group_id)
+    )
+    if bounded:
+        builder.set_bounded(KafkaOffsetsInitializer.latest())
+    deserializer = (
+        jvm.org.apache.flink.connector.kafka.source.reader.deserializer.KafkaRecordDeserializationSchema
+    ).valueOnly(_java_class(_SHADED + "ByteArrayDeserializer"))
+    builder._j_builder.setDeserializer(deserializer)
+    return builder.build()
+
+
+def _offset_reset_strategy(name: str):
+    from pyflink.datastream.connectors.kafka import KafkaOffsetResetStrategy
+
+    return getattr(KafkaOffsetResetStrategy, name)
+
+
+def kafka_sink(
+    bootstrap: str, topic: str, *, exactly_once: bool = False, txn_prefix: str = ""
+) -> KafkaSink:
+    """A sink of raw values to ``topic``; the record timestamp is the element's timestamp."""
+    jvm = get_gateway().jvm
+    j_schema = (
+        jvm.org.apache.flink.connector.kafka.sink.KafkaRecordSerializationSchema.builder()
+        .setTopic(topic)
+        .setKafkaValueSerializer(_java_class(_SHADED + "ByteArraySerializer"))
+        .build()
+    )
+    builder = (
+        KafkaSink.builder()
+        .set_bootstrap_servers(bootstrap)
+        .set_record_serializer(KafkaRecordSerializationSchema(j_schema))
+        .set_property("linger.ms", "0")
+        .set_property("compression.type", "lz4")
+    )
+    if exactly_once:
+        builder.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
+        builder.set_transactional_id_prefix(txn_prefix or f"rdv-{topic}")
+    else:
+        builder.set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
+    return builder.build()
+
+
+def event_time(*, out_of_order_ms: int = 5, idle_ms: int = 100) -> WatermarkStrategy:
+    """Watermarks from Kafka record timestamps, per partition, with idle partitions ignored."""
+    return WatermarkStrategy.for_bounded_out_of_orderness(
+        Duration.of_millis(out_of_order_ms)
+    ).with_idleness(Duration.of_millis(idle_ms))
+
+
+def no_watermarks() -> WatermarkStrategy:
+    return WatermarkStrategy.no_watermarks()
