@@ -15,3 +15,7 @@ ALL = (REQUESTS, MODEL_INPUT, SCORES, RESULTS, CONTROL, DECISIONS, DEAD_LETTER, 
 
 # Topics that must keep a single partition so that their order is global.
 SINGLE_PARTITION = frozenset({CONTROL, CLOCK})
+
+# Topics whose record timestamps the broker stamps on arrival (one clock, monotonic per
+# partition): the rendezvous job's watermarks come from these.
+LOG_APPEND_TIME = frozenset({MODEL_INPUT, SCORES, CLOCK})

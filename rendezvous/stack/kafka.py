@@ -137,6 +137,7 @@ class KafkaBroker:
                 if name in topics.SINGLE_PARTITION
                 else self.settings.kafka_partitions,
                 replication_factor=1,
+                config={"message.timestamp.type": "LogAppendTime"} if name in topics.LOG_APPEND_TIME else {},
             )
             for name in names
             if name not in existing

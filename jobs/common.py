@@ -1,0 +1,60 @@
+"""What every job shares: its arguments and the execution environment."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyflink.common import Configuration
+from pyflink.datastream import StreamExecutionEnvironment
+
+from rendezvous import config
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    bootstrap: str
+    config_path: Path
+    service: str | None
+    model: str | None
+    tracking_uri: str | None
+    group_prefix: str
+    start: str
+
+    def config(self) -> config.Config:
+        return config.load(self.config_path)
+
+
+def parse_args(
+    argv: list[str] | None, *, needs_service: bool = False, needs_model: bool = False
+) -> JobSettings:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--service", required=needs_service)
+    parser.add_argument("--model", required=needs_model)
+    parser.add_argument("--tracking-uri")
+    parser.add_argument("--group-prefix", default="rdv")
+    parser.add_argument("--start", default="committed", choices=["committed", "earliest", "latest"])
+    args = parser.parse_args(argv)
+    return JobSettings(
+        bootstrap=args.bootstrap,
+        config_path=args.config.resolve(),
+        service=args.service,
+        model=args.model,
+        tracking_uri=args.tracking_uri,
+        group_prefix=args.group_prefix,
+        start=args.start,
+    )
+
+
+def environment() -> StreamExecutionEnvironment:
+    conf = Configuration()
+    conf.set_string("python.execution-mode", "thread")
+    return StreamExecutionEnvironment.get_execution_environment(conf)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000

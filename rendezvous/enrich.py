@@ -1,0 +1,164 @@
+"""Enrichment and the per-service policy book: pure functions the enrich job calls."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from rendezvous import serde
+from rendezvous.config import Config, ServiceSpec
+
+
+class EnrichError(Exception):
+    """A step could not be applied; the message names the step and the field."""
+
+
+class Enricher:
+    """Applies a service's steps in order. Lookup tables load in ``__init__``: build it in open()."""
+
+    def __init__(self, spec: ServiceSpec, base_dir: Path) -> None:
+        self.spec = spec
+        self.tables: dict[int, dict[str, dict[str, Any]]] = {}
+        for i, step in enumerate(spec.enrich):
+            if step["op"] == "lookup":
+                self.tables[i] = _load_table(
+                    base_dir / step["table"], step.get("table_key", step["key"])
+                )
+
+    def apply(self, features: dict[str, Any]) -> dict[str, Any]:
+        out = dict(features)
+        for i, step in enumerate(self.spec.enrich):
+            op = step["op"]
+            where = f"enrich[{i}] ({op})"
+            if op == "rename":
+                if step["from"] in out:
+                    out[step["to"]] = out.pop(step["from"])
+            elif op == "default":
+                if out.get(step["field"]) is None:
+                    out[step["field"]] = step["value"]
+            elif op == "drop":
+                out.pop(step["field"], None)
+            elif op in ("log1p", "scale"):
+                value = _number(out, step["field"], where)
+                target = step.get("to", step["field"])
+                if op == "log1p":
+                    if value <= -1:
+                        raise EnrichError(f"{where}: log1p needs {step['field']} > -1, got {value}")
+                    out[target] = math.log1p(value)
+                else:
+                    out[target] = value * float(step["factor"])
+            elif op == "lookup":
+                key = out.get(step["key"])
+                row = self.tables[i].get(str(key))
+                if row is None:
+                    if "missing" in step:
+                        row = step["missing"]
+                    else:
+                        raise EnrichError(
+                            f"{where}: no row for {step['key']}={key!r} in {step['table']}"
+                        )
+                prefix = step.get("prefix", "")
+                out.update({prefix + k: v for k, v in row.items()})
+        return out
+
+
+def _number(features: Mapping[str, Any], name: str, where: str) -> float:
+    value = features.get(name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise EnrichError(f"{where}: field {name!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def _load_table(path: Path, key: str) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            k = row.pop(key)
+            rows[k] = {name: _cell(v) for name, v in row.items()}
+    return rows
+
+
+def _cell(text: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+class PolicyBook:
+    """The current policy of every service: the configuration's, then control records."""
+
+    def __init__(self, config: Config) -> None:
+        self.policies: dict[str, dict[str, Any]] = {
+            name: initial_policy(spec) for name, spec in config.services.items()
+        }
+
+    def get(self, service: str) -> dict[str, Any] | None:
+        return self.policies.get(service)
+
+    def apply(self, control: Mapping[str, Any]) -> bool:
+        """Take a control record if it is newer than what is held; True when taken."""
+        current = self.policies.get(control["service"])
+        if current is not None and control["policy"]["version"] <= current["version"]:
+            return False
+        self.policies[control["service"]] = dict(control["policy"])
+        return True
+
+
+def initial_policy(spec: ServiceSpec) -> dict[str, Any]:
+    return {
+        "preference": list(spec.preference),
+        "sla_ms": spec.sla_ms,
+        "grace_ms": spec.grace_ms,
+        "version": 0,
+    }
+
+
+def to_model_input(
+    request: Mapping[str, Any],
+    policy: Mapping[str, Any],
+    enricher: Enricher | None,
+    now_ms: int,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The model-input record for a request, and a dead letter when enrichment failed.
+
+    A failed request still goes on (with ``error`` set) so the rendezvous answers it with an
+    explicit error by its deadline.
+    """
+    error = None
+    features_json = request["payload"]
+    if enricher is None:
+        error = f"service {request['service']!r} is not configured in the enrich job"
+    else:
+        try:
+            features_json = serde.to_json(enricher.apply(serde.from_json(request["payload"])))
+        except (EnrichError, ValueError, TypeError) as exc:
+            error = str(exc)
+    record = {
+        "request_id": request["request_id"],
+        "service": request["service"],
+        "received_ms": request["received_ms"],
+        "deadline_ms": request["deadline_ms"],
+        "features": features_json,
+        "payload": request["payload"],
+        "enriched_ms": now_ms,
+        "reply_to": request.get("reply_to", ""),
+        "policy": dict(policy),
+        "error": error,
+    }
+    dead = None
+    if error is not None:
+        dead = {
+            "request_id": request["request_id"],
+            "service": request["service"],
+            "stage": "enrich",
+            "error": error,
+            "record": serde.encode(serde.Kind.REQUEST, dict(request)),
+            "at_ms": now_ms,
+        }
+    return record, dead
