@@ -1,0 +1,164 @@
+"""Submitting the jobs of a configuration and changing policies at runtime."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from rendezvous import config as config_mod
+from rendezvous import serde, topics
+from rendezvous.enrich import initial_policy
+from rendezvous.errors import RendezvousError
+from rendezvous.settings import REPO_ROOT, StackSettings
+
+JOBS_DIR = REPO_ROOT / "jobs"
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    name: str
+    script: Path
+    args: tuple[str, ...]
+
+
+def plan(settings: StackSettings, config_path: Path, *, start: str = "committed") -> list[JobPlan]:
+    """The jobs a configuration needs: enrich, the rendezvous join, one scorer per model."""
+    cfg = config_mod.load(config_path)
+    common = ("--bootstrap", settings.kafka_bootstrap, "--config", str(Path(config_path).resolve()),
+              "--tracking-uri", settings.mlflow_url, "--start", start)  # fmt: skip
+    jobs = [
+        JobPlan("rendezvous-enrich", JOBS_DIR / "enrich.py", common),
+        JobPlan("rendezvous-join", JOBS_DIR / "join.py", common),
+    ]
+    for service in cfg.services.values():
+        for model in service.scoring_models:
+            jobs.append(
+                JobPlan(
+                    f"rendezvous-score {service.name}/{model.name}",
+                    JOBS_DIR / "score.py",
+                    (*common, "--service", service.name, "--model", model.name),
+                )
+            )
+    return jobs
+
+
+def submit(
+    stack, config_path: Path, *, only: list[str] | None = None, log=print, parallel: int = 3
+) -> dict[str, str]:
+    """Submit every planned job that is not already running; returns name -> job id."""
+    running = {
+        j["name"]: j["jid"]
+        for j in stack.flink.jobs()
+        if j["state"] in ("RUNNING", "CREATED", "INITIALIZING")
+    }
+    todo = []
+    for job in plan(stack.settings, config_path):
+        if only and not any(o in job.name for o in only):
+            continue
+        if job.name in running:
+            log(f"  {job.name:<40} already running ({running[job.name]})")
+        else:
+            todo.append(job)
+    submitted = {}
+
+    def one(job: JobPlan) -> tuple[str, str]:
+        return job.name, stack.flink.submit(job.script, list(job.args), name_hint=job.name)
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        for name, jid in pool.map(one, todo):
+            log(f"  {name:<40} submitted ({jid})")
+            submitted[name] = jid
+    if todo:
+        wait_running(stack, set(submitted.values()))
+    return {**{k: v for k, v in running.items() if k.startswith("rendezvous-")}, **submitted}
+
+
+def wait_running(stack, job_ids: set[str], timeout_s: float = 120.0) -> None:
+    """Wait until every task of the jobs is RUNNING (sources are reading)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pending = []
+        for jid in job_ids:
+            info = stack.flink.rest(f"/jobs/{jid}")
+            if info["state"] in ("FAILED", "CANCELED", "FINISHED"):
+                raise RendezvousError(
+                    f"job {info['name']} is {info['state']}; see the Flink UI at {stack.settings.flink_url}/#/job/{jid}"
+                )
+            if info["state"] != "RUNNING" or any(
+                v["status"] != "RUNNING" for v in info["vertices"]
+            ):
+                pending.append(info["name"])
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise RendezvousError(f"jobs not running after {timeout_s:.0f}s: {', '.join(pending)}")
+        time.sleep(0.25)
+
+
+def current_policy(
+    bootstrap: str, cfg: config_mod.Config, service: str, timeout_s: float = 10.0
+) -> dict:
+    """The latest policy of ``service``: the configuration's, then the control topic's."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    policy = initial_policy(cfg.service(service))
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "rdv-cli", "enable.auto.commit": False}
+    )
+    try:
+        low, high = consumer.get_watermark_offsets(
+            TopicPartition(topics.CONTROL, 0), timeout=timeout_s
+        )
+        if high > low:
+            consumer.assign([TopicPartition(topics.CONTROL, 0, low)])
+            deadline = time.monotonic() + timeout_s
+            seen = low
+            while seen < high and time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is None or msg.error():
+                    continue
+                seen = msg.offset() + 1
+                kind, record = serde.decode(msg.value())
+                newer = kind == serde.Kind.CONTROL and record["policy"]["version"] > policy["version"]
+                if newer and record["service"] == service:
+                    policy = record["policy"]
+    finally:
+        consumer.close()
+    return policy
+
+
+def promote(
+    bootstrap: str, cfg: config_mod.Config, service: str, model: str, *, sla_ms: int | None = None
+) -> dict:
+    """Make ``model`` the first choice of ``service`` (no restart); returns the new policy."""
+    spec = cfg.service(service)
+    m = spec.model(model)
+    if m.role == "decoy":
+        raise RendezvousError(f"{model} is the decoy of {service}; a decoy cannot answer requests")
+    policy = current_policy(bootstrap, cfg, service)
+    new = {
+        "preference": [model] + [p for p in policy["preference"] if p != model],
+        "sla_ms": sla_ms if sla_ms is not None else policy["sla_ms"],
+        "grace_ms": policy["grace_ms"],
+        "version": policy["version"] + 1,
+    }
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    value = serde.encode(
+        serde.Kind.CONTROL,
+        {
+            "service": service,
+            "policy": new,
+            "issued_ms": int(time.time() * 1000),
+            "issued_by": "cli",
+        },
+    )
+    producer.produce(topics.CONTROL, value=value, key=service.encode())
+    if producer.flush(10) != 0:
+        raise RendezvousError(
+            f"could not write the policy change to {topics.CONTROL} at {bootstrap}; is Kafka up (`rendezvous status`)?"
+        )
+    return new
