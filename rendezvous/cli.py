@@ -57,6 +57,65 @@ def cmd_status(args: argparse.Namespace, settings: StackSettings) -> int:
     return 0 if all(r.up for r in rows) else 3
 
 
+DEFAULT_CONFIG = "rendezvous.yaml"
+
+
+def _config_path(args: argparse.Namespace, settings: StackSettings):
+    from pathlib import Path
+
+    from rendezvous.errors import ConfigError
+
+    path = Path(args.config) if args.config else settings.home / "demo" / DEFAULT_CONFIG
+    if not path.exists():
+        raise ConfigError(
+            f"no configuration at {path}; pass --config FILE (or run `rendezvous demo` to create one)"
+        )
+    return path
+
+
+def cmd_submit(args: argparse.Namespace, settings: StackSettings) -> int:
+    from rendezvous import deploy
+
+    stack = _stack(settings)
+    if not stack.flink.ready():
+        from rendezvous.errors import StackError
+
+        raise StackError(
+            f"no Flink cluster answers at {settings.flink_url}; run `rendezvous up` first"
+        )
+    deploy.submit(stack, _config_path(args, settings), only=args.only)
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
+    from rendezvous import config, deploy
+
+    cfg = config.load(_config_path(args, settings))
+    policy = deploy.promote(
+        settings.kafka_bootstrap, cfg, args.service, args.model, sla_ms=args.sla_ms
+    )
+    print(
+        f"{args.service}: preference {' > '.join(policy['preference'])}, SLA {policy['sla_ms']} ms "
+        f"(policy version {policy['version']}); applies to requests accepted from now on"
+    )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, settings: StackSettings) -> int:
+    from rendezvous import config, deploy
+
+    cfg = config.load(_config_path(args, settings))
+    for service in cfg.services.values():
+        policy = deploy.current_policy(settings.kafka_bootstrap, cfg, service.name)
+        print(
+            f"{service.name}: SLA {policy['sla_ms']} ms, preference {' > '.join(policy['preference'])} (v{policy['version']})"
+        )
+        for m in service.models:
+            rank = policy["preference"].index(m.name) + 1 if m.name in policy["preference"] else "-"
+            print(f"  {m.name:<16} {m.role:<11} rank {rank!s:<3} {m.uri or m.callable or ''}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rendezvous",
@@ -73,6 +132,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="show components, Flink jobs and topics")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "submit", help="submit the enrich, scoring and rendezvous jobs of a configuration"
+    )
+    p.add_argument("--config", help="service configuration (YAML or JSON)")
+    p.add_argument("--only", nargs="*", help="submit only jobs whose name contains one of these")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("promote", help="make a model the first choice of a service, at runtime")
+    p.add_argument("service")
+    p.add_argument("model")
+    p.add_argument("--sla-ms", type=int, help="also change the SLA")
+    p.add_argument("--config", help="service configuration (YAML or JSON)")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("models", help="list each service's models, roles and current preference")
+    p.add_argument("--config", help="service configuration (YAML or JSON)")
+    p.set_defaults(func=cmd_models)
+
+    try:
+        from rendezvous.proxy import add_cli
+    except ImportError:  # pragma: no cover - the proxy package is optional at import time
+        add_cli = None
+    if add_cli is not None:
+        add_cli(sub)
+    try:
+        from rendezvous.demo import add_cli as add_demo_cli
+    except ImportError:
+        add_demo_cli = None
+    if add_demo_cli is not None:
+        add_demo_cli(sub)
     return parser
 
 
