@@ -1,0 +1,285 @@
+"""The test harness: one local stack per session, fresh topics per test.
+
+Unit tests (``tests/unit``) touch no service and are marked ``unit`` automatically. Integration
+tests ask for the ``stack`` fixture, which starts Kafka, Flink and MLflow on free ports in a
+temporary state folder the first time a test needs it and stops them at the end of the session.
+Set ``RDV_TEST_USE_RUNNING=1`` to run against a stack you already started with
+``rendezvous up`` instead (its ``RDV_*`` settings are read from the environment).
+
+A stack that cannot start is an error, never a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from rendezvous.settings import ENV_PREFIX, REPO_ROOT, StackSettings
+
+USE_RUNNING_ENV = "RDV_TEST_USE_RUNNING"
+TESTS_HOME = REPO_ROOT / ".state" / "tests"
+PORT_FIELDS = (
+    "kafka_port",
+    "kafka_controller_port",
+    "flink_rest_port",
+    "flink_rpc_port",
+    "mlflow_port",
+    "proxy_port",
+)
+
+# Start and stop durations of the session's stack, shown in the terminal summary.
+_TIMINGS: dict[str, float] = {}
+# Set when the stack failed to start: its state folder (logs) is kept for a post-mortem.
+_KEPT: list[Path] = []
+
+
+# ---- collection ------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unit_dir = Path(__file__).parent / "unit"
+    for item in items:
+        if unit_dir in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.unit)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if _TIMINGS:
+        parts = ", ".join(f"{k} {v:.1f}s" for k, v in _TIMINGS.items())
+        terminalreporter.write_line(f"test stack: {parts}")
+    for home in _KEPT:
+        terminalreporter.write_line(f"test stack failed to start; logs kept in {home / 'logs'}")
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+
+def free_ports(names: tuple[str, ...] = PORT_FIELDS, host: str = "127.0.0.1") -> dict[str, int]:
+    """Distinct free TCP ports on ``host``, one per name (the OS picks them: bind to port 0)."""
+    with ExitStack() as held:
+        ports = {}
+        for name in names:
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind((host, 0))
+            ports[name] = sock.getsockname()[1]
+        # All sockets stay bound until every port is chosen, so the ports differ.
+        return ports
+
+
+def settings_env(settings: StackSettings) -> dict[str, str]:
+    """The ``RDV_*`` variables that make ``StackSettings.from_env()`` rebuild ``settings``."""
+    return {ENV_PREFIX + f.name.upper(): str(getattr(settings, f.name)) for f in fields(settings)}
+
+
+def wait_until(
+    probe: Callable[[], object], *, timeout_s: float, what: str, interval_s: float = 0.1
+) -> object:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def _stack_pids(stack) -> dict[str, int]:
+    services = (*stack.flink.services, stack.mlflow.service, stack.kafka.service)
+    return {svc.name: pid for svc in (*services, *stack.extra_services()) if (pid := svc.pid())}
+
+
+def _test_home() -> Path:
+    """A fresh state folder that reuses the jars already fetched for the default stack."""
+    from rendezvous.stack.jars import ensure_jars
+
+    shared = ensure_jars(StackSettings.from_env(), log=lambda msg: None)
+    home = TESTS_HOME / uuid.uuid4().hex[:12]
+    home.mkdir(parents=True)
+    home = home.resolve()
+    (home / "jars").symlink_to(shared.resolve(), target_is_directory=True)
+    return home
+
+
+def _remove_home(home: Path) -> None:
+    jars = home / "jars"
+    if jars.is_symlink():
+        jars.unlink()  # never let rmtree near the shared jars
+    shutil.rmtree(home, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        TESTS_HOME.rmdir()  # only when no other session's home is left in it
+
+
+# ---- the stack -------------------------------------------------------------------------
+
+
+def _use_running() -> bool:
+    return os.environ.get(USE_RUNNING_ENV, "") == "1"
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Iterator[StackSettings]:
+    """Settings of the stack under test: a private one on free ports, or the running one."""
+    if _use_running():
+        yield StackSettings.from_env()
+        return
+    home = _test_home()
+    try:
+        yield StackSettings.from_env(home=home, **free_ports())
+    finally:
+        if home not in _KEPT:
+            _remove_home(home)
+
+
+@pytest.fixture(scope="session")
+def stack(stack_settings: StackSettings) -> Iterator:
+    """A running :class:`rendezvous.stack.Stack`; started here unless RDV_TEST_USE_RUNNING=1."""
+    from rendezvous.stack import Stack
+
+    stack = Stack(stack_settings, log=lambda msg: None)
+    if _use_running():
+        down = [row for row in stack.status() if row.name in ("kafka", "flink", "mlflow")]
+        down = [f"{row.name} ({row.address})" for row in down if not row.up]
+        if down:
+            pytest.fail(
+                f"{USE_RUNNING_ENV}=1 but {', '.join(down)} of the stack in "
+                f"{stack_settings.home} is not up; run `rendezvous up` first or unset "
+                f"{USE_RUNNING_ENV} to let the tests start their own stack",
+                pytrace=False,
+            )
+        yield stack
+        return
+
+    t0 = time.monotonic()
+    try:
+        stack.up()
+    except BaseException:
+        stack.down()
+        _KEPT.append(stack_settings.home)
+        raise
+    _TIMINGS["start"] = time.monotonic() - t0
+    try:
+        yield stack
+    finally:
+        pids = _stack_pids(stack)
+        t0 = time.monotonic()
+        stack.down(purge=True)
+        _TIMINGS["stop"] = time.monotonic() - t0
+        from rendezvous.stack.procs import pid_alive
+
+        left = {name: pid for name, pid in pids.items() if pid_alive(pid)}
+        pid_files = sorted(p.name for p in stack_settings.run_dir.glob("*.pid"))
+        assert not left and not pid_files, (
+            f"the test stack left processes {left} / pid files {pid_files} in "
+            f"{stack_settings.run_dir}"
+        )
+
+
+@pytest.fixture
+def stack_env(stack_settings: StackSettings) -> dict[str, str]:
+    """The ``RDV_*`` variables that describe the stack under test (for the CLI)."""
+    return settings_env(stack_settings)
+
+
+# ---- Kafka helpers ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def unique_topic(stack) -> Iterator[Callable[..., str]]:
+    """A factory: ``unique_topic()`` creates a fresh topic and returns its name.
+
+    ``unique_topic("in", partitions=2)`` gives ``t-in-<random>`` with two partitions. The
+    topics are deleted when the test ends.
+    """
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": stack.settings.kafka_bootstrap})
+    created: list[str] = []
+
+    def make(label: str = "", *, partitions: int = 1) -> str:
+        name = "t-" + (f"{label}-" if label else "") + uuid.uuid4().hex[:10]
+        futures = admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1)],
+            operation_timeout=30,
+        )
+        futures[name].result(timeout=30)
+        created.append(name)
+
+        def known() -> bool:
+            meta = admin.list_topics(topic=name, timeout=5).topics.get(name)
+            return meta is not None and meta.error is None and len(meta.partitions) == partitions
+
+        wait_until(known, timeout_s=30, what=f"topic {name} in the broker's metadata")
+        return name
+
+    yield make
+    if created:
+        for future in admin.delete_topics(created, operation_timeout=30).values():
+            future.result(timeout=30)
+
+
+@pytest.fixture
+def kafka_producer(stack) -> Iterator:
+    """A ``confluent_kafka.Producer`` on the test broker; flushed when the test ends."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": stack.settings.kafka_bootstrap, "linger.ms": 0})
+    yield producer
+    remaining = producer.flush(30)
+    assert remaining == 0, f"{remaining} produced records were not delivered within 30s"
+
+
+@pytest.fixture
+def kafka_consumer(stack) -> Callable[..., list]:
+    """``kafka_consumer(topic, n, timeout_s=30)``: the first ``n`` records of ``topic``.
+
+    Reads every partition from the beginning (no consumer group rebalance to wait for) and
+    returns ``confluent_kafka.Message`` objects in the order they arrived; fails with the
+    count it got when ``n`` records do not arrive within ``timeout_s``.
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    def consume(topic: str, n: int, *, timeout_s: float = 30.0) -> list:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": stack.settings.kafka_bootstrap,
+                "group.id": f"test-{uuid.uuid4().hex[:10]}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        try:
+            meta = consumer.list_topics(topic, timeout=10).topics[topic]
+            assert not meta.error, f"topic {topic}: {meta.error}"
+            consumer.assign(
+                [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
+            )
+            got: list = []
+            deadline = time.monotonic() + timeout_s
+            while len(got) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"got {len(got)} of {n} records from topic {topic} within {timeout_s:.0f}s"
+                    )
+                msg = consumer.poll(min(left, 0.5))
+                if msg is None:
+                    continue
+                assert not msg.error(), f"consuming {topic}: {msg.error()}"
+                got.append(msg)
+            return got
+        finally:
+            consumer.close()
+
+    return consume

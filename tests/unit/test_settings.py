@@ -1,0 +1,90 @@
+"""StackSettings: defaults, RDV_* overrides and validation."""
+
+from __future__ import annotations
+
+from dataclasses import FrozenInstanceError
+from pathlib import Path
+
+import pytest
+
+from rendezvous.errors import ConfigError
+from rendezvous.settings import REPO_ROOT, StackSettings
+
+
+def test_defaults_without_environment():
+    s = StackSettings.from_env({})
+    assert s.kafka_port == 9092
+    assert s.flink_rest_port == 8081
+    assert s.home == (REPO_ROOT / ".state").resolve()
+    assert s.jars_dir == s.home / "jars"
+    assert s.kafka_bootstrap == "127.0.0.1:9092"
+    assert s.flink_url == "http://127.0.0.1:8081"
+    assert s.mlflow_url == "http://127.0.0.1:5000"
+
+
+def test_environment_overrides_parse_to_the_field_types(tmp_path):
+    env = {
+        "RDV_HOME": str(tmp_path / "state"),
+        "RDV_KAFKA_PORT": "19092",
+        "RDV_START_TIMEOUT_S": "12.5",
+        "RDV_KAFKA_HEAP": "256m",
+        "RDV_PYTHON": "/usr/bin/python3",
+        "RDV_MLFLOW_PORT": "15000",
+        "UNRELATED": "x",
+    }
+    s = StackSettings.from_env(env)
+    assert s.home == (tmp_path / "state").resolve()
+    assert isinstance(s.home, Path)
+    assert s.kafka_port == 19092 and isinstance(s.kafka_port, int)
+    assert s.start_timeout_s == 12.5 and isinstance(s.start_timeout_s, float)
+    assert s.kafka_heap == "256m"
+    assert s.python == Path("/usr/bin/python3")
+    assert s.kafka_bootstrap == "127.0.0.1:19092"
+    assert s.mlflow_url == "http://127.0.0.1:15000"
+
+
+def test_home_expands_the_user_folder():
+    s = StackSettings.from_env({"RDV_HOME": "~/rdv-test-home"})
+    assert s.home == (Path.home() / "rdv-test-home").resolve()
+
+
+def test_keyword_overrides_win_over_the_environment():
+    s = StackSettings.from_env({"RDV_KAFKA_PORT": "19092"}, kafka_port=29092)
+    assert s.kafka_port == 29092
+
+
+def test_settings_are_frozen():
+    s = StackSettings.from_env({})
+    with pytest.raises(FrozenInstanceError):
+        s.kafka_port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "kind"),
+    [
+        ("RDV_KAFKA_PORT", "ninety", "int"),
+        ("RDV_FLINK_TASKMANAGER_SLOTS", "2.5", "int"),
+        ("RDV_START_TIMEOUT_S", "soon", "float"),
+    ],
+)
+def test_an_invalid_number_names_the_variable(variable, raw, kind):
+    with pytest.raises(ConfigError) as err:
+        StackSettings.from_env({variable: raw})
+    message = err.value.message
+    assert f"{variable}={raw!r}" in message
+    assert f"not a valid {kind}" in message
+    assert err.value.code == "config"
+
+
+def test_duplicate_ports_are_rejected_naming_both_settings():
+    with pytest.raises(ConfigError) as err:
+        StackSettings.from_env({"RDV_MLFLOW_PORT": "9092"})
+    message = err.value.message
+    assert "mlflow_port and kafka_port are both 9092" in message
+    assert "RDV_MLFLOW_PORT" in message
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "-1"])
+def test_a_port_out_of_range_is_rejected(port):
+    with pytest.raises(ConfigError, match=r"RDV_PROXY_PORT to 1-65535"):
+        StackSettings.from_env({"RDV_PROXY_PORT": port})
