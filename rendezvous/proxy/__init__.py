@@ -1,0 +1,104 @@
+"""The thin asyncio HTTP proxy in front of the request stream.
+
+``create_app(settings, config)`` builds one replica's Starlette app; ``serve(settings)`` runs it
+with uvicorn; ``add_cli(subparsers)`` adds ``rendezvous proxy`` to the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rendezvous.proxy.app import Proxy, create_app, openapi, serve
+    from rendezvous.proxy.settings import ProxySettings
+    from rendezvous.proxy.transport import InMemoryTransport, KafkaTransport, Record, Transport
+    from rendezvous.proxy.validation import Validator, validate
+    from rendezvous.settings import StackSettings
+
+# Imported on first use, so that building the CLI parser stays fast.
+_LAZY = {
+    "Proxy": "app",
+    "create_app": "app",
+    "openapi": "app",
+    "serve": "app",
+    "ProxySettings": "settings",
+    "InMemoryTransport": "transport",
+    "KafkaTransport": "transport",
+    "Record": "transport",
+    "Transport": "transport",
+    "Validator": "validation",
+    "validate": "validation",
+}
+
+__all__ = [
+    "InMemoryTransport",
+    "KafkaTransport",
+    "Proxy",
+    "ProxySettings",
+    "Record",
+    "Transport",
+    "Validator",
+    "add_cli",
+    "cmd_proxy",
+    "create_app",
+    "openapi",
+    "serve",
+    "validate",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def cmd_proxy(args: argparse.Namespace, stack_settings: StackSettings) -> int:
+    """``rendezvous proxy``: run one replica in the foreground until Ctrl-C."""
+    from rendezvous.proxy.app import serve
+    from rendezvous.proxy.settings import ProxySettings
+
+    settings = ProxySettings.from_env(
+        defaults={
+            "bootstrap": stack_settings.kafka_bootstrap,
+            "host": stack_settings.host,
+            "port": stack_settings.proxy_port,
+        },
+        config=args.config,
+        host=args.host,
+        port=args.port,
+        replica_id=args.replica_id,
+        bootstrap=args.bootstrap,
+    )
+    print(
+        f"proxy replica {settings.replica_id} on http://{settings.host}:{settings.port} "
+        f"(Kafka {settings.bootstrap}, API at /docs)"
+    )
+    serve(settings)
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``proxy`` subcommand; its handler is ``cmd_proxy(args, stack_settings)``."""
+    p = subparsers.add_parser(
+        "proxy",
+        help="run an HTTP proxy replica (sync and async scoring over Kafka)",
+        description="Run one proxy replica with uvicorn. Settings come from RDV_PROXY_* "
+        "variables; these flags override them.",
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="service configuration (YAML or JSON); default: $RDV_PROXY_CONFIG",
+    )
+    p.add_argument("--port", type=int, help="TCP port (default: the stack's proxy port, 8000)")
+    p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--replica-id", dest="replica_id", help="this replica's id (default: random)")
+    p.add_argument(
+        "--bootstrap", help="Kafka bootstrap servers (default: the local stack's broker)"
+    )
+    p.set_defaults(func=cmd_proxy)
+    return p

@@ -1,0 +1,814 @@
+"""The proxy's HTTP application: Starlette routes over one :class:`Proxy` state object.
+
+One replica keeps three maps: the sync requests it is waiting on (request id -> future), the
+async requests it accepted and has no result for yet, and a bounded LRU/TTL cache of *every*
+result seen on the results topic (so any replica can answer ``GET /v1/requests/{id}``).
+Everything on the request path is O(1) and allocation-light: validators are built once per
+service, JSON goes through orjson, and nothing is logged per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+import re
+import time
+import uuid
+from bisect import bisect_left
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from rendezvous import serde, topics
+from rendezvous.config import Config, ServiceSpec
+from rendezvous.errors import ConfigError, RendezvousError
+from rendezvous.proxy.errors import (
+    AnswerTimeout,
+    BadJson,
+    BadRequestId,
+    BodyTooLarge,
+    DuplicateRequest,
+    KafkaUnavailable,
+    NoAnswer,
+    UnknownRequest,
+    UnknownService,
+    code_for,
+    status_for,
+)
+from rendezvous.proxy.settings import ProxySettings
+from rendezvous.proxy.transport import KafkaTransport, Transport
+from rendezvous.proxy.validation import EXAMPLE, Validator
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], int]
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+JSON = "application/json"
+UNKNOWN_SERVICE_LABEL = "_unknown"
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Failed:
+    """Resolves a waiting future when producing the request failed."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+# ---- metrics -------------------------------------------------------------------------------
+class Metrics:
+    """Counters and a latency histogram, rendered in the Prometheus text format."""
+
+    BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[str, list[float]] = {}  # service -> per-bucket counts, +Inf, sum
+        self.results = 0
+        self.results_matched = 0
+        self.ticks = 0
+        self.tick_errors = 0
+        self.delivery_failures = 0
+
+    def count(self, service: str, endpoint: str, status: int) -> None:
+        key = (service, endpoint, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+    def observe(self, service: str, latency_ms: int) -> None:
+        hist = self.latency.get(service)
+        if hist is None:
+            hist = self.latency[service] = [0] * (len(self.BUCKETS_S) + 2)
+        seconds = latency_ms / 1000
+        hist[bisect_left(self.BUCKETS_S, seconds)] += 1
+        hist[-1] += seconds
+
+    def render(self, gauges: dict[str, tuple[str, int]]) -> bytes:
+        out = [
+            "# HELP rdv_proxy_requests_total HTTP requests by service, endpoint and status code.",
+            "# TYPE rdv_proxy_requests_total counter",
+        ]
+        for (service, endpoint, status), n in sorted(self.requests.items()):
+            out.append(
+                f'rdv_proxy_requests_total{{service="{service}",endpoint="{endpoint}",'
+                f'code="{status}"}} {n}'
+            )
+        out += [
+            "# HELP rdv_proxy_request_duration_seconds Time from accepting a sync request to its answer.",
+            "# TYPE rdv_proxy_request_duration_seconds histogram",
+        ]
+        for service, hist in sorted(self.latency.items()):
+            running = 0
+            for bound, n in zip(self.BUCKETS_S, hist, strict=False):
+                running += n
+                out.append(
+                    f'rdv_proxy_request_duration_seconds_bucket{{service="{service}",le="{bound}"}} {running}'
+                )
+            running += hist[len(self.BUCKETS_S)]
+            out.append(
+                f'rdv_proxy_request_duration_seconds_bucket{{service="{service}",le="+Inf"}} {running}'
+            )
+            out.append(
+                f'rdv_proxy_request_duration_seconds_sum{{service="{service}"}} {hist[-1]:.6f}'
+            )
+            out.append(f'rdv_proxy_request_duration_seconds_count{{service="{service}"}} {running}')
+        counters = {
+            "rdv_proxy_results_total": (
+                "RESULT records read from the results topic.",
+                self.results,
+            ),
+            "rdv_proxy_results_matched_total": (
+                "Results that answered a request waiting on this replica.",
+                self.results_matched,
+            ),
+            "rdv_proxy_ticks_total": ("Clock heartbeats produced.", self.ticks),
+            "rdv_proxy_tick_errors_total": (
+                "Clock heartbeats that could not be queued.",
+                self.tick_errors,
+            ),
+            "rdv_proxy_delivery_failures_total": (
+                "Requests Kafka failed to take after they were queued.",
+                self.delivery_failures,
+            ),
+        }
+        for name, (help_text, value) in counters.items():
+            out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]
+        for name, (help_text, value) in gauges.items():
+            out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
+        return ("\n".join(out) + "\n").encode()
+
+
+# ---- the replica's state and handlers ------------------------------------------------------
+class Proxy:
+    """One replica: validation, produce, and the rendezvous of results with waiting requests."""
+
+    def __init__(
+        self, settings: ProxySettings, config: Config, transport: Transport, clock: Clock
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.transport = transport
+        self.clock = clock
+        self.replica_id = settings.replica_id
+        self.services: dict[str, tuple[ServiceSpec, Validator]] = {
+            name: (spec, Validator(spec)) for name, spec in config.services.items()
+        }
+        self.known_services = ", ".join(sorted(self.services)) or "none"
+        self.pending: dict[str, asyncio.Future[Any]] = {}
+        # request id -> [expires_ms (deadline + grace), service, delivery error or None]
+        self.accepted: OrderedDict[str, list[Any]] = OrderedDict()
+        # request id -> (arrived_ms, result record)
+        self.cache: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
+        self.metrics = Metrics()
+        self.openapi_json = orjson.dumps(openapi(config), option=orjson.OPT_INDENT_2)
+        self.docs_html = _docs_page(self.openapi_json)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    # -- lifespan
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.transport.start(self._loop, self.on_result)
+        if self.settings.tick_interval_ms > 0:
+            self._heartbeat = asyncio.create_task(self.heartbeat(), name="rdv-proxy-heartbeat")
+        log.info(
+            "proxy replica %s up: services %s, Kafka %s",
+            self.replica_id,
+            self.known_services,
+            self.settings.bootstrap,
+        )
+
+    async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_result(_Failed("the proxy is shutting down"))
+        await asyncio.get_running_loop().run_in_executor(None, self.transport.close)
+
+    async def heartbeat(self) -> None:
+        interval = self.settings.tick_interval_ms / 1000
+        key = self.replica_id.encode()
+        source = self.replica_id
+        while True:
+            at_ms = self.clock()
+            value = serde.encode(serde.Kind.TICK, {"source": source, "at_ms": at_ms})
+            try:
+                self.transport.produce(topics.CLOCK, key, value, at_ms)
+                self.metrics.ticks += 1
+            except KafkaUnavailable:
+                self.metrics.tick_errors += 1
+            await asyncio.sleep(interval)
+
+    # -- results from the transport (on the event loop)
+    def on_result(self, result: dict[str, Any]) -> None:
+        rid = result["request_id"]
+        now = self.clock()
+        self.metrics.results += 1
+        cache = self.cache
+        if rid not in cache:  # the first answer wins; a duplicate changes nothing
+            cache[rid] = (now, result)
+            if len(cache) > self.settings.cache_size:
+                cache.popitem(last=False)
+            # Drop the oldest entry if it outlived the TTL (amortised expiry).
+            oldest = next(iter(cache.values()))
+            if now - oldest[0] > self.settings.cache_ttl_ms:
+                cache.popitem(last=False)
+        fut = self.pending.get(rid)
+        if fut is not None and not fut.done():
+            fut.set_result(result)
+            self.metrics.results_matched += 1
+        self.accepted.pop(rid, None)
+
+    def _delivery_failed(self, rid: str, text: str) -> None:
+        self.metrics.delivery_failures += 1
+        fut = self.pending.get(rid)
+        if fut is not None and not fut.done():
+            fut.set_result(_Failed(text))
+        entry = self.accepted.get(rid)
+        if entry is not None:
+            entry[2] = text
+
+    # -- shared steps
+    def _request_id(self, request: Request) -> str:
+        given = request.headers.get("x-request-id")
+        if given is None:
+            return uuid.uuid4().hex
+        if REQUEST_ID_RE.fullmatch(given) is None:
+            raise BadRequestId(
+                f"X-Request-ID {given[:64]!r} is not 1-128 characters of letters, digits, "
+                f"'.', '_' or '-'; send such an id or leave the header out to get one assigned"
+            )
+        return given
+
+    def _service(self, name: str) -> tuple[ServiceSpec, Validator]:
+        try:
+            return self.services[name]
+        except KeyError:
+            raise UnknownService(
+                f"unknown service {name[:64]!r}; configured services: {self.known_services}"
+            ) from None
+
+    async def _body(self, request: Request) -> Any:
+        limit = self.settings.max_body_bytes
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise BodyTooLarge(
+                f"request body is {int(length)} bytes, more than the limit of {limit}; send a "
+                f"smaller body or raise RDV_PROXY_MAX_BODY_BYTES"
+            )
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(
+                    f"request body is more than the limit of {limit} bytes; send a smaller "
+                    f"body or raise RDV_PROXY_MAX_BODY_BYTES"
+                )
+            chunks.append(chunk)
+        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise BadJson(
+                f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column "
+                f"{exc.colno}; send a JSON object of the service's input fields"
+            ) from None
+
+    def _check_new(self, rid: str, service: str) -> tuple[int, dict[str, Any]] | None:
+        """Refuse an id already in flight; return the cached answer of a finished one."""
+        if rid in self.pending or rid in self.accepted:
+            raise DuplicateRequest(
+                f"request {rid} is already in flight on this replica; wait for its answer "
+                f"(GET /v1/requests/{rid}) or send a new X-Request-ID"
+            )
+        hit = self.cache.get(rid)
+        if hit is not None and hit[1]["service"] != service:
+            raise DuplicateRequest(
+                f"request id {rid} was already used for service {hit[1]['service']!r}; "
+                f"send a new X-Request-ID"
+            )
+        return hit
+
+    def _produce(self, spec: ServiceSpec, rid: str, payload: dict[str, Any]) -> tuple[int, int]:
+        if not self.transport.ready():
+            raise KafkaUnavailable(
+                f"Kafka is not ready: {self.transport.detail() or 'no detail'}; "
+                f"check GET /readyz and try again"
+            )
+        received_ms = self.clock()
+        deadline_ms = received_ms + spec.sla_ms
+        value = serde.encode(
+            serde.Kind.REQUEST,
+            {
+                "request_id": rid,
+                "service": spec.name,
+                "received_ms": received_ms,
+                "deadline_ms": deadline_ms,
+                "payload": serde.to_json(payload),
+                "reply_to": self.replica_id,
+            },
+        )
+        self.transport.produce(
+            topics.REQUESTS,
+            rid.encode(),
+            value,
+            received_ms,
+            partial(self._delivery_failed, rid),
+        )
+        return received_ms, deadline_ms
+
+    def _answer(self, result: dict[str, Any], latency_ms: int) -> bytes:
+        rid = result["request_id"]
+        if result["status"] != "ok":
+            detail = result.get("error")
+            raise NoAnswer(
+                f"no model answered request {rid} of service {result['service']!r}: "
+                f"{result['reason']}" + (f": {detail}" if detail else ""),
+                request_id=rid,
+            )
+        output = result["output"]
+        return orjson.dumps(
+            {
+                "request_id": rid,
+                "service": result["service"],
+                "model": result["model"],
+                "model_version": result["version"],
+                "role": result["role"],
+                "output": None if output is None else orjson.loads(output),
+                "reason": result["reason"],
+                "latency_ms": latency_ms,
+            }
+        )
+
+    def _error(self, exc: Exception, rid: str | None) -> Response:
+        status = status_for(exc)
+        if isinstance(exc, RendezvousError):
+            message = exc.message
+            rid = exc.request_id or rid
+        else:
+            log.exception("unexpected error in the proxy (request %s)", rid, exc_info=exc)
+            message = f"internal error: {type(exc).__name__}: {exc}"
+        body = orjson.dumps(
+            {"error": {"code": code_for(exc), "message": message, "request_id": rid}}
+        )
+        return _json(body, status, rid)
+
+    # -- endpoints
+    async def score(self, request: Request) -> Response:
+        name = request.path_params["service"]
+        label, rid = UNKNOWN_SERVICE_LABEL, None
+        try:
+            rid = self._request_id(request)
+            spec, validator = self._service(name)
+            label = name
+            payload = validator(await self._body(request))
+            hit = self._check_new(rid, name)
+            if hit is not None:
+                body = self._answer(hit[1], hit[0] - hit[1]["received_ms"])
+            else:
+                body = await self._wait(spec, rid, payload)
+        except Exception as exc:
+            response = self._error(exc, rid)
+            self.metrics.count(label, "score", response.status_code)
+            return response
+        self.metrics.count(label, "score", 200)
+        return _json(body, 200, rid)
+
+    async def _wait(self, spec: ServiceSpec, rid: str, payload: dict[str, Any]) -> bytes:
+        loop = self._loop or asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.pending[rid] = fut
+        timer = None
+        try:
+            received_ms, deadline_ms = self._produce(spec, rid, payload)
+            give_up_ms = deadline_ms + self.settings.result_grace_ms
+            timer = loop.call_later(max(give_up_ms - self.clock(), 0) / 1000, _resolve_none, fut)
+            outcome = await fut
+        finally:
+            self.pending.pop(rid, None)
+            if timer is not None:
+                timer.cancel()
+        if outcome is None:
+            raise AnswerTimeout(
+                f"no result for request {rid} of service {spec.name!r} by its deadline "
+                f"({spec.sla_ms} ms SLA) plus {self.settings.result_grace_ms} ms grace; the "
+                f"request is still archived downstream; check that the stream jobs run "
+                f"(`rendezvous status`)"
+            )
+        if isinstance(outcome, _Failed):
+            raise KafkaUnavailable(f"request {rid} did not reach Kafka: {outcome.text}")
+        latency_ms = self.clock() - received_ms
+        self.metrics.observe(spec.name, latency_ms)
+        return self._answer(outcome, latency_ms)
+
+    async def submit(self, request: Request) -> Response:
+        name = request.path_params["service"]
+        label, rid = UNKNOWN_SERVICE_LABEL, None
+        try:
+            rid = self._request_id(request)
+            spec, validator = self._service(name)
+            label = name
+            payload = validator(await self._body(request))
+            if self._check_new(rid, name) is None:
+                _, deadline_ms = self._produce(spec, rid, payload)
+                accepted = self.accepted
+                accepted[rid] = [deadline_ms + self.settings.result_grace_ms, name, None]
+                if len(accepted) > self.settings.cache_size:
+                    accepted.popitem(last=False)
+        except Exception as exc:
+            response = self._error(exc, rid)
+            self.metrics.count(label, "requests", response.status_code)
+            return response
+        self.metrics.count(label, "requests", 202)
+        return _json(
+            orjson.dumps({"request_id": rid, "status_url": f"/v1/requests/{rid}"}), 202, rid
+        )
+
+    async def status(self, request: Request) -> Response:
+        rid = request.path_params["request_id"]
+        try:
+            if REQUEST_ID_RE.fullmatch(rid) is None:
+                raise BadRequestId(
+                    f"{rid[:64]!r} is not a request id (1-128 characters of letters, digits, "
+                    f"'.', '_' or '-')"
+                )
+            body, status = self._status(rid)
+        except Exception as exc:
+            response = self._error(exc, rid)
+            self.metrics.count("", "status", response.status_code)
+            return response
+        self.metrics.count("", "status", status)
+        return _json(body, status, rid)
+
+    def _status(self, rid: str) -> tuple[bytes, int]:
+        now = self.clock()
+        hit = self.cache.get(rid)
+        if hit is not None and now - hit[0] <= self.settings.cache_ttl_ms:
+            self.cache.move_to_end(rid)
+            arrived_ms, result = hit
+            return self._answer(result, arrived_ms - result["received_ms"]), 200
+        if rid in self.pending:
+            return orjson.dumps({"request_id": rid, "status": "pending"}), 202
+        entry = self.accepted.get(rid)
+        if entry is not None:
+            expires_ms, service, failure = entry
+            if failure is not None:
+                raise KafkaUnavailable(f"request {rid} did not reach Kafka: {failure}")
+            if now <= expires_ms:
+                return orjson.dumps({"request_id": rid, "status": "pending"}), 202
+            if now - expires_ms <= self.settings.cache_ttl_ms:
+                raise AnswerTimeout(
+                    f"no result for request {rid} of service {service!r} by its deadline plus "
+                    f"{self.settings.result_grace_ms} ms grace; the request is still archived "
+                    f"downstream; check that the stream jobs run (`rendezvous status`)"
+                )
+            del self.accepted[rid]
+        raise UnknownRequest(
+            f"request {rid} is not known to this replica: it was never accepted here and no "
+            f"result for it was seen in the last {self.settings.cache_ttl_ms} ms (results "
+            f"are kept for that long, at most {self.settings.cache_size} of them); if it was "
+            f"just submitted to another replica, retry shortly"
+        )
+
+    async def healthz(self, request: Request) -> Response:
+        return _json(orjson.dumps({"status": "ok", "replica_id": self.replica_id}), 200)
+
+    async def readyz(self, request: Request) -> Response:
+        if self.transport.ready():
+            return _json(orjson.dumps({"status": "ready", "replica_id": self.replica_id}), 200)
+        exc = KafkaUnavailable(
+            f"Kafka at {self.settings.bootstrap} is not ready: "
+            f"{self.transport.detail() or 'no detail'}"
+        )
+        return self._error(exc, None)
+
+    async def metrics_text(self, request: Request) -> Response:
+        gauges = {
+            "rdv_proxy_pending_requests": (
+                "Sync requests waiting for their result on this replica.",
+                len(self.pending),
+            ),
+            "rdv_proxy_accepted_requests": (
+                "Async requests accepted here and not answered yet (or expired, kept for status).",
+                len(self.accepted),
+            ),
+            "rdv_proxy_cached_results": (
+                "Results kept for GET /v1/requests/{id}.",
+                len(self.cache),
+            ),
+            "rdv_proxy_ready": ("1 when Kafka is reachable.", int(self.transport.ready())),
+        }
+        return Response(
+            self.metrics.render(gauges), 200, media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    async def openapi_doc(self, request: Request) -> Response:
+        return _json(self.openapi_json, 200)
+
+    async def docs(self, request: Request) -> Response:
+        return Response(self.docs_html, 200, media_type="text/html; charset=utf-8")
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        """Starlette's own errors (no such route, wrong method) in the same body shape."""
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+        if status == 404:
+            message = f"no endpoint {request.method} {request.url.path}; see GET /docs for the API"
+        elif status == 405:
+            message = f"{request.method} is not allowed on {request.url.path}; see GET /docs"
+        else:
+            message = str(getattr(exc, "detail", exc))
+        body = orjson.dumps({"error": {"code": code, "message": message, "request_id": None}})
+        headers = getattr(exc, "headers", None)
+        return Response(body, status, headers=headers, media_type=JSON)
+
+
+def _resolve_none(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _json(body: bytes, status: int, rid: str | None = None) -> Response:
+    headers = None if rid is None else {"x-request-id": rid}
+    return Response(body, status, headers=headers, media_type=JSON)
+
+
+# ---- OpenAPI -------------------------------------------------------------------------------
+_OPENAPI_TYPES = {
+    "double": {"type": "number", "format": "double"},
+    "long": {"type": "integer", "format": "int64"},
+    "string": {"type": "string"},
+    "boolean": {"type": "boolean"},
+}
+
+
+def _input_schema(spec: ServiceSpec) -> dict[str, Any]:
+    if spec.input_fields is None:
+        return {
+            "type": "object",
+            "description": f"the input of model {spec.input_from_model!r} (its MLflow signature); "
+            "not checked by the proxy",
+        }
+    props: dict[str, Any] = {}
+    for f in spec.input_fields:
+        prop = dict(_OPENAPI_TYPES[f.type])
+        if f.default is not None:
+            prop["default"] = f.default
+        props[f.name] = prop
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": props,
+        "additionalProperties": False,
+        "example": {f.name: EXAMPLE[f.type] for f in spec.input_fields},
+    }
+    required = [f.name for f in spec.input_fields if f.required]
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {JSON: {"schema": schema}}}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return {"description": description, **_content(_ref("Error"))}
+
+
+def openapi(config: Config) -> dict[str, Any]:
+    """An OpenAPI 3 document of the proxy, with one request body schema per service."""
+    rid_header = {
+        "name": "X-Request-ID",
+        "in": "header",
+        "required": False,
+        "description": "your own request id (1-128 of [A-Za-z0-9._-]); one is assigned if absent",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
+    }
+    common_errors = {
+        "400": _err("malformed JSON (code bad_json) or a bad X-Request-ID"),
+        "404": _err("unknown service"),
+        "409": _err("this request id is already in flight"),
+        "413": _err("body larger than max_body_bytes"),
+        "422": _err("body does not match the service's input fields"),
+        "503": _err("Kafka unavailable"),
+    }
+    schemas: dict[str, Any] = {
+        "Answer": {
+            "type": "object",
+            "properties": {
+                "request_id": {"type": "string"},
+                "service": {"type": "string"},
+                "model": {"type": "string", "nullable": True},
+                "model_version": {"type": "string", "nullable": True},
+                "role": {"type": "string", "nullable": True},
+                "output": {"description": "the model's output, as JSON"},
+                "reason": {"type": "string", "description": "why this model's answer was chosen"},
+                "latency_ms": {"type": "integer"},
+            },
+        },
+        "Accepted": {
+            "type": "object",
+            "properties": {"request_id": {"type": "string"}, "status_url": {"type": "string"}},
+        },
+        "Pending": {
+            "type": "object",
+            "properties": {
+                "request_id": {"type": "string"},
+                "status": {"type": "string", "enum": ["pending"]},
+            },
+        },
+        "Error": {
+            "type": "object",
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "code": {"type": "string"},
+                        "message": {"type": "string"},
+                        "request_id": {"type": "string", "nullable": True},
+                    },
+                }
+            },
+        },
+    }
+    paths: dict[str, Any] = {}
+    for name, spec in sorted(config.services.items()):
+        schema_name = f"{name}_input"
+        schemas[schema_name] = _input_schema(spec)
+        body = {"required": True, **_content(_ref(schema_name))}
+        paths[f"/v1/services/{name}/score"] = {
+            "post": {
+                "summary": f"score one request for {name} and wait for the answer "
+                f"(SLA {spec.sla_ms} ms)",
+                "operationId": f"score_{name}",
+                "parameters": [rid_header],
+                "requestBody": body,
+                "responses": {
+                    "200": {"description": "the answer", **_content(_ref("Answer"))},
+                    **common_errors,
+                    "502": _err("no model could answer (error result)"),
+                    "504": _err("no result by the deadline plus the result grace"),
+                },
+            }
+        }
+        paths[f"/v1/services/{name}/requests"] = {
+            "post": {
+                "summary": f"submit one request for {name}; poll its status URL",
+                "operationId": f"submit_{name}",
+                "parameters": [rid_header],
+                "requestBody": body,
+                "responses": {
+                    "202": {"description": "accepted", **_content(_ref("Accepted"))},
+                    **common_errors,
+                },
+            }
+        }
+    paths["/v1/requests/{request_id}"] = {
+        "get": {
+            "summary": "the answer to a request, if known",
+            "operationId": "get_request",
+            "parameters": [
+                {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {"description": "the answer", **_content(_ref("Answer"))},
+                "202": {"description": "accepted here, no result yet", **_content(_ref("Pending"))},
+                "404": _err("unknown request"),
+                "502": _err("no model could answer (error result)"),
+                "504": _err("no result by the deadline plus the result grace"),
+            },
+        }
+    }
+    paths["/healthz"] = {
+        "get": {"summary": "liveness", "responses": {"200": {"description": "ok"}}}
+    }
+    paths["/readyz"] = {
+        "get": {
+            "summary": "readiness: Kafka reachable",
+            "responses": {"200": {"description": "ready"}, "503": _err("Kafka unavailable")},
+        }
+    }
+    paths["/metrics"] = {
+        "get": {
+            "summary": "Prometheus metrics",
+            "responses": {
+                "200": {"description": "text exposition format", "content": {"text/plain": {}}}
+            },
+        }
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Rendezvous proxy",
+            "version": "1",
+            "description": f"services from {config.source}: {', '.join(sorted(config.services))}",
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+def _docs_page(openapi_json: bytes) -> bytes:
+    text = html.escape(openapi_json.decode())
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>Rendezvous proxy API</title>"
+        "</head><body><h1>Rendezvous proxy API</h1>"
+        "<p>OpenAPI 3 document; raw JSON at <a href='/openapi.json'>/openapi.json</a>.</p>"
+        f"<pre>{text}</pre></body></html>"
+    ).encode()
+
+
+# ---- construction --------------------------------------------------------------------------
+def create_app(
+    settings: ProxySettings,
+    config: Config,
+    transport: Transport | None = None,
+    clock: Clock | None = None,
+) -> Starlette:
+    """The Starlette app of one replica; its lifespan starts/stops the transport and heartbeat.
+
+    ``transport`` defaults to a :class:`KafkaTransport` on ``settings.bootstrap``; ``clock``
+    (epoch milliseconds) defaults to the wall clock. The :class:`Proxy` is ``app.state.proxy``.
+    """
+    proxy = Proxy(
+        settings,
+        config,
+        KafkaTransport(settings) if transport is None else transport,
+        wall_clock_ms if clock is None else clock,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await proxy.start()
+        try:
+            yield
+        finally:
+            await proxy.stop()
+
+    routes = [
+        Route("/v1/services/{service}/score", proxy.score, methods=["POST"]),
+        Route("/v1/services/{service}/requests", proxy.submit, methods=["POST"]),
+        Route("/v1/requests/{request_id}", proxy.status, methods=["GET"]),
+        Route("/healthz", proxy.healthz, methods=["GET"]),
+        Route("/readyz", proxy.readyz, methods=["GET"]),
+        Route("/metrics", proxy.metrics_text, methods=["GET"]),
+        Route("/openapi.json", proxy.openapi_doc, methods=["GET"]),
+        Route("/docs", proxy.docs, methods=["GET"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: proxy.http_error},
+    )
+    app.state.proxy = proxy
+    return app
+
+
+def serve(settings: ProxySettings, config: Config | None = None) -> None:
+    """Run one replica with uvicorn until interrupted (no access log; loop ``auto``)."""
+    import uvicorn
+
+    from rendezvous.config import load
+
+    if config is None:
+        if settings.config is None:
+            raise ConfigError(
+                "the proxy needs the service configuration: pass --config FILE or set "
+                "RDV_PROXY_CONFIG"
+            )
+        config = load(settings.config)
+    app = create_app(settings, config)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="auto",
+        http="auto",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        log_level="info",
+    )

@@ -1,0 +1,126 @@
+"""Typed, frozen settings of one proxy replica, with ``RDV_PROXY_*`` environment overrides.
+
+Build one :class:`ProxySettings` at the entry point (``ProxySettings.from_env()``) and pass it
+down; nothing else in the proxy reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from rendezvous.errors import ConfigError
+
+ENV_PREFIX = "RDV_PROXY_"
+REPLICA_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _new_replica_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """Where the proxy listens, which Kafka it talks to, and its limits."""
+
+    bootstrap: str = "127.0.0.1:9092"
+    config: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    replica_id: str = field(default_factory=_new_replica_id)
+
+    max_body_bytes: int = 1 << 20
+    result_grace_ms: int = 1000
+    tick_interval_ms: int = 10
+    cache_size: int = 100_000
+    cache_ttl_ms: int = 600_000
+    delivery_timeout_ms: int = 5000
+    ready_probe_interval_ms: int = 1000
+
+    # ---- construction ------------------------------------------------------------------
+    @classmethod
+    def from_env(
+        cls,
+        env: Mapping[str, str] | None = None,
+        *,
+        defaults: Mapping[str, object] | None = None,
+        **overrides: object,
+    ) -> ProxySettings:
+        """Class defaults, then ``defaults`` (e.g. from the stack settings), then
+        ``RDV_PROXY_<FIELD>`` variables, then explicit keyword overrides (e.g. CLI flags)."""
+        env = os.environ if env is None else env
+        names = {f.name for f in fields(cls)}
+        unknown = sorted((set(defaults or {}) | set(overrides)) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown proxy setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+            )
+        values: dict[str, object] = dict(defaults or {})
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values).validated()  # type: ignore[arg-type]
+
+    def validated(self) -> ProxySettings:
+        def need(cond: bool, name: str, what: str, got: object) -> None:
+            if not cond:
+                raise ConfigError(
+                    f"proxy setting {name}={got!r} is invalid: expected {what}; "
+                    f"set {ENV_PREFIX}{name.upper()}"
+                )
+
+        need(0 < self.port < 65536, "port", "a TCP port 1-65535", self.port)
+        need(bool(self.bootstrap.strip()), "bootstrap", "host:port[,host:port]", self.bootstrap)
+        need(
+            REPLICA_ID_RE.fullmatch(self.replica_id) is not None,
+            "replica_id",
+            "1-64 characters of letters, digits, '.', '_' or '-'",
+            self.replica_id,
+        )
+        need(self.max_body_bytes >= 64, "max_body_bytes", "at least 64 bytes", self.max_body_bytes)
+        need(
+            self.result_grace_ms >= 0, "result_grace_ms", "milliseconds >= 0", self.result_grace_ms
+        )
+        need(
+            self.tick_interval_ms >= 0,
+            "tick_interval_ms",
+            "milliseconds >= 0 (0 turns the clock heartbeat off)",
+            self.tick_interval_ms,
+        )
+        need(self.cache_size >= 1, "cache_size", "at least 1 entry", self.cache_size)
+        need(self.cache_ttl_ms >= 1, "cache_ttl_ms", "milliseconds >= 1", self.cache_ttl_ms)
+        need(
+            self.delivery_timeout_ms >= 1,
+            "delivery_timeout_ms",
+            "milliseconds >= 1",
+            self.delivery_timeout_ms,
+        )
+        need(
+            self.ready_probe_interval_ms >= 1,
+            "ready_probe_interval_ms",
+            "milliseconds >= 1",
+            self.ready_probe_interval_ms,
+        )
+        config = None if self.config is None else Path(self.config).expanduser()
+        return dataclasses.replace(self, config=config)
+
+
+def _parse(name: str, annotation: object, raw: str) -> object:
+    kind = str(annotation)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind in ("Path", "Path | None"):
+            return Path(raw).expanduser() if raw else None
+    except ValueError:
+        raise ConfigError(
+            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}; fix or unset the variable"
+        ) from None
+    return raw
