@@ -153,8 +153,8 @@ def stack(stack_settings: StackSettings) -> Iterator:
         down = [f"{row.name} ({row.address})" for row in down if not row.up]
         if down:
             pytest.fail(
-                f"{USE_RUNNING_ENV}=1 but {', '.join(down)} of the stack in "
-                f"{stack_settings.home} is not up; run `rendezvous up` first or unset "
+                f"{USE_RUNNING_ENV}=1 but the stack in {stack_settings.home} is not up "
+                f"({', '.join(down)} not answering); run `rendezvous up` first or unset "
                 f"{USE_RUNNING_ENV} to let the tests start their own stack",
                 pytrace=False,
             )
