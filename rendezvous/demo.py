@@ -1,0 +1,130 @@
+"""`rendezvous demo`: the whole path on the local stack, from model training to answers."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import yaml
+
+from rendezvous.errors import RendezvousError
+from rendezvous.settings import StackSettings
+
+SERVICE = "breast_cancer"
+
+
+def run(settings: StackSettings, *, requests: int, concurrency: int) -> int:
+    import httpx
+
+    from rendezvous import deploy
+    from rendezvous.demo_models import demo_requests, demo_service_config, register_demo_models
+    from rendezvous.stack import Stack
+    from rendezvous.stack.procs import Service
+
+    stack = Stack(settings)
+    print(f"1/5 starting the local stack in {settings.home}")
+    stack.up()
+
+    print(f"2/5 training and registering the demo models in MLflow ({settings.mlflow_url})")
+    registered = register_demo_models(settings.mlflow_url, name=SERVICE)
+    for role, info in registered.get("models", {}).items():
+        print(f"    {role:<11} {info}")
+    demo_dir = settings.home / "demo"
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    config_path = demo_dir / "rendezvous.yaml"
+    config_path.write_text(
+        yaml.safe_dump({"services": {SERVICE: demo_service_config(SERVICE)}}, sort_keys=False)
+    )
+    print(f"    configuration written to {config_path}")
+
+    print("3/5 submitting the enrich, scoring and rendezvous jobs")
+    deploy.submit(stack, config_path, log=lambda line: print("  " + line))
+
+    print(f"4/5 starting the proxy on {settings.proxy_url}")
+    proxy = Service("proxy", settings.run_dir, settings.logs_dir)
+    if proxy.pid() is None:
+        argv = [str(settings.python), "-m", "rendezvous.cli", "proxy", "--config", str(config_path),
+                "--port", str(settings.proxy_port)]  # fmt: skip
+        proxy.start(argv, env=_env(), cwd=settings.home)
+
+    def ready() -> bool:
+        try:
+            return httpx.get(settings.proxy_url + "/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    proxy.wait_ready(ready, timeout_s=60, what=f"GET {settings.proxy_url}/readyz")
+
+    url = f"{settings.proxy_url}/v1/services/{SERVICE}/score"
+    bodies = demo_requests(requests, seed=7)
+    print(f"5/5 sending {len(bodies)} requests ({concurrency} at a time)")
+    with httpx.Client(timeout=30) as client:
+        client.post(url, json=bodies[0])  # warm-up: the first answer loads the models' caches
+
+        def call(body):
+            t0 = time.perf_counter()
+            resp = client.post(url, json=body)
+            return resp.status_code, resp.json(), (time.perf_counter() - t0) * 1000
+
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            outcomes = list(pool.map(call, bodies))
+
+    by_answer = Counter()
+    latencies = []
+    for status, body, ms in outcomes:
+        latencies.append(ms)
+        if status == 200:
+            by_answer[(body["model"], body["role"], body["reason"])] += 1
+        else:
+            by_answer[(f"HTTP {status}", "-", body.get("error", {}).get("code", "?"))] += 1
+    print()
+    print(f"{'answers':>8}  {'model':<14} {'role':<10} reason")
+    for (model, role, reason), n in by_answer.most_common():
+        print(f"{n:>8}  {model:<14} {role:<10} {reason}")
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    print(f"\nlatency at the client: p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms "
+          f"over {len(latencies)} requests")  # fmt: skip
+    print("\nTry it yourself:")
+    print(f"  curl -s -X POST {url} -H 'content-type: application/json' -d '{_json(bodies[0])}'")
+    print(
+        f"  Flink UI {settings.flink_url}   MLflow UI {settings.mlflow_url}   `rendezvous down` to stop"
+    )
+    return 0
+
+
+def _json(body) -> str:
+    from rendezvous import serde
+
+    return serde.to_json(body)
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def cmd_demo(args: argparse.Namespace, settings: StackSettings) -> int:
+    return run(settings, requests=args.requests, concurrency=args.concurrency)
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="start the stack, train and register demo models, serve and send requests"
+    )
+    p.add_argument("--requests", type=int, default=500)
+    p.add_argument("--concurrency", type=int, default=8)
+    p.set_defaults(func=cmd_demo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    try:
+        sys.exit(run(StackSettings.from_env(), requests=200, concurrency=4))
+    except RendezvousError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        sys.exit(2)
