@@ -88,6 +88,8 @@ def json_type(v: Any) -> str:
 
 
 def _show(v: Any, limit: int = 40) -> str:
+    if isinstance(v, float) and not math.isfinite(v):
+        return repr(v)
     try:
         text = orjson.dumps(v).decode()
     except (TypeError, orjson.JSONEncodeError):

@@ -1,0 +1,560 @@
+"""The proxy's HTTP behaviour, driven through an ASGI client over the in-memory transport."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from rendezvous import config, serde, topics
+from rendezvous.proxy import InMemoryTransport, ProxySettings, create_app
+from rendezvous.proxy.transport import Record
+
+pytestmark = pytest.mark.unit
+
+CONFIG = config.parse(
+    {
+        "services": {
+            "credit": {
+                "sla_ms": 100,
+                "models": [
+                    {"name": "gbm", "role": "champion", "callable": "udfs.rules:approve"},
+                    {"name": "rules", "role": "backstop", "callable": "udfs.rules:approve"},
+                ],
+                "input": {
+                    "amount": "double",
+                    "age": {"type": "long", "required": False, "default": 40},
+                    "region": {"type": "string", "required": False},
+                },
+            },
+            "fast": {
+                "sla_ms": 20,
+                "models": [{"name": "m", "role": "champion", "callable": "udfs.rules:approve"}],
+                "input": {"x": "double"},
+            },
+        }
+    }
+)
+T0 = 1_700_000_000_000
+
+
+class FakeClock:
+    def __init__(self, now: int = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@contextlib.asynccontextmanager
+async def proxy(
+    transport: InMemoryTransport | None = None,
+    clock: Callable[[], int] | None = None,
+    **overrides: Any,
+) -> AsyncIterator[tuple[httpx.AsyncClient, InMemoryTransport, Any]]:
+    settings = ProxySettings(**{"replica_id": "r1", "tick_interval_ms": 0, **overrides})
+    transport = InMemoryTransport() if transport is None else transport
+    app = create_app(settings, CONFIG, transport, clock)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://proxy"
+        ) as client,
+    ):
+        yield client, transport, app.state.proxy
+
+
+def answering(
+    clock: FakeClock | None = None, elapsed_ms: int = 0, **result: Any
+) -> Callable[[InMemoryTransport, Record], None]:
+    """An on_produce hook that answers every REQUEST at once (after ``elapsed_ms``)."""
+
+    def hook(t: InMemoryTransport, record: Record) -> None:
+        kind, rec = serde.decode(record.value)
+        if kind is serde.Kind.REQUEST:
+            if clock is not None:
+                clock.now += elapsed_ms
+            t.inject_result(t.result_for(rec, **result))
+
+    return hook
+
+
+def error_of(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "request_id"}
+    return body["error"]
+
+
+# ---- sync ----------------------------------------------------------------------------------
+def test_sync_happy_path_produces_request_and_returns_answer() -> None:
+    clock = FakeClock()
+    hook = answering(clock, 7, output={"approve": True, "p": 0.9}, model="gbm", version="3")
+
+    async def go() -> None:
+        async with proxy(InMemoryTransport(on_produce=hook), clock) as (client, t, _):
+            r = await client.post("/v1/services/credit/score", json={"amount": 250})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            rid = body["request_id"]
+            assert len(rid) == 32 and r.headers["x-request-id"] == rid
+            assert body == {
+                "request_id": rid,
+                "service": "credit",
+                "model": "gbm",
+                "model_version": "3",
+                "role": "champion",
+                "output": {"approve": True, "p": 0.9},
+                "reason": "champion",
+                "latency_ms": 7,
+            }
+            [record] = [x for x in t.records if x.topic == topics.REQUESTS]
+            assert record.key == rid.encode()
+            assert record.timestamp_ms == T0
+            req = serde.decode_as(serde.Kind.REQUEST, record.value)
+            assert req == {
+                "request_id": rid,
+                "service": "credit",
+                "received_ms": T0,
+                "deadline_ms": T0 + 100,
+                "payload": '{"amount":250.0,"age":40,"region":null}',
+                "reply_to": "r1",
+            }
+
+    run(go())
+
+
+def test_sync_timeout_is_504_after_deadline_plus_grace() -> None:
+    async def go() -> None:
+        async with proxy(result_grace_ms=10) as (client, t, p):
+            r = await client.post("/v1/services/fast/score", json={"x": 1})
+            assert r.status_code == 504
+            err = error_of(r)
+            assert err["code"] == "timeout"
+            assert "still archived" in err["message"]
+            assert err["request_id"] == r.headers["x-request-id"]
+            assert len(t.produced(serde.Kind.REQUEST)) == 1
+            assert p.pending == {}
+
+    run(go())
+
+
+def test_error_result_is_502_no_answer_with_reason() -> None:
+    hook = answering(status="error", model=None, role=None, reason="deadline", error="gbm: boom")
+
+    async def go() -> None:
+        async with proxy(InMemoryTransport(on_produce=hook)) as (client, _, _p):
+            r = await client.post("/v1/services/credit/score", json={"amount": 1.5})
+            assert r.status_code == 502
+            err = error_of(r)
+            assert err["code"] == "no_answer"
+            assert "deadline" in err["message"] and "gbm: boom" in err["message"]
+
+    run(go())
+
+
+def test_x_request_id_is_honoured() -> None:
+    hook = answering(output=1)
+
+    async def go() -> None:
+        async with proxy(InMemoryTransport(on_produce=hook)) as (client, t, _):
+            r = await client.post(
+                "/v1/services/credit/score",
+                json={"amount": 1},
+                headers={"X-Request-ID": "order-42.a_b"},
+            )
+            assert r.status_code == 200
+            assert r.json()["request_id"] == "order-42.a_b"
+            assert r.headers["x-request-id"] == "order-42.a_b"
+            assert t.records[0].key == b"order-42.a_b"
+
+    run(go())
+
+
+@pytest.mark.parametrize("bad", ["has space", "x" * 129, "slash/no", "é"])
+def test_invalid_x_request_id_is_400(bad: str) -> None:
+    async def go() -> None:
+        async with proxy() as (client, t, _):
+            r = await client.post(
+                "/v1/services/credit/score",
+                json={"amount": 1},
+                headers={"X-Request-ID": bad.encode()},
+            )
+            assert r.status_code == 400
+            err = error_of(r)
+            assert err["code"] == "bad_request_id"
+            assert err["request_id"] is None
+            assert t.records == []
+
+    run(go())
+
+
+def test_request_id_already_in_flight_is_409() -> None:
+    async def go() -> None:
+        async with proxy() as (client, _, _p):
+            headers = {"X-Request-ID": "dup-1"}
+            r = await client.post(
+                "/v1/services/credit/requests", json={"amount": 1}, headers=headers
+            )
+            assert r.status_code == 202
+            r = await client.post("/v1/services/credit/score", json={"amount": 1}, headers=headers)
+            assert r.status_code == 409
+            assert error_of(r)["code"] == "duplicate_request_id"
+
+    run(go())
+
+
+def test_retry_of_an_answered_request_id_returns_the_cached_answer() -> None:
+    async def go() -> None:
+        async with proxy(InMemoryTransport(on_produce=answering(output=5))) as (client, t, _):
+            headers = {"X-Request-ID": "again"}
+            first = await client.post(
+                "/v1/services/credit/score", json={"amount": 1}, headers=headers
+            )
+            second = await client.post(
+                "/v1/services/credit/score", json={"amount": 1}, headers=headers
+            )
+            assert first.status_code == second.status_code == 200
+            assert second.json()["output"] == 5
+            assert len(t.produced(serde.Kind.REQUEST)) == 1
+
+    run(go())
+
+
+# ---- async ---------------------------------------------------------------------------------
+def test_async_submit_then_poll() -> None:
+    clock = FakeClock()
+
+    async def go() -> None:
+        async with proxy(clock=clock) as (client, t, _):
+            r = await client.post("/v1/services/credit/requests", json={"amount": 3, "age": 30})
+            assert r.status_code == 202
+            body = r.json()
+            rid = body["request_id"]
+            assert body == {"request_id": rid, "status_url": f"/v1/requests/{rid}"}
+
+            r = await client.get(body["status_url"])
+            assert r.status_code == 202
+            assert r.json() == {"request_id": rid, "status": "pending"}
+
+            [req] = t.produced(serde.Kind.REQUEST)
+            assert req["payload"] == '{"amount":3.0,"age":30,"region":null}'
+            clock.now += 12
+            t.inject_result(t.result_for(req, output={"p": 0.1}, model="gbm"))
+            await asyncio.sleep(0)
+
+            r = await client.get(body["status_url"])
+            assert r.status_code == 200
+            answer = r.json()
+            assert answer["request_id"] == rid
+            assert answer["output"] == {"p": 0.1}
+            assert answer["model"] == "gbm"
+            assert answer["latency_ms"] == 12
+
+    run(go())
+
+
+def test_async_request_without_result_turns_504_after_deadline() -> None:
+    clock = FakeClock()
+
+    async def go() -> None:
+        async with proxy(clock=clock, result_grace_ms=50) as (client, _, _p):
+            r = await client.post("/v1/services/credit/requests", json={"amount": 3})
+            url = r.json()["status_url"]
+            clock.now += 150
+            assert (await client.get(url)).status_code == 202
+            clock.now += 1
+            r = await client.get(url)
+            assert r.status_code == 504
+            assert error_of(r)["code"] == "timeout"
+
+    run(go())
+
+
+def test_get_unknown_request_is_404() -> None:
+    async def go() -> None:
+        async with proxy() as (client, _, _p):
+            r = await client.get("/v1/requests/nope123")
+            assert r.status_code == 404
+            err = error_of(r)
+            assert err["code"] == "unknown_request"
+            assert err["request_id"] == "nope123"
+
+    run(go())
+
+
+def test_result_for_another_replica_is_cached_and_served() -> None:
+    async def go() -> None:
+        async with proxy() as (client, t, p):
+            other = {
+                "request_id": "held-by-r2",
+                "service": "credit",
+                "received_ms": T0,
+                "deadline_ms": T0 + 100,
+                "reply_to": "r2",
+            }
+            t.inject_result(t.result_for(other, output=[1, 2], reason="champion"))
+            await asyncio.sleep(0)
+            assert "held-by-r2" in p.cache
+            r = await client.get("/v1/requests/held-by-r2")
+            assert r.status_code == 200
+            assert r.json()["output"] == [1, 2]
+
+    run(go())
+
+
+def test_result_cache_is_bounded() -> None:
+    async def go() -> None:
+        async with proxy(cache_size=3) as (_client, t, p):
+            for i in range(5):
+                req = {"request_id": f"r{i}", "service": "credit", "received_ms": T0,
+                       "deadline_ms": T0 + 1}  # fmt: skip
+                t.inject_result(t.result_for(req))
+            await asyncio.sleep(0)
+            assert list(p.cache) == ["r2", "r3", "r4"]
+
+    run(go())
+
+
+# ---- input errors --------------------------------------------------------------------------
+def test_unknown_service_is_404_listing_services() -> None:
+    async def go() -> None:
+        async with proxy() as (client, t, _):
+            r = await client.post("/v1/services/nope/score", json={"amount": 1})
+            assert r.status_code == 404
+            err = error_of(r)
+            assert err["code"] == "unknown_service"
+            assert "credit, fast" in err["message"]
+            r = await client.post("/v1/services/nope/requests", json={"amount": 1})
+            assert r.status_code == 404
+            assert t.records == []
+
+    run(go())
+
+
+def test_malformed_json_is_400_with_line_and_column() -> None:
+    async def go() -> None:
+        async with proxy() as (client, _, _p):
+            r = await client.post(
+                "/v1/services/credit/score",
+                content=b'{\n  "amount": 1,,\n}',
+                headers={"content-type": "application/json"},
+            )
+            assert r.status_code == 400
+            err = error_of(r)
+            assert err["code"] == "bad_json"
+            assert "line 2" in err["message"] and "column" in err["message"]
+            r = await client.post("/v1/services/credit/score", content=b"")
+            assert r.status_code == 400
+
+    run(go())
+
+
+def test_body_too_large_is_413_by_content_length_and_by_stream() -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"amount": 1, "pad": "'
+        for _ in range(10):
+            yield b"x" * 100
+        yield b'"}'
+
+    async def go() -> None:
+        async with proxy(max_body_bytes=512) as (client, _, _p):
+            r = await client.post(
+                "/v1/services/credit/score", content=b'{"amount": 1}' + b" " * 600
+            )
+            assert r.status_code == 413
+            assert error_of(r)["code"] == "body_too_large"
+            assert "RDV_PROXY_MAX_BODY_BYTES" in error_of(r)["message"]
+            r = await client.post("/v1/services/credit/requests", content=chunks())
+            assert "content-length" not in r.request.headers
+            assert r.status_code == 413
+
+    run(go())
+
+
+def test_missing_field_is_422_naming_it() -> None:
+    async def go() -> None:
+        async with proxy() as (client, t, _):
+            r = await client.post("/v1/services/credit/score", json={"age": 3})
+            assert r.status_code == 422
+            err = error_of(r)
+            assert err["code"] == "schema"
+            assert "'amount'" in err["message"] and "required" in err["message"]
+            assert t.records == []
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"amount": "12"}, ["'amount'", "double", 'string "12"']),
+        ({"amount": True}, ["'amount'", "double", "boolean"]),
+        ({"amount": 1, "age": 2.5}, ["'age'", "long", "2.5"]),
+        ({"amount": 1, "colour": "red"}, ["'colour'", "remove"]),
+        ([1, 2], ["JSON object", "array"]),
+    ],
+)
+def test_wrong_type_is_422(body: Any, words: list[str]) -> None:
+    async def go() -> None:
+        async with proxy() as (client, _, _p):
+            r = await client.post("/v1/services/credit/score", json=body)
+            assert r.status_code == 422
+            message = error_of(r)["message"]
+            for w in words:
+                assert w in message
+
+    run(go())
+
+
+# ---- Kafka trouble -------------------------------------------------------------------------
+def test_not_ready_is_503_on_readyz_and_on_post() -> None:
+    async def go() -> None:
+        async with proxy(InMemoryTransport(ready=False)) as (client, t, _):
+            r = await client.get("/readyz")
+            assert r.status_code == 503
+            assert error_of(r)["code"] == "kafka_unavailable"
+            r = await client.post("/v1/services/credit/score", json={"amount": 1})
+            assert r.status_code == 503
+            assert t.records == []
+            t.set_ready(True)
+            assert (await client.get("/readyz")).status_code == 200
+
+    run(go())
+
+
+def test_produce_failure_is_503() -> None:
+    async def go() -> None:
+        transport = InMemoryTransport()
+        transport.fail_produce = "queue full"
+        async with proxy(transport) as (client, _, p):
+            r = await client.post("/v1/services/credit/score", json={"amount": 1})
+            assert r.status_code == 503
+            assert "queue full" in error_of(r)["message"]
+            assert p.pending == {}
+
+    run(go())
+
+
+def test_delivery_failure_of_a_pending_sync_request_is_503() -> None:
+    async def go() -> None:
+        transport = InMemoryTransport()
+        transport.fail_delivery = "broker said no"
+        async with proxy(transport, result_grace_ms=5000) as (client, _, _p):
+            r = await client.post("/v1/services/credit/score", json={"amount": 1})
+            assert r.status_code == 503
+            assert "broker said no" in error_of(r)["message"]
+            r = await client.post("/v1/services/credit/requests", json={"amount": 1})
+            assert r.status_code == 202
+            await asyncio.sleep(0)  # the failure is reported after produce() returned
+            r = await client.get(r.json()["status_url"])
+            assert r.status_code == 503
+
+    run(go())
+
+
+# ---- heartbeats, probes, metrics, docs -----------------------------------------------------
+def test_ticks_are_produced_to_the_clock_topic() -> None:
+    async def go() -> None:
+        async with proxy(tick_interval_ms=2) as (_client, t, _p):
+            for _ in range(200):
+                await asyncio.sleep(0.005)
+                if len(t.records) >= 3:
+                    break
+            ticks = [r for r in t.records if r.topic == topics.CLOCK]
+            assert len(ticks) >= 3
+            for r in ticks:
+                tick = serde.decode_as(serde.Kind.TICK, r.value)
+                assert tick["source"] == "r1"
+                assert tick["at_ms"] == r.timestamp_ms
+        assert t.closed
+
+    run(go())
+
+
+def test_lifespan_starts_and_closes_the_transport() -> None:
+    async def go() -> None:
+        async with proxy() as (_client, t, _p):
+            assert t.started and not t.closed
+        assert t.closed
+
+    run(go())
+
+
+def test_healthz_openapi_and_docs() -> None:
+    async def go() -> None:
+        async with proxy() as (client, _, _p):
+            r = await client.get("/healthz")
+            assert r.status_code == 200 and r.json()["status"] == "ok"
+            doc = (await client.get("/openapi.json")).json()
+            assert doc["openapi"].startswith("3.")
+            assert "/v1/services/credit/score" in doc["paths"]
+            assert "/v1/services/fast/requests" in doc["paths"]
+            assert "/v1/requests/{request_id}" in doc["paths"]
+            schema = doc["components"]["schemas"]["credit_input"]
+            assert schema["required"] == ["amount"]
+            assert schema["properties"]["age"] == {
+                "type": "integer",
+                "format": "int64",
+                "default": 40,
+            }
+            r = await client.get("/docs")
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+            assert "<pre>" in r.text and "/v1/services/credit/score" in r.text
+            r = await client.get("/v1/nothing")
+            assert r.status_code == 404 and error_of(r)["code"] == "not_found"
+            r = await client.get("/v1/services/credit/score")
+            assert r.status_code == 405 and error_of(r)["code"] == "method_not_allowed"
+
+    run(go())
+
+
+def test_metrics_has_request_counters_latency_and_pending() -> None:
+    async def go() -> None:
+        async with proxy(InMemoryTransport(on_produce=answering(output=1))) as (client, _, _p):
+            await client.post("/v1/services/credit/score", json={"amount": 1})
+            await client.post("/v1/services/credit/score", json={"amount": "x"})
+            await client.post("/v1/services/zzz/score", json={})
+            r = await client.get("/metrics")
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith("text/plain")
+            text = r.text
+            assert (
+                'rdv_proxy_requests_total{service="credit",endpoint="score",code="200"} 1' in text
+            )
+            assert (
+                'rdv_proxy_requests_total{service="credit",endpoint="score",code="422"} 1' in text
+            )
+            assert (
+                'rdv_proxy_requests_total{service="_unknown",endpoint="score",code="404"} 1' in text
+            )
+            assert 'rdv_proxy_request_duration_seconds_bucket{service="credit",le="+Inf"} 1' in text
+            assert 'rdv_proxy_request_duration_seconds_count{service="credit"} 1' in text
+            assert "rdv_proxy_pending_requests 0" in text
+            assert "rdv_proxy_results_total 1" in text
+
+    run(go())
+
+
+def test_many_concurrent_sync_requests_each_get_their_own_answer() -> None:
+    def hook(t: InMemoryTransport, record: Record) -> None:
+        req = serde.decode_as(serde.Kind.REQUEST, record.value)
+        t.inject_result(t.result_for(req, output=serde.from_json(req["payload"])["amount"]))
+
+    async def go() -> None:
+        async with proxy(InMemoryTransport(on_produce=hook)) as (client, _, p):
+            responses = await asyncio.gather(
+                *(client.post("/v1/services/credit/score", json={"amount": i}) for i in range(50))
+            )
+            assert [r.json()["output"] for r in responses] == [float(i) for i in range(50)]
+            assert p.pending == {}
+
+    run(go())

@@ -1,0 +1,87 @@
+"""Proxy settings from defaults, the environment and overrides; the error table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rendezvous.errors import ConfigError, RendezvousError
+from rendezvous.proxy import errors
+from rendezvous.proxy.settings import ProxySettings
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults() -> None:
+    s = ProxySettings.from_env({})
+    assert (s.host, s.port, s.bootstrap) == ("127.0.0.1", 8000, "127.0.0.1:9092")
+    assert s.max_body_bytes == 1 << 20
+    assert s.result_grace_ms == 1000 and s.tick_interval_ms == 10 and s.cache_size == 100_000
+    assert len(s.replica_id) == 12 and s.replica_id != ProxySettings.from_env({}).replica_id
+    assert s.config is None
+
+
+def test_env_then_overrides() -> None:
+    env = {
+        "RDV_PROXY_PORT": "9001",
+        "RDV_PROXY_CONFIG": "~/conf.yaml",
+        "RDV_PROXY_BOOTSTRAP": "kafka:9092",
+        "RDV_PROXY_REPLICA_ID": "a-1",
+    }
+    s = ProxySettings.from_env(env, defaults={"bootstrap": "stack:9092", "port": 7000}, port=9002)
+    assert s.port == 9002  # override beats env beats defaults
+    assert s.bootstrap == "kafka:9092"  # env beats defaults
+    assert s.config == Path("~/conf.yaml").expanduser()
+    assert s.replica_id == "a-1"
+    s = ProxySettings.from_env({}, defaults={"bootstrap": "stack:9092"}, port=None)
+    assert s.bootstrap == "stack:9092" and s.port == 8000  # None overrides are ignored
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"RDV_PROXY_PORT": "eighty"}, "RDV_PROXY_PORT"),
+        ({"RDV_PROXY_PORT": "70000"}, "RDV_PROXY_PORT"),
+        ({"RDV_PROXY_REPLICA_ID": "a b"}, "RDV_PROXY_REPLICA_ID"),
+        ({"RDV_PROXY_CACHE_SIZE": "0"}, "RDV_PROXY_CACHE_SIZE"),
+        ({"RDV_PROXY_MAX_BODY_BYTES": "1"}, "RDV_PROXY_MAX_BODY_BYTES"),
+    ],
+)
+def test_invalid_values_name_the_variable(env: dict[str, str], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        ProxySettings.from_env(env)
+
+
+def test_unknown_override_is_refused() -> None:
+    with pytest.raises(ConfigError, match="unknown proxy setting"):
+        ProxySettings.from_env({}, colour="red")
+
+
+def test_settings_are_frozen() -> None:
+    s = ProxySettings.from_env({})
+    with pytest.raises(AttributeError):
+        s.port = 1  # type: ignore[misc]
+
+
+def test_one_table_maps_errors_to_statuses() -> None:
+    expected = {
+        errors.BadJson: 400,
+        errors.BadRequestId: 400,
+        errors.UnknownService: 404,
+        errors.UnknownRequest: 404,
+        errors.DuplicateRequest: 409,
+        errors.BodyTooLarge: 413,
+        errors.SchemaViolation: 422,
+        errors.NoAnswer: 502,
+        errors.KafkaUnavailable: 503,
+        errors.AnswerTimeout: 504,
+    }
+    for cls, status in expected.items():
+        assert issubclass(cls, RendezvousError)
+        assert errors.HTTP_STATUS[cls] == status == cls.status
+        assert errors.status_for(cls("x")) == status
+        assert errors.code_for(cls("x")) == cls.code
+    assert errors.status_for(ValueError("x")) == 500
+    assert errors.code_for(ValueError("x")) == "internal"
+    assert errors.status_for(ConfigError("x")) == 500
