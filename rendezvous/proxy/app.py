@@ -200,7 +200,7 @@ class Proxy:
             self._heartbeat = None
         for fut in self.pending.values():
             if not fut.done():
-                fut.set_result(_Failed("the proxy is shutting down"))
+                fut.set_result(_Failed("this proxy replica is shutting down; retry on another"))
         await asyncio.get_running_loop().run_in_executor(None, self.transport.close)
 
     async def heartbeat(self) -> None:
@@ -415,7 +415,7 @@ class Proxy:
                 f"(`rendezvous status`)"
             )
         if isinstance(outcome, _Failed):
-            raise KafkaUnavailable(f"request {rid} did not reach Kafka: {outcome.text}")
+            raise KafkaUnavailable(f"request {rid} failed: {outcome.text}")
         latency_ms = self.clock() - received_ms
         self.metrics.observe(spec.name, latency_ms)
         return self._answer(outcome, latency_ms)

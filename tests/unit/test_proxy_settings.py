@@ -85,3 +85,41 @@ def test_one_table_maps_errors_to_statuses() -> None:
     assert errors.status_for(ValueError("x")) == 500
     assert errors.code_for(ValueError("x")) == "internal"
     assert errors.status_for(ConfigError("x")) == 500
+
+
+def test_cli_subcommand_builds_settings_from_stack_defaults_and_flags(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import argparse
+    import os
+
+    import rendezvous.proxy.app as app_module
+    from rendezvous.proxy import add_cli
+    from rendezvous.settings import StackSettings
+
+    for name in list(os.environ):
+        if name.startswith("RDV_PROXY_"):
+            monkeypatch.delenv(name)
+    seen: list[ProxySettings] = []
+    monkeypatch.setattr(app_module, "serve", seen.append)
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="command"))
+    conf = tmp_path / "services.yaml"
+    args = parser.parse_args(["proxy", "--config", str(conf), "--replica-id", "east-1"])
+    stack = StackSettings(home=tmp_path, kafka_port=19092, proxy_port=18000)
+    assert args.func(args, stack) == 0
+    [s] = seen
+    assert s.bootstrap == "127.0.0.1:19092"
+    assert s.port == 18000
+    assert s.replica_id == "east-1"
+    assert s.config == conf
+    args = parser.parse_args(["proxy", "--port", "9999", "--bootstrap", "k:1"])
+    args.func(args, stack)
+    assert (seen[-1].port, seen[-1].bootstrap) == (9999, "k:1")
+
+
+def test_serve_without_a_configuration_says_how_to_give_one() -> None:
+    from rendezvous.proxy import serve
+
+    with pytest.raises(ConfigError, match="RDV_PROXY_CONFIG"):
+        serve(ProxySettings.from_env({}))
