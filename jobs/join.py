@@ -2,6 +2,11 @@
 
 One source reads model inputs, scores and clock ticks; the ticks carry time forward when no
 traffic does, so a lone request is still answered at its deadline.
+
+Known limit: partitions idle for ``idle_ms`` are left out of the watermark, so after a stall
+longer than the SLA a score already on an idle partition can be read after clock ticks that
+passed its deadline; it then counts as late. Heartbeats into every partition would remove the
+need for idleness.
 """
 
 from __future__ import annotations
