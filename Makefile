@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/rendezvous demo
+	$(BIN)/rendezvous up
+	$(BIN)/rendezvous submit --config examples/rules.yaml
+	$(BIN)/rendezvous status
 
 up: install
 	$(BIN)/rendezvous up
