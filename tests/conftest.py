@@ -100,22 +100,31 @@ def _stack_pids(stack) -> dict[str, int]:
     return {svc.name: pid for svc in (*services, *stack.extra_services()) if (pid := svc.pid())}
 
 
-def _test_home() -> Path:
-    """A fresh state folder that reuses the jars already fetched for the default stack."""
-    from rendezvous.stack.jars import ensure_jars
+def _test_settings() -> StackSettings:
+    """Settings for a fresh state folder on free ports that reuses the already fetched jars.
 
-    shared = ensure_jars(StackSettings.from_env(), log=lambda msg: None)
+    ``ensure_jars`` fetches them once into the default state folder. The test home's ``jars``
+    folder links to its ``kafka`` and ``flink`` folders and carries its own fingerprint stamp
+    (the stamp covers the jars folder's path too), so ``Stack.up()`` finds the jars current and
+    never runs Maven on, or rewrites the stamp of, the shared folder.
+    """
+    from rendezvous.stack import jars
+
+    shared = jars.ensure_jars(StackSettings.from_env(), log=lambda msg: None).resolve()
     home = TESTS_HOME / uuid.uuid4().hex[:12]
     home.mkdir(parents=True)
-    home = home.resolve()
-    (home / "jars").symlink_to(shared.resolve(), target_is_directory=True)
-    return home
+    settings = StackSettings.from_env(home=home, **free_ports())
+    settings.jars_dir.mkdir()
+    for sub in ("kafka", "flink"):
+        (settings.jars_dir / sub).symlink_to(shared / sub, target_is_directory=True)
+    (settings.jars_dir / ".fingerprint").write_text(jars._fingerprint(settings))
+    return settings
 
 
 def _remove_home(home: Path) -> None:
-    jars = home / "jars"
-    if jars.is_symlink():
-        jars.unlink()  # never let rmtree near the shared jars
+    for link in (home / "jars").glob("*"):
+        if link.is_symlink():
+            link.unlink()  # never let rmtree near the shared jars
     shutil.rmtree(home, ignore_errors=True)
     with contextlib.suppress(OSError):
         TESTS_HOME.rmdir()  # only when no other session's home is left in it
@@ -134,12 +143,12 @@ def stack_settings() -> Iterator[StackSettings]:
     if _use_running():
         yield StackSettings.from_env()
         return
-    home = _test_home()
+    settings = _test_settings()
     try:
-        yield StackSettings.from_env(home=home, **free_ports())
+        yield settings
     finally:
-        if home not in _KEPT:
-            _remove_home(home)
+        if settings.home not in _KEPT:
+            _remove_home(settings.home)
 
 
 @pytest.fixture(scope="session")
