@@ -113,11 +113,15 @@ def _test_settings() -> StackSettings:
     shared = jars.ensure_jars(StackSettings.from_env(), log=lambda msg: None).resolve()
     home = TESTS_HOME / uuid.uuid4().hex[:12]
     home.mkdir(parents=True)
-    settings = StackSettings.from_env(home=home, **free_ports())
-    settings.jars_dir.mkdir()
-    for sub in ("kafka", "flink"):
-        (settings.jars_dir / sub).symlink_to(shared / sub, target_is_directory=True)
-    (settings.jars_dir / ".fingerprint").write_text(jars._fingerprint(settings))
+    try:
+        settings = StackSettings.from_env(home=home, **free_ports())
+        settings.jars_dir.mkdir()
+        for sub in ("kafka", "flink"):
+            (settings.jars_dir / sub).symlink_to(shared / sub, target_is_directory=True)
+        (settings.jars_dir / ".fingerprint").write_text(jars._fingerprint(settings))
+    except BaseException:
+        _remove_home(home)
+        raise
     return settings
 
 
@@ -174,7 +178,8 @@ def stack(stack_settings: StackSettings) -> Iterator:
     try:
         stack.up()
     except BaseException:
-        stack.down()
+        with contextlib.suppress(Exception):  # the start error is the one to report
+            stack.down()
         _KEPT.append(stack_settings.home)
         raise
     _TIMINGS["start"] = time.monotonic() - t0
