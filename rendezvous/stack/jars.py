@@ -26,6 +26,8 @@ def _maven_properties(settings: StackSettings) -> dict[str, str]:
 def _fingerprint(settings: StackSettings) -> str:
     digest = hashlib.sha256(POM.read_bytes())
     for key, value in sorted(_maven_properties(settings).items()):
+        if key == "deps.dir":  # where the jars live is not what they are
+            continue
         digest.update(f"{key}={value}\n".encode())
     return digest.hexdigest()
 
