@@ -1,35 +1,65 @@
-"""Models named by their behaviour, for tests and experiments: `callable: "udfs.zoo:<name>"`."""
+"""Models named by their behaviour, for tests and experiments: ``callable: "udfs.zoo:<name>"``.
+
+Each is a plain function ``f(features, **params)``; ``params`` come from the configuration::
+
+    - {name: sleepy, role: challenger, callable: "udfs.zoo:slow", params: {delay_ms: 80}}
+
+| name       | behaviour                                                              |
+|------------|------------------------------------------------------------------------|
+| `echo`     | returns the features it was given                                     |
+| `constant` | returns `value` (default 0.5)                                          |
+| `slow`     | sleeps `delay_ms` (default 200), then returns `value`                  |
+| `failing`  | always raises :class:`ModelFailure` with `message`                     |
+| `flaky`    | raises on a deterministic one-in-`every` share of inputs, else `value` |
+| `not_json` | returns a set, which is not JSON: tests of output validation           |
+"""
 
 from __future__ import annotations
 
 import time
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 
-def echo(features: dict[str, Any]) -> dict[str, Any]:
-    return features
+class ModelFailure(RuntimeError):
+    """What the failing zoo models raise."""
 
 
-def constant(features: dict[str, Any], value: Any = 0.5) -> Any:
+def echo(features: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(features)
+
+
+def constant(features: Mapping[str, Any], value: Any = 0.5) -> Any:
     return value
 
 
-def slow(features: dict[str, Any], delay_ms: float = 200.0, value: Any = 0.5) -> Any:
+def slow(features: Mapping[str, Any], delay_ms: float = 200.0, value: Any = 0.5) -> Any:
     time.sleep(delay_ms / 1000.0)
     return value
 
 
-class ModelFailure(RuntimeError):
-    pass
-
-
-def failing(features: dict[str, Any], message: str = "this model always fails") -> Any:
+def failing(features: Mapping[str, Any], message: str = "this model always fails") -> Any:
     raise ModelFailure(message)
 
 
-def flaky(features: dict[str, Any], every: int = 3, value: Any = 0.5) -> Any:
-    """Fails on a deterministic one-in-``every`` share of inputs (by a hash of the features)."""
-    if zlib.crc32(repr(sorted(features.items())).encode()) % every == 0:
+def flaky(features: Mapping[str, Any], every: int = 3, value: Any = 0.5) -> Any:
+    """Fails on a deterministic one-in-``every`` share of inputs (by a CRC of the features).
+
+    The same features always give the same outcome, in every process (no ``hash()``
+    randomisation), so a replay reproduces the failures.
+    """
+    if every < 1:
+        raise ValueError(f"flaky: every must be >= 1, got {every}")
+    if failure_key(features) % every == 0:
         raise ModelFailure(f"flaky model failed on this input (one in {every})")
     return value
+
+
+def failure_key(features: Mapping[str, Any]) -> int:
+    """The stable number ``flaky`` fails on (when it is divisible by ``every``)."""
+    return zlib.crc32(repr(sorted(features.items())).encode())
+
+
+def not_json(features: Mapping[str, Any]) -> Any:
+    return {"not", "json"}
