@@ -427,7 +427,10 @@ class _Source:
     def _registry_error(self, exc: Exception) -> ModelLoadError:
         ref = self.ref
         text = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        if getattr(exc, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
+        missing = getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST" or any(
+            s in str(exc).lower() for s in ("not found", "does not exist")
+        )
+        if not missing:
             unreachable = any(
                 s in str(exc) for s in ("Max retries", "Connection refused", "Failed to establish")
             )
@@ -580,7 +583,7 @@ def _load_folder(
     return _Loaded(
         version=version,
         kind="pyfunc",
-        predict=_pyfunc_predictor(pyfunc_model, columns),
+        predict=_pyfunc_predictor(pyfunc_model, meta.signature, columns),
         folder=(folder or local) if owned else None,
     )
 
@@ -688,12 +691,24 @@ def _forest_proba(estimator: Any, width: int) -> Callable[[Any], Any] | None:
 
 
 def _pyfunc_predictor(
-    pyfunc_model: Any, columns: list[str] | None
+    pyfunc_model: Any, signature: Any, columns: list[str] | None
 ) -> Callable[[Mapping[str, Any]], Any]:
     import pandas as pd
 
+    # JSON numbers arrive as float64/int64; MLflow's schema check refuses to narrow them to
+    # the signature's float/integer columns, so narrow them here.
+    narrow = {"float": "float32", "integer": "int32"}
+    casts = {}
+    if columns is not None:
+        for col in signature.inputs.inputs:
+            kind = getattr(col.type, "name", None)
+            if kind in narrow:
+                casts[col.name] = narrow[kind]
+
     def predict(features: Mapping[str, Any]) -> Any:
         frame = pd.DataFrame([dict(features)], columns=columns)
+        if casts:
+            frame = frame.astype(casts)
         return _plain(pyfunc_model.predict(frame))
 
     return predict
