@@ -205,8 +205,9 @@ def load_scorer(
 ) -> Scorer:
     """Load the model ``spec`` names and return its :class:`Scorer`.
 
-    ``tracking_uri`` is the MLflow tracking server (also the registry); None means MLflow's
-    default (``MLFLOW_TRACKING_URI``). ``follow_alias_s`` is how often ``refresh()`` may check
+    ``tracking_uri`` is the MLflow tracking server (also the registry); None means
+    ``MLFLOW_TRACKING_URI``, and a registry or run URI with neither is refused (MLflow would
+    silently answer from an empty ``./mlflow.db``). ``follow_alias_s`` is how often ``refresh()`` may check
     whether an alias moved (None: never). ``run_in_background`` runs the check; by default a
     daemon thread (tests pass ``lambda f: f()`` to run it inline).
     """
@@ -238,7 +239,7 @@ def _load_callable(spec: ModelSpec) -> _Loaded:
     except (ImportError, AttributeError) as exc:
         raise ModelLoadError(
             f"model {spec.name}: cannot import {target} ({exc}); check the module is on the "
-            "Python path of the Flink workers (rendezvous submit ships udfs/) and the function name"
+            "Python path of the Flink workers (flink run -pyfs <project folder>) and the function name"
         ) from None
     if not callable(func):
         raise ModelLoadError(
@@ -353,6 +354,13 @@ class _Source:
     @property
     def client(self):
         if self._client is None:
+            if not self.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+                # MLflow would fall back to ./mlflow.db and answer from an empty registry.
+                raise ModelLoadError(
+                    f"model {self.model}: {self.ref.uri} needs an MLflow registry, and no "
+                    "tracking URI is set; pass the tracking server's URL (the stack's is "
+                    "http://127.0.0.1:5000 by default) or set MLFLOW_TRACKING_URI"
+                )
             from mlflow import MlflowClient
 
             self._client = MlflowClient(
@@ -396,6 +404,8 @@ class _Source:
                 return ref.logged_model_id, found.artifact_location
             if ref.run_id is not None:
                 return self._run_artifact_uri()
+        except ModelLoadError:
+            raise
         except Exception as exc:
             raise self._registry_error(exc) from None
         return "local", ref.path or ""

@@ -314,6 +314,13 @@ def test_a_folder_that_is_not_a_model_is_named(tmp_path):
         load_scorer(ModelSpec("m", "champion", uri=str(tmp_path)), tracking_uri=None)
 
 
+def test_a_registry_uri_without_a_tracking_uri_is_refused(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for uri in ("models:/credit@champion", "runs:/0a1b/model", "models:/m-0a1b"):
+        with pytest.raises(ModelLoadError, match="needs an MLflow registry, and no tracking URI"):
+            load_scorer(ModelSpec("m", "champion", uri=uri), tracking_uri=None)
+
+
 def test_an_unreachable_registry_says_how_to_start_it(monkeypatch):
     import socket
 
