@@ -109,3 +109,10 @@ def event_time(*, out_of_order_ms: int = 5, idle_ms: int = 100) -> WatermarkStra
 
 def no_watermarks() -> WatermarkStrategy:
     return WatermarkStrategy.no_watermarks()
+
+
+def route(stream, kind: int, sink, *, name: str, uid: str) -> None:
+    """Send the records of one kind (their first byte, see rendezvous.serde) to ``sink``."""
+    stream.filter(lambda v, k=kind: v[0] == k).name(name).uid(uid).sink_to(sink).name(
+        f"{name} sink"
+    ).uid(f"{uid}-sink")

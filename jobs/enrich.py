@@ -10,7 +10,7 @@ from __future__ import annotations
 from pyflink.datastream.functions import CoFlatMapFunction, RuntimeContext
 
 from jobs import common
-from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks
+from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks, route
 from rendezvous import serde, topics
 from rendezvous.enrich import Enricher, PolicyBook, to_model_input
 
@@ -80,12 +80,8 @@ def build(
         .name("enrich")
         .uid("enrich")
     )
-    out.filter(lambda v: v[0] == serde.Kind.MODEL_INPUT).name("model-inputs").uid(
-        "enrich-mi"
-    ).sink_to(model_input_sink).name("model-input sink").uid("enrich-mi-sink")
-    out.filter(lambda v: v[0] == serde.Kind.DEAD_LETTER).name("dead-letters").uid(
-        "enrich-dl"
-    ).sink_to(dead_letter_sink).name("dead-letter sink").uid("enrich-dl-sink")
+    route(out, serde.Kind.MODEL_INPUT, model_input_sink, name="model-input", uid="enrich-mi")
+    route(out, serde.Kind.DEAD_LETTER, dead_letter_sink, name="dead-letter", uid="enrich-dl")
 
 
 def main(argv: list[str] | None = None) -> None:

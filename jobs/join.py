@@ -16,7 +16,7 @@ from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from jobs import common
-from jobs.connectors import BYTES, event_time, kafka_sink, kafka_source
+from jobs.connectors import BYTES, event_time, kafka_sink, kafka_source, route
 from rendezvous import core, serde, topics
 
 
@@ -82,12 +82,8 @@ def build(env, source, results_sink, decisions_sink, *, idle_ms: int = 50) -> No
         .name("rendezvous")
         .uid("rendezvous")
     )
-    out.filter(lambda v: v[0] == serde.Kind.RESULT).name("results").uid("join-results").sink_to(
-        results_sink
-    ).name("results sink").uid("join-results-sink")
-    out.filter(lambda v: v[0] == serde.Kind.DECISION).name("decisions").uid(
-        "join-decisions"
-    ).sink_to(decisions_sink).name("decisions sink").uid("join-decisions-sink")
+    route(out, serde.Kind.RESULT, results_sink, name="results", uid="join-results")
+    route(out, serde.Kind.DECISION, decisions_sink, name="decisions", uid="join-decisions")
 
 
 def main(argv: list[str] | None = None) -> None:
