@@ -151,18 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="service configuration (YAML or JSON)")
     p.set_defaults(func=cmd_models)
 
-    try:
-        from rendezvous.proxy import add_cli
-    except ImportError:  # pragma: no cover - the proxy package is optional at import time
-        add_cli = None
-    if add_cli is not None:
-        add_cli(sub)
-    try:
-        from rendezvous.demo import add_cli as add_demo_cli
-    except ImportError:
-        add_demo_cli = None
-    if add_demo_cli is not None:
-        add_demo_cli(sub)
+    from rendezvous.demo import add_cli as add_demo_cli
+    from rendezvous.proxy import add_cli as add_proxy_cli
+
+    add_proxy_cli(sub)
+    add_demo_cli(sub)
     return parser
 
 
