@@ -100,11 +100,11 @@ def kafka_sink(
     return builder.build()
 
 
-def event_time(*, out_of_order_ms: int = 5, idle_ms: int = 100) -> WatermarkStrategy:
-    """Watermarks from Kafka record timestamps, per partition, with idle partitions ignored."""
-    return WatermarkStrategy.for_bounded_out_of_orderness(
-        Duration.of_millis(out_of_order_ms)
-    ).with_idleness(Duration.of_millis(idle_ms))
+def event_time(*, out_of_order_ms: int = 5, idle_ms: int | None = 100) -> WatermarkStrategy:
+    """Watermarks from Kafka record timestamps, per partition; with ``idle_ms``, a partition
+    silent that long is left out of the watermark until it has records again."""
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(out_of_order_ms))
+    return strategy if idle_ms is None else strategy.with_idleness(Duration.of_millis(idle_ms))
 
 
 def no_watermarks() -> WatermarkStrategy:

@@ -1,12 +1,9 @@
 """Rendezvous job: joins each request with its scores by request ID under event-time deadlines.
 
-One source reads model inputs, scores and clock ticks; the ticks carry time forward when no
-traffic does, so a lone request is still answered at its deadline.
-
-Known limit: partitions idle for ``idle_ms`` are left out of the watermark, so after a stall
-longer than the SLA a score already on an idle partition can be read after clock ticks that
-passed its deadline; it then counts as late. Heartbeats into every partition would remove the
-need for idleness.
+One source reads model inputs and scores; element timestamps are broker append times. Every
+partition carries heartbeats (see :mod:`rendezvous.heartbeat`), so the watermark moves when no
+traffic does and never passes a score that the broker stamped before it: no partition is ever
+declared idle, and a lone request is still answered at its deadline.
 """
 
 from __future__ import annotations
@@ -19,17 +16,19 @@ from jobs import common
 from jobs.connectors import BYTES, event_time, kafka_sink, kafka_source, route
 from rendezvous import core, serde, topics
 
-
-def request_id(value: bytes) -> str:
-    kind, record = serde.decode(value)
-    return record["request_id"]
+_JOINED = (serde.Kind.MODEL_INPUT, serde.Kind.SCORE)
 
 
-def decodable(value: bytes) -> bool:
+def joined(value: bytes) -> bool:
+    """Model inputs and scores; heartbeats and anything unknown are dropped here."""
+    return bool(value) and value[0] in _JOINED
+
+
+def key_of(value: bytes) -> str:
     try:
-        return serde.decode(value)[0] in (serde.Kind.MODEL_INPUT, serde.Kind.SCORE)
+        return serde.request_id(value)
     except serde.SerdeError:
-        return False
+        return ""  # process_element drops what it cannot decode
 
 
 class RendezvousFunction(KeyedProcessFunction):
@@ -39,7 +38,10 @@ class RendezvousFunction(KeyedProcessFunction):
         )
 
     def process_element(self, value: bytes, ctx: KeyedProcessFunction.Context):
-        kind, record = serde.decode(value)
+        try:
+            kind, record = serde.decode(value)
+        except serde.SerdeError:
+            return  # written by something else than the enrich and score jobs: not joinable
         state = self.pending.value() or core.Pending()
         if kind == serde.Kind.MODEL_INPUT:
             outcome = core.on_request(state, record)
@@ -66,18 +68,18 @@ class RendezvousFunction(KeyedProcessFunction):
             yield serde.encode(serde.Kind.DECISION, decision)
 
 
-def build(env, source, results_sink, decisions_sink, *, idle_ms: int = 50) -> None:
+def build(env, source, results_sink, decisions_sink) -> None:
     stream = env.from_source(
         source,
-        event_time(out_of_order_ms=0, idle_ms=idle_ms),
-        "inputs+scores+clock",
+        event_time(out_of_order_ms=0, idle_ms=None),
+        "inputs+scores",
         type_info=BYTES,
     ).uid("join-source")
     out = (
-        stream.filter(decodable)
-        .name("drop ticks")
+        stream.filter(joined)
+        .name("drop heartbeats")
         .uid("join-filter")
-        .key_by(request_id, key_type=Types.STRING())
+        .key_by(key_of, key_type=Types.STRING())
         .process(RendezvousFunction(), output_type=BYTES)
         .name("rendezvous")
         .uid("rendezvous")
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         env,
         kafka_source(
             s.bootstrap,
-            [topics.MODEL_INPUT, topics.SCORES, topics.CLOCK],
+            list(topics.HEARTBEAT),
             f"{s.group_prefix}-join",
             start=s.start,
         ),

@@ -29,12 +29,13 @@ class ScoreFunction(FlatMapFunction):
             self.scorer.close()
 
     def flat_map(self, value: bytes):
+        if not value or value[0] != serde.Kind.MODEL_INPUT:
+            return  # heartbeats
         try:
-            kind, record = serde.decode(value)
+            record = serde.decode_as(serde.Kind.MODEL_INPUT, value)
         except serde.SerdeError:
             return  # the enrich job already dead-lettered what it could not encode
-        if kind != serde.Kind.MODEL_INPUT:
-            return
+        self.scorer.refresh()  # follows an alias moved in the registry (cheap; see models.py)
         score = score_record(self.scorer, self.settings.service, record, common.now_ms)
         if score is not None:
             yield serde.encode(serde.Kind.SCORE, score)

@@ -94,6 +94,41 @@ def decode(value: bytes) -> tuple[Kind, dict[str, Any]]:
     return kind, record
 
 
+# Kinds whose Avro record starts with the request ID (checked against the schemas at import).
+KEYED = frozenset(
+    k for k, name in ((k, n) for n, k in _FILES.items() if k is not None)
+    if RAW_SCHEMAS[name]["fields"][0]["name"] == "request_id"
+)
+
+
+def request_id(value: bytes) -> str:
+    """The request ID of a keyed record without decoding the rest of it.
+
+    Schemaless Avro writes fields in order and a string as a zigzag varint length and UTF-8
+    bytes, so the ID sits right after the kind byte.
+    """
+    if not value or value[0] not in KEYED:
+        raise SerdeError(
+            f"record kind {value[0] if value else 'none'} carries no request ID; expected one of "
+            f"{', '.join(sorted(k.name for k in KEYED))}"
+        )
+    n = shift = 0
+    i = 1
+    while True:
+        if i >= len(value):
+            raise SerdeError("truncated record: the request ID length runs past its end")
+        b = value[i]
+        n |= (b & 0x7F) << shift
+        i += 1
+        if not b & 0x80:
+            break
+        shift += 7
+    length = (n >> 1) ^ -(n & 1)
+    if length < 0 or i + length > len(value):
+        raise SerdeError(f"corrupt record: request ID length {length} in {len(value)} bytes")
+    return value[i : i + length].decode()
+
+
 def decode_as(expected: Kind, value: bytes) -> dict[str, Any]:
     kind, record = decode(value)
     if kind != expected:

@@ -9,13 +9,18 @@ RESULTS = "rdv.results"
 CONTROL = "rdv.control"
 DECISIONS = "rdv.decisions"
 DEAD_LETTER = "rdv.dead-letter"
-CLOCK = "rdv.clock"
 
-ALL = (REQUESTS, MODEL_INPUT, SCORES, RESULTS, CONTROL, DECISIONS, DEAD_LETTER, CLOCK)
+ALL = (REQUESTS, MODEL_INPUT, SCORES, RESULTS, CONTROL, DECISIONS, DEAD_LETTER)
 
 # Topics that must keep a single partition so that their order is global.
-SINGLE_PARTITION = frozenset({CONTROL, CLOCK})
+SINGLE_PARTITION = frozenset({CONTROL})
 
 # Topics whose record timestamps the broker stamps on arrival (one clock, monotonic per
 # partition): the rendezvous job's watermarks come from these.
-LOG_APPEND_TIME = frozenset({MODEL_INPUT, SCORES, CLOCK})
+LOG_APPEND_TIME = frozenset({MODEL_INPUT, SCORES})
+
+# Topics the rendezvous job reads. Heartbeats go into every partition of each, so that once a
+# heartbeat stamped T has been read from a partition, every record stamped before T on that
+# partition has been read too: the watermark can then pass a deadline only after every score
+# produced before it, and no partition ever needs to be declared idle.
+HEARTBEAT = (MODEL_INPUT, SCORES)

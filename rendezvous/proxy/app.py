@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rendezvous import serde, topics
+from rendezvous import heartbeat, serde, topics
 from rendezvous.config import Config, ServiceSpec
 from rendezvous.errors import ConfigError, RendezvousError
 from rendezvous.proxy.errors import (
@@ -174,6 +174,8 @@ class Proxy:
         # request id -> (arrived_ms, result record)
         self.cache: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
         self.metrics = Metrics()
+        # Heartbeats stay fast until this time: the last deadline plus its decision grace.
+        self.busy_until_ms = 0
         self.openapi_json = orjson.dumps(openapi(config), option=orjson.OPT_INDENT_2)
         self.docs_html = _docs_page(self.openapi_json)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -204,18 +206,18 @@ class Proxy:
         await asyncio.get_running_loop().run_in_executor(None, self.transport.close)
 
     async def heartbeat(self) -> None:
-        interval = self.settings.tick_interval_ms / 1000
-        key = self.replica_id.encode()
+        """Heartbeats into every partition the rendezvous job reads (see rendezvous.heartbeat):
+        fast while a request of this replica may still be waiting, slow otherwise."""
+        fast = self.settings.tick_interval_ms / 1000
+        slow = max(fast, self.settings.idle_tick_interval_ms / 1000)
         source = self.replica_id
         while True:
             at_ms = self.clock()
-            value = serde.encode(serde.Kind.TICK, {"source": source, "at_ms": at_ms})
             try:
-                self.transport.produce(topics.CLOCK, key, value, at_ms)
-                self.metrics.ticks += 1
+                self.metrics.ticks += self.transport.tick(heartbeat.tick(source, at_ms), at_ms)
             except KafkaUnavailable:
                 self.metrics.tick_errors += 1
-            await asyncio.sleep(interval)
+            await asyncio.sleep(fast if at_ms < self.busy_until_ms else slow)
 
     # -- results from the transport (on the event loop)
     def on_result(self, result: dict[str, Any]) -> None:
@@ -333,6 +335,9 @@ class Proxy:
             value,
             received_ms,
             partial(self._delivery_failed, rid),
+        )
+        self.busy_until_ms = max(
+            self.busy_until_ms, deadline_ms + max(spec.grace_ms, self.settings.result_grace_ms)
         )
         return received_ms, deadline_ms
 

@@ -37,6 +37,7 @@ class ProxySettings:
     max_body_bytes: int = 1 << 20
     result_grace_ms: int = 1000
     tick_interval_ms: int = 10
+    idle_tick_interval_ms: int = 1000
     cache_size: int = 100_000
     cache_ttl_ms: int = 600_000
     delivery_timeout_ms: int = 5000
@@ -93,6 +94,12 @@ class ProxySettings:
             "tick_interval_ms",
             "milliseconds >= 0 (0 turns the clock heartbeat off)",
             self.tick_interval_ms,
+        )
+        need(
+            self.idle_tick_interval_ms >= 1,
+            "idle_tick_interval_ms",
+            "milliseconds >= 1 (the heartbeat cadence with no request waiting)",
+            self.idle_tick_interval_ms,
         )
         need(self.cache_size >= 1, "cache_size", "at least 1 entry", self.cache_size)
         need(self.cache_ttl_ms >= 1, "cache_ttl_ms", "milliseconds >= 1", self.cache_ttl_ms)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, NamedTuple
 
-from rendezvous import serde, topics
+from rendezvous import heartbeat, serde, topics
 from rendezvous.proxy.errors import KafkaUnavailable
 from rendezvous.proxy.settings import ProxySettings
 
@@ -58,6 +58,10 @@ class Transport:
         """Queue one record; ``on_error(text)`` runs on the loop if delivery fails later."""
         raise NotImplementedError
 
+    def tick(self, value: bytes, at_ms: int) -> int:
+        """Queue one heartbeat into every partition of the heartbeat topics; return how many."""
+        raise NotImplementedError
+
     def ready(self) -> bool:
         """Whether Kafka is reachable (cached; must be cheap enough to call per request)."""
         raise NotImplementedError
@@ -84,7 +88,7 @@ class KafkaTransport(Transport):
         settings: ProxySettings,
         *,
         results_topic: str = topics.RESULTS,
-        probe_topics: tuple[str, ...] = (topics.REQUESTS, topics.RESULTS, topics.CLOCK),
+        probe_topics: tuple[str, ...] = (topics.REQUESTS, topics.RESULTS, *topics.HEARTBEAT),
     ) -> None:
         self.settings = settings
         self.results_topic = results_topic
@@ -97,6 +101,7 @@ class KafkaTransport(Transport):
         self._probe_ok = False
         self._assigned = False
         self._problem = "not started"
+        self._tick_partitions: dict[str, int] = {}
         self.decode_errors = 0
         self.results = 0
 
@@ -178,6 +183,17 @@ class KafkaTransport(Transport):
         except Exception as exc:  # KafkaException and friends
             raise KafkaUnavailable(f"cannot produce to topic {topic}: {exc}") from None
 
+    def tick(self, value: bytes, at_ms: int) -> int:
+        producer = self._producer
+        if producer is None or not self._tick_partitions:
+            return 0
+        try:
+            return heartbeat.produce_ticks(producer, self._tick_partitions, value, at_ms)
+        except BufferError:
+            raise KafkaUnavailable("the Kafka producer queue is full; heartbeat skipped") from None
+        except Exception as exc:
+            raise KafkaUnavailable(f"cannot produce a heartbeat: {exc}") from None
+
     def ready(self) -> bool:
         return self._probe_ok and self._assigned
 
@@ -224,6 +240,7 @@ class KafkaTransport(Transport):
                         f"{', '.join(missing)}; run `rendezvous up` first"
                     )
                 else:
+                    self._tick_partitions = heartbeat.partition_counts(md)
                     self._probe_ok = True
             except Exception as exc:
                 self._probe_ok = False
@@ -375,6 +392,13 @@ class InMemoryTransport(Transport):
             self._loop.call_soon(on_error, self.fail_delivery)
         if self.on_produce is not None:
             self.on_produce(self, record)
+
+    def tick(self, value: bytes, at_ms: int) -> int:
+        if self.fail_produce is not None:
+            raise KafkaUnavailable(self.fail_produce)
+        for name in topics.HEARTBEAT:
+            self.records.append(Record(name, None, value, at_ms))
+        return len(topics.HEARTBEAT)
 
     # -- helpers for tests
     def produced(self, kind: serde.Kind | None = None) -> list[dict[str, Any]]:

@@ -137,7 +137,7 @@ class KafkaBroker:
                 if name in topics.SINGLE_PARTITION
                 else self.settings.kafka_partitions,
                 replication_factor=1,
-                config={"message.timestamp.type": "LogAppendTime"} if name in topics.LOG_APPEND_TIME else {},
+                config=_topic_config(name),
             )
             for name in names
             if name not in existing
@@ -162,3 +162,15 @@ class KafkaBroker:
             for name, t in sorted(meta.topics.items())
             if not name.startswith("__")
         }
+
+
+def _topic_config(name: str) -> dict[str, str]:
+    config = {}
+    if name in topics.LOG_APPEND_TIME:
+        config["message.timestamp.type"] = "LogAppendTime"
+    if name in topics.HEARTBEAT:
+        # Heartbeats make these topics grow even without traffic: keep six hours, in hourly
+        # segments so that old ones can actually be deleted.
+        config["retention.ms"] = str(6 * 3600 * 1000)
+        config["segment.ms"] = str(3600 * 1000)
+    return config

@@ -6,7 +6,6 @@ model answers; the scoring jobs have tests of their own.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 
@@ -14,12 +13,11 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from rendezvous import deploy, serde, topics
+from rendezvous.heartbeat import Heartbeat
 
 pytestmark = [pytest.mark.flink, pytest.mark.kafka]
 
-# A generous SLA: with idle partitions excluded from the watermark, a stall longer than the SLA
-# can let clock ticks overtake an in-flight score (see jobs/join.py).
-SLA_MS, GRACE_MS = 1000, 500
+SLA_MS, GRACE_MS = 300, 500
 
 
 def now_ms() -> int:
@@ -62,18 +60,8 @@ class Harness:
         for consumer, topic in ((self.results, topics.RESULTS), (self.decisions, topics.DECISIONS)):
             parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
             consumer.assign([TopicPartition(topic, p, -1) for p in parts])  # from the end
-        self._stop = threading.Event()
-        self._ticker = threading.Thread(target=self._tick, daemon=True)
-        self._ticker.start()
-
-    def _tick(self):
         # What the proxy does in production: carry time forward while nothing else does.
-        while not self._stop.is_set():
-            self.producer.produce(
-                topics.CLOCK, serde.encode(serde.Kind.TICK, {"source": "test", "at_ms": now_ms()})
-            )
-            self.producer.poll(0)
-            self._stop.wait(0.01)
+        self.heartbeat = Heartbeat(bootstrap, source="test")
 
     def request(self, x: float = 3.0) -> dict:
         rid, t0 = uuid.uuid4().hex, now_ms()
@@ -114,8 +102,7 @@ class Harness:
         return self.wait(self.decisions, serde.Kind.DECISION, req["request_id"])[0]
 
     def close(self):
-        self._stop.set()
-        self._ticker.join()
+        self.heartbeat.close()
         self.producer.flush(5)
         self.results.close()
         self.decisions.close()

@@ -462,20 +462,38 @@ def test_delivery_failure_of_a_pending_sync_request_is_503() -> None:
 
 
 # ---- heartbeats, probes, metrics, docs -----------------------------------------------------
-def test_ticks_are_produced_to_the_clock_topic() -> None:
+def test_heartbeats_go_to_every_topic_the_join_reads() -> None:
     async def go() -> None:
-        async with proxy(tick_interval_ms=2) as (_client, t, _p):
+        async with proxy(tick_interval_ms=2, idle_tick_interval_ms=2) as (_client, t, _p):
             for _ in range(200):
                 await asyncio.sleep(0.005)
-                if len(t.records) >= 3:
+                if len(t.records) >= 6:
                     break
-            ticks = [r for r in t.records if r.topic == topics.CLOCK]
-            assert len(ticks) >= 3
+            ticks = [r for r in t.records if r.topic in topics.HEARTBEAT]
+            assert len(ticks) >= 6
+            assert {r.topic for r in ticks} == set(topics.HEARTBEAT)
             for r in ticks:
                 tick = serde.decode_as(serde.Kind.TICK, r.value)
                 assert tick["source"] == "r1"
                 assert tick["at_ms"] == r.timestamp_ms
         assert t.closed
+
+    run(go())
+
+
+def test_heartbeats_slow_down_when_no_request_is_waiting() -> None:
+    async def go() -> None:
+        async with proxy(tick_interval_ms=2, idle_tick_interval_ms=200) as (client, t, _p):
+            await asyncio.sleep(0.1)
+            idle = len(t.records)
+            # one tick at start, then the slow cadence: at most one more in 100 ms
+            assert 1 <= idle // len(topics.HEARTBEAT) <= 2
+            r = await client.post("/v1/services/credit/requests", json={"amount": 1})
+            assert r.status_code == 202
+            before = sum(1 for r in t.records if r.topic in topics.HEARTBEAT)
+            await asyncio.sleep(0.25)  # the first slow sleep ends, then fast ticks follow
+            after = sum(1 for r in t.records if r.topic in topics.HEARTBEAT)
+            assert (after - before) // len(topics.HEARTBEAT) >= 10
 
     run(go())
 
