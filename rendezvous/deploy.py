@@ -121,7 +121,9 @@ def current_policy(
                     continue
                 seen = msg.offset() + 1
                 kind, record = serde.decode(msg.value())
-                newer = kind == serde.Kind.CONTROL and record["policy"]["version"] > policy["version"]
+                newer = (
+                    kind == serde.Kind.CONTROL and record["policy"]["version"] > policy["version"]
+                )
                 if newer and record["service"] == service:
                     policy = record["policy"]
     finally:

@@ -96,7 +96,8 @@ def decode(value: bytes) -> tuple[Kind, dict[str, Any]]:
 
 # Kinds whose Avro record starts with the request ID (checked against the schemas at import).
 KEYED = frozenset(
-    k for k, name in ((k, n) for n, k in _FILES.items() if k is not None)
+    k
+    for k, name in ((k, n) for n, k in _FILES.items() if k is not None)
     if RAW_SCHEMAS[name]["fields"][0]["name"] == "request_id"
 )
 
