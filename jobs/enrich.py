@@ -66,8 +66,16 @@ def _dead_letter(value: bytes, error: str) -> bytes:
 
 
 def build(
-    env, requests_source, control_source, model_input_sink, dead_letter_sink, settings
+    env,
+    requests_source,
+    control_source,
+    model_input_sink,
+    rendezvous_sink,
+    dead_letter_sink,
+    settings,
 ) -> None:
+    """Model inputs go to the scoring jobs and, as a copy, into the stream the rendezvous job
+    reads: it then reads one topic, whose every partition carries heartbeats."""
     requests = env.from_source(requests_source, no_watermarks(), "requests", type_info=BYTES).uid(
         "enrich-requests"
     )
@@ -80,7 +88,14 @@ def build(
         .name("enrich")
         .uid("enrich")
     )
-    route(out, serde.Kind.MODEL_INPUT, model_input_sink, name="model-input", uid="enrich-mi")
+    route(
+        out,
+        serde.Kind.MODEL_INPUT,
+        model_input_sink,
+        rendezvous_sink,
+        name="model-input",
+        uid="enrich-mi",
+    )
     route(out, serde.Kind.DEAD_LETTER, dead_letter_sink, name="dead-letter", uid="enrich-dl")
 
 
@@ -95,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
             s.bootstrap, [topics.CONTROL], f"{s.group_prefix}-enrich-control", start="earliest"
         ),
         kafka_sink(s.bootstrap, topics.MODEL_INPUT),
+        kafka_sink(s.bootstrap, topics.RENDEZVOUS),
         kafka_sink(s.bootstrap, topics.DEAD_LETTER),
         s,
     )

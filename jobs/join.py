@@ -1,9 +1,10 @@
 """Rendezvous job: joins each request with its scores by request ID under event-time deadlines.
 
-One source reads model inputs and scores; element timestamps are broker append times. Every
-partition carries heartbeats (see :mod:`rendezvous.heartbeat`), so the watermark moves when no
-traffic does and never passes a score that the broker stamped before it: no partition is ever
-declared idle, and a lone request is still answered at its deadline.
+It reads one topic: the scores, plus the copy of each model input that the enrich job writes
+there. Element timestamps are broker append times, and every partition carries heartbeats (see
+:mod:`rendezvous.heartbeat`), so the watermark moves when no traffic does and never passes a
+score that the broker stamped before it: no partition is ever declared idle, and a lone request
+is still answered at its deadline.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         env,
         kafka_source(
             s.bootstrap,
-            list(topics.HEARTBEAT),
+            [topics.RENDEZVOUS],
             f"{s.group_prefix}-join",
             start=s.start,
         ),

@@ -83,7 +83,15 @@ def cmd_submit(args: argparse.Namespace, settings: StackSettings) -> int:
         raise StackError(
             f"no Flink cluster answers at {settings.flink_url}; run `rendezvous up` first"
         )
-    deploy.submit(stack, _config_path(args, settings), only=args.only)
+    deploy.submit(stack, _config_path(args, settings), only=args.only, prune=args.prune)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, settings: StackSettings) -> int:
+    from rendezvous import deploy
+
+    if not deploy.cancel(_stack(settings), only=args.only):
+        print("no rendezvous job is running" + (f" matching {args.only}" if args.only else ""))
     return 0
 
 
@@ -138,7 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", help="service configuration (YAML or JSON)")
     p.add_argument("--only", nargs="*", help="submit only jobs whose name contains one of these")
+    p.add_argument(
+        "--prune", action="store_true", help="cancel scoring jobs of models no longer configured"
+    )
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("cancel", help="cancel the running jobs (all, or those named with --only)")
+    p.add_argument("--only", nargs="*", help="cancel only jobs whose name contains one of these")
+    p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("promote", help="make a model the first choice of a service, at runtime")
     p.add_argument("service")

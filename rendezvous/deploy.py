@@ -44,17 +44,55 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
     return jobs
 
 
-def submit(
-    stack, config_path: Path, *, only: list[str] | None = None, log=print, parallel: int = 3
-) -> dict[str, str]:
-    """Submit every planned job that is not already running; returns name -> job id."""
-    running = {
+LIVE = ("RUNNING", "CREATED", "INITIALIZING", "RESTARTING")
+
+
+def running_jobs(stack) -> dict[str, str]:
+    """Name -> job id of this project's jobs that are live on the cluster."""
+    return {
         j["name"]: j["jid"]
         for j in stack.flink.jobs()
-        if j["state"] in ("RUNNING", "CREATED", "INITIALIZING")
+        if j["state"] in LIVE and j["name"].startswith("rendezvous-")
     }
+
+
+def cancel(stack, *, only: list[str] | None = None, log=print) -> list[str]:
+    """Cancel the live jobs (those whose name contains one of ``only``); returns their names."""
+    done = []
+    for name, jid in sorted(running_jobs(stack).items()):
+        if only and not any(o in name for o in only):
+            continue
+        stack.flink.cancel(jid)
+        log(f"  {name:<40} cancelled ({jid})")
+        done.append(name)
+    return done
+
+
+def submit(
+    stack,
+    config_path: Path,
+    *,
+    only: list[str] | None = None,
+    prune: bool = False,
+    log=print,
+    parallel: int = 3,
+) -> dict[str, str]:
+    """Submit every planned job that is not already running; returns name -> job id.
+
+    With ``prune``, scoring jobs of models that the configuration no longer lists are
+    cancelled; the other jobs keep running either way.
+    """
+    running = running_jobs(stack)
+    planned = plan(stack.settings, config_path)
+    if prune:
+        wanted = {job.name for job in planned}
+        for name, jid in sorted(running.items()):
+            if name.startswith("rendezvous-score ") and name not in wanted:
+                stack.flink.cancel(jid)
+                log(f"  {name:<40} cancelled: no longer in the configuration")
+                del running[name]
     todo = []
-    for job in plan(stack.settings, config_path):
+    for job in planned:
         if only and not any(o in job.name for o in only):
             continue
         if job.name in running:
@@ -72,7 +110,7 @@ def submit(
             submitted[name] = jid
     if todo:
         wait_running(stack, set(submitted.values()))
-    return {**{k: v for k, v in running.items() if k.startswith("rendezvous-")}, **submitted}
+    return {**running, **submitted}
 
 
 def wait_running(stack, job_ids: set[str], timeout_s: float = 120.0) -> None:

@@ -41,6 +41,7 @@ def score_record(
         "output": output,
         "error": error,
         "received_ms": record["received_ms"],
+        "deadline_ms": record["deadline_ms"],
         "started_ms": started,
         "scored_ms": now_ms(),
     }

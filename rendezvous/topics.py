@@ -19,8 +19,12 @@ SINGLE_PARTITION = frozenset({CONTROL})
 # partition): the rendezvous job's watermarks come from these.
 LOG_APPEND_TIME = frozenset({MODEL_INPUT, SCORES})
 
-# Topics the rendezvous job reads. Heartbeats go into every partition of each, so that once a
-# heartbeat stamped T has been read from a partition, every record stamped before T on that
-# partition has been read too: the watermark can then pass a deadline only after every score
-# produced before it, and no partition ever needs to be declared idle.
-HEARTBEAT = (MODEL_INPUT, SCORES)
+# The topic the rendezvous job reads: the scores, plus a copy of each model input written by the
+# enrich job (so the scoring jobs never see a heartbeat).
+RENDEZVOUS = SCORES
+
+# Heartbeats go into every partition of these, so that once a heartbeat stamped T has been read
+# from a partition, every record stamped before T on that partition has been read too: the
+# watermark can then pass a deadline only after every score produced before it, and no
+# partition ever needs to be declared idle.
+HEARTBEAT = (RENDEZVOUS,)

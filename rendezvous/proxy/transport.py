@@ -299,9 +299,12 @@ class KafkaTransport(Transport):
                 if not assigned:
                     self._stop.wait(0.2)
                     continue
-                msgs = consumer.consume(self.CONSUME_BATCH, self.POLL_S)
-                if not msgs:
+                # consume() waits for a full batch or its whole timeout, so block in poll()
+                # for the first record only, then take whatever else is already fetched.
+                first = consumer.poll(self.POLL_S)
+                if first is None:
                     continue
+                msgs = [first, *consumer.consume(self.CONSUME_BATCH - 1, 0)]
                 batch = []
                 for m in msgs:
                     if m.error() is not None:

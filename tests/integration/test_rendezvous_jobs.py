@@ -78,6 +78,7 @@ class Harness:
         rec = {"request_id": req["request_id"], "service": self.service, "model": model, "version": "1",
                "role": role, "status": status, "output": output if status == "ok" else None,
                "error": None if status == "ok" else "boom", "received_ms": req["received_ms"],
+               "deadline_ms": req["deadline_ms"],
                "started_ms": t, "scored_ms": t}  # fmt: skip
         self.producer.produce(
             topics.SCORES, serde.encode(serde.Kind.SCORE, rec), key=req["request_id"].encode()

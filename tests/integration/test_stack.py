@@ -49,6 +49,7 @@ SAMPLES: dict[Kind, dict] = {
         "received_ms": 1_700_000_000_000,
         "started_ms": 1_700_000_000_003,
         "scored_ms": 1_700_000_000_009,
+        "deadline_ms": 1_700_000_000_050,
     },
     Kind.RESULT: {
         "request_id": "r-1",

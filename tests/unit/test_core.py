@@ -46,6 +46,7 @@ def score(model, latency, status="ok"):
         "output": '{"p": 0.5}' if status == "ok" else None,
         "error": None if status == "ok" else "boom",
         "received_ms": RECEIVED,
+        "deadline_ms": DEADLINE,
         "started_ms": RECEIVED + 1,
         "scored_ms": RECEIVED + latency,
     }

@@ -21,6 +21,7 @@ def score(request_id: str) -> dict:
         "output": "0.25",
         "error": None,
         "received_ms": 1_700_000_000_000,
+        "deadline_ms": 1_700_000_000_050,
         "started_ms": 1_700_000_000_004,
         "scored_ms": 1_700_000_000_005,
     }
