@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/rendezvous up
-	$(BIN)/rendezvous submit --config examples/rules.yaml
-	$(BIN)/rendezvous status
+	$(BIN)/rendezvous demo
+
+bench: install
+	$(BIN)/python -m bench.latency
 
 up: install
 	$(BIN)/rendezvous up

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import statistics
 import sys
 import time
@@ -23,16 +25,19 @@ def run(settings: StackSettings, *, requests: int, concurrency: int) -> int:
     from rendezvous import deploy
     from rendezvous.demo_models import demo_requests, demo_service_config, register_demo_models
     from rendezvous.stack import Stack
-    from rendezvous.stack.procs import Service
+    from rendezvous.stack.procs import Service, ensure_port_free
 
     stack = Stack(settings)
     print(f"1/5 starting the local stack in {settings.home}")
     stack.up()
 
     print(f"2/5 training and registering the demo models in MLflow ({settings.mlflow_url})")
-    registered = register_demo_models(settings.mlflow_url, name=SERVICE)
+    with _quiet(settings.logs_dir / "demo-mlflow.log"):
+        registered = register_demo_models(settings.mlflow_url, name=SERVICE)
     for role, info in registered.get("models", {}).items():
-        print(f"    {role:<11} {info}")
+        what = info.get("algorithm") or info.get("callable")
+        where = f"version {info['version']}" if "version" in info else "a Python rule"
+        print(f"    {role:<11} {what:<36} {where:<12} accuracy {info['accuracy']:.3f}")
     demo_dir = settings.home / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
     config_path = demo_dir / "rendezvous.yaml"
@@ -47,6 +52,8 @@ def run(settings: StackSettings, *, requests: int, concurrency: int) -> int:
     print(f"4/5 starting the proxy on {settings.proxy_url}")
     proxy = Service("proxy", settings.run_dir, settings.logs_dir)
     if proxy.pid() is None:
+        ensure_port_free(settings.host, settings.proxy_port, wanted_by="the demo's proxy",
+                         setting="RDV_PROXY_PORT")  # fmt: skip
         argv = [str(settings.python), "-m", "rendezvous.cli", "proxy", "--config", str(config_path),
                 "--port", str(settings.proxy_port)]  # fmt: skip
         proxy.start(argv, env=_env(), cwd=settings.home)
@@ -75,16 +82,21 @@ def run(settings: StackSettings, *, requests: int, concurrency: int) -> int:
 
     by_answer = Counter()
     latencies = []
+    first_error: dict[int, str] = {}
     for status, body, ms in outcomes:
         latencies.append(ms)
         if status == 200:
             by_answer[(body["model"], body["role"], body["reason"])] += 1
         else:
-            by_answer[(f"HTTP {status}", "-", body.get("error", {}).get("code", "?"))] += 1
+            error = body.get("error", {})
+            by_answer[(f"HTTP {status}", "-", error.get("code", "?"))] += 1
+            first_error.setdefault(status, error.get("message", ""))
     print()
     print(f"{'answers':>8}  {'model':<14} {'role':<10} reason")
     for (model, role, reason), n in by_answer.most_common():
         print(f"{n:>8}  {model:<14} {role:<10} {reason}")
+    for status, message in sorted(first_error.items()):
+        print(f"  first HTTP {status}: {message}")
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     print(f"\nlatency at the client: p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms "
@@ -95,6 +107,23 @@ def run(settings: StackSettings, *, requests: int, concurrency: int) -> int:
         f"  Flink UI {settings.flink_url}   MLflow UI {settings.mlflow_url}   `rendezvous down` to stop"
     )
     return 0
+
+
+@contextlib.contextmanager
+def _quiet(log_path):
+    """Send MLflow's chatter (run links, registration notices) to a log file."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    level = logging.getLogger("mlflow").level
+    with (
+        open(log_path, "a") as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.getLogger("mlflow").setLevel(level)
 
 
 def _json(body) -> str:
@@ -118,7 +147,7 @@ def add_cli(sub) -> None:
         "demo", help="start the stack, train and register demo models, serve and send requests"
     )
     p.add_argument("--requests", type=int, default=500)
-    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--concurrency", type=int, default=4)
     p.set_defaults(func=cmd_demo)
 
 

@@ -46,7 +46,7 @@ ALIASES = ("champion", "challenger", "canary")
 BACKSTOP = "udfs.rules:tumour_size_rule"
 SPLIT_SEED = 42
 TEST_FRACTION = 0.3
-SLA_MS = 50
+SLA_MS = 100
 
 # skops (MLflow's default format) refuses types it does not trust; trees store raw node
 # indices, so their Tree type must be trusted explicitly. We trained these models ourselves.
