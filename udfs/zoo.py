@@ -12,6 +12,7 @@ Each is a plain function ``f(features, **params)``; ``params`` come from the con
 | `failing`  | always raises :class:`ModelFailure` with `message`                     |
 | `flaky`    | raises on a deterministic one-in-`every` share of inputs, else `value` |
 | `not_json` | returns a set, which is not JSON: tests of output validation           |
+| `scripted` | does what the request says: sleeps its `delay_ms` feature, raises when its `fail` feature is non-zero, else returns `value` |
 """
 
 from __future__ import annotations
@@ -63,3 +64,14 @@ def failure_key(features: Mapping[str, Any]) -> int:
 
 def not_json(features: Mapping[str, Any]) -> Any:
     return {"not", "json"}
+
+
+def scripted(features: Mapping[str, Any], value: Any = 0.5) -> Any:
+    """Lets each request choose this model's behaviour: end-to-end tests of late and failing
+    models without a job per behaviour."""
+    delay_ms = float(features.get("delay_ms") or 0)
+    if delay_ms > 0:
+        time.sleep(delay_ms / 1000.0)
+    if features.get("fail"):
+        raise ModelFailure("the request asked this model to fail")
+    return value

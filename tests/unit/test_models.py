@@ -71,6 +71,15 @@ def test_failing_raises_its_message():
         zoo.failing({}, message="boom")
 
 
+def test_scripted_does_what_the_request_says():
+    assert zoo.scripted({"x": 1.0}, value=3) == 3
+    t0 = time.perf_counter()
+    assert zoo.scripted({"delay_ms": 30.0}) == 0.5
+    assert time.perf_counter() - t0 >= 0.03
+    with pytest.raises(zoo.ModelFailure, match="asked this model to fail"):
+        zoo.scripted({"fail": 1.0})
+
+
 def test_flaky_fails_on_a_deterministic_share_of_inputs():
     inputs = [{"x": float(i), "y": i % 7} for i in range(600)]
     outcomes = []

@@ -1,0 +1,234 @@
+"""End to end over HTTP: proxy replicas, the enrich, scoring and rendezvous jobs, on the real stack.
+
+One service, whose champion does what each request asks (``udfs.zoo:scripted``: sleep, fail or
+answer), so that one set of jobs covers the in-time, late and failing champion.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from rendezvous import deploy, serde, topics
+
+pytestmark = [pytest.mark.e2e, pytest.mark.flink, pytest.mark.kafka]
+
+SLA_MS, GRACE_MS = 300, 1500
+CHAMPION, CANARY = 0.9, 0.1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def service(stack, tmp_path_factory):
+    name = "e2e" + uuid.uuid4().hex[:6]
+    path = tmp_path_factory.mktemp("e2e") / "services.yaml"
+    path.write_text(
+        f"""
+services:
+  {name}:
+    sla_ms: {SLA_MS}
+    grace_ms: {GRACE_MS}
+    models:
+      - {{name: champion, role: champion, callable: "udfs.zoo:scripted", params: {{value: {CHAMPION}}}}}
+      - {{name: canary, role: canary, callable: "udfs.zoo:constant", params: {{value: {CANARY}}}}}
+      - {{name: backstop, role: backstop, callable: "udfs.zoo:constant", params: {{value: 0.5}}}}
+    input:
+      x: double
+      delay_ms: {{type: double, default: 0}}
+      fail: {{type: double, default: 0}}
+"""
+    )
+    jobs = deploy.submit(stack, path, log=lambda _: None)
+    yield name, path
+    for jid in jobs.values():
+        stack.flink.cancel(jid)
+
+
+def start_proxy(stack, config_path, port: int, replica: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "rendezvous.cli", "proxy", "--config", str(config_path),
+            "--port", str(port), "--bootstrap", stack.settings.kafka_bootstrap,
+            "--replica-id", replica]  # fmt: skip
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ)
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"proxy exited: {proc.stdout.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the proxy did not become ready within 60 s")
+
+
+@pytest.fixture(scope="module")
+def proxies(stack, service):
+    """Two proxy replicas side by side; yields their base URLs once answers flow."""
+    ports = [free_port(), free_port()]
+    procs = [start_proxy(stack, service[1], p, f"e2e-{i}") for i, p in enumerate(ports)]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    try:
+        # Warm up: the jobs start reading from their committed offsets; wait for one answer.
+        deadline = time.monotonic() + 90
+        with httpx.Client(timeout=10) as client:
+            while True:
+                r = client.post(f"{urls[0]}/v1/services/{service[0]}/score", json={"x": 1.0})
+                if r.status_code == 200 and r.json()["model"] == "champion":
+                    break
+                assert time.monotonic() < deadline, f"no champion answer while warming up: {r.text}"
+                time.sleep(0.5)
+        yield urls
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def decisions(stack, proxies):
+    consumer = Consumer(
+        {"bootstrap.servers": stack.settings.kafka_bootstrap, "group.id": uuid.uuid4().hex}
+    )
+    parts = consumer.list_topics(topics.DECISIONS, timeout=10).topics[topics.DECISIONS].partitions
+    consumer.assign([TopicPartition(topics.DECISIONS, p, -1) for p in parts])
+    seen: dict[str, dict] = {}
+
+    def wait(request_id: str, timeout_s: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while request_id not in seen and time.monotonic() < deadline:
+            msg = consumer.poll(0.2)
+            if msg is not None and not msg.error():
+                record = serde.decode_as(serde.Kind.DECISION, msg.value())
+                seen[record["request_id"]] = record
+        assert request_id in seen, f"no decision for {request_id} within {timeout_s}s"
+        return seen[request_id]
+
+    yield wait
+    consumer.close()
+
+
+def score(url: str, service: str, body, **kw) -> httpx.Response:
+    return httpx.post(f"{url}/v1/services/{service}/score", json=body, timeout=10, **kw)
+
+
+def test_champion_in_time_answers(proxies, service):
+    r = score(proxies[0], service[0], {"x": 2.0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["model"], body["role"], body["reason"], body["output"]) == (
+        "champion",
+        "champion",
+        "preferred",
+        CHAMPION,
+    )
+    assert body["service"] == service[0] and body["model_version"] == "udfs.zoo:scripted"
+
+
+def test_lone_late_champion_falls_back_by_the_deadline_and_is_in_the_decision(
+    proxies, service, decisions
+):
+    time.sleep(1.0)  # nothing else in flight: only heartbeats can carry time to the deadline
+    r = score(proxies[0], service[0], {"x": 2.0, "delay_ms": SLA_MS + 200})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["model"], body["reason"], body["output"]) == (
+        "canary",
+        "fallback: champion late",
+        CANARY,
+    )
+    assert body["latency_ms"] <= SLA_MS + 50
+    decision = decisions(body["request_id"])
+    by_model = {s["model"]: s for s in decision["scores"]}
+    assert by_model["champion"]["late"] is True and by_model["champion"]["status"] == "ok"
+    assert by_model["champion"]["latency_ms"] >= SLA_MS + 200
+    assert by_model["canary"]["late"] is False
+    assert decision["model"] == "canary" and decision["decided_ms"] == decision["deadline_ms"]
+
+
+def test_failing_champion_falls_back_without_waiting_for_the_deadline(proxies, service, decisions):
+    r = score(proxies[1], service[0], {"x": 2.0, "fail": 1.0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["model"], body["reason"]) == ("canary", "fallback: champion failed")
+    decision = decisions(body["request_id"])
+    champion = next(s for s in decision["scores"] if s["model"] == "champion")
+    assert champion["status"] == "error" and "asked this model to fail" in champion["error"]
+    assert decision["decided_ms"] < decision["deadline_ms"]
+
+
+def test_each_replica_gets_the_answers_to_its_own_requests(proxies, service):
+    def call(i: int) -> tuple[int, str, dict]:
+        url = proxies[i % 2]
+        rid = f"rep-{i}-{uuid.uuid4().hex[:8]}"
+        r = score(url, service[0], {"x": float(i)}, headers={"X-Request-ID": rid})
+        return r.status_code, rid, r.json()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(call, range(24)))
+    for status, rid, body in outcomes:
+        assert status == 200, body
+        assert body["request_id"] == rid and body["model"] == "champion"
+
+
+def test_async_submit_then_poll(proxies, service):
+    r = httpx.post(f"{proxies[0]}/v1/services/{service[0]}/requests", json={"x": 3.0}, timeout=10)
+    assert r.status_code == 202, r.text
+    accepted = r.json()
+    assert accepted["status_url"] == f"/v1/requests/{accepted['request_id']}"
+    deadline = time.monotonic() + 10
+    while True:
+        got = httpx.get(proxies[0] + accepted["status_url"], timeout=10)
+        if got.status_code != 202:
+            break
+        assert time.monotonic() < deadline, "still pending 10 s after submission"
+        time.sleep(0.05)
+    assert got.status_code == 200, got.text
+    assert (got.json()["request_id"], got.json()["model"]) == (accepted["request_id"], "champion")
+    unknown = httpx.get(f"{proxies[0]}/v1/requests/{uuid.uuid4().hex}", timeout=10)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"]
+
+
+@pytest.mark.parametrize(
+    ("path", "content", "status", "mentions"),
+    [
+        ("score", b'{"x": 1.0', 400, "JSON"),
+        ("score", b'{"x": "many"}', 422, "x"),
+        ("score", b'{"y": 1.0}', 422, "x"),
+        ("requests", b"[1, 2]", 422, "object"),
+    ],
+)
+def test_bad_bodies_get_a_clear_error(proxies, service, path, content, status, mentions):
+    r = httpx.post(
+        f"{proxies[0]}/v1/services/{service[0]}/{path}",
+        content=content,
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert mentions in error["message"] and error["code"]
+
+
+def test_unknown_service_is_404_naming_the_known_ones(proxies, service):
+    r = score(proxies[0], "nope", {"x": 1.0})
+    assert r.status_code == 404
+    assert service[0] in r.json()["error"]["message"]
