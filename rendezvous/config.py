@@ -23,8 +23,8 @@ Loading validates everything; an error names the field path and how to fix it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,29 @@ class ServiceSpec:
 class Config:
     services: Mapping[str, ServiceSpec]
     source: str = "<inline>"
+
+    def with_signature_inputs(
+        self, fields_of: Callable[[str], tuple[FieldSpec, ...]]
+    ) -> tuple[Config, dict[str, str]]:
+        """Fill in the input fields of services declared ``{from_model: m}``.
+
+        ``fields_of(uri)`` reads a model's signature (see rendezvous.models). Returns the new
+        configuration and, per service that could not be resolved, why (it keeps accepting any
+        JSON object, as before).
+        """
+        services, problems = dict(self.services), {}
+        for name, spec in self.services.items():
+            if spec.input_fields is not None or spec.input_from_model is None:
+                continue
+            model = spec.model(spec.input_from_model)
+            if model.uri is None:
+                problems[name] = f"model {model.name} is a callable: it has no signature"
+                continue
+            try:
+                services[name] = replace(spec, input_fields=fields_of(model.uri))
+            except Exception as exc:
+                problems[name] = str(exc)
+        return replace(self, services=services), problems
 
     def service(self, name: str) -> ServiceSpec:
         try:

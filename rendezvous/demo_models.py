@@ -236,5 +236,6 @@ def demo_service_config(name: str = DEFAULT_NAME, *, sla_ms: int = SLA_MS) -> di
     return {
         "sla_ms": sla_ms,
         "models": models,
-        "input": {feature: "double" for feature in FEATURES},
+        # The proxy validates bodies against the champion's MLflow signature.
+        "input": {"from_model": "champion"},
     }

@@ -66,6 +66,7 @@ def cmd_proxy(args: argparse.Namespace, stack_settings: StackSettings) -> int:
             "bootstrap": stack_settings.kafka_bootstrap,
             "host": stack_settings.host,
             "port": stack_settings.proxy_port,
+            "tracking_uri": stack_settings.mlflow_url,
         },
         config=args.config,
         host=args.host,

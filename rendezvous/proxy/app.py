@@ -792,6 +792,24 @@ def create_app(
     return app
 
 
+def resolve_signature_inputs(config: Config, tracking_uri: str) -> Config:
+    """Validate bodies of ``{from_model: m}`` services against m's MLflow signature.
+
+    A signature that cannot be read (no tracking server, no signature) is logged and the
+    service keeps accepting any JSON object: the enrich job and the scorers still check.
+    """
+    if not any(s.input_fields is None for s in config.services.values()):
+        return config
+    from rendezvous.models import input_fields_from_signature
+
+    resolved, problems = config.with_signature_inputs(
+        lambda uri: input_fields_from_signature(uri, tracking_uri or None)
+    )
+    for service, why in problems.items():
+        log.warning("service %s: input schema not checked by the proxy: %s", service, why)
+    return resolved
+
+
 def serve(settings: ProxySettings, config: Config | None = None) -> None:
     """Run one replica with uvicorn until interrupted (no access log; loop ``auto``)."""
     import uvicorn
@@ -805,6 +823,7 @@ def serve(settings: ProxySettings, config: Config | None = None) -> None:
                 "RDV_PROXY_CONFIG"
             )
         config = load(settings.config)
+    config = resolve_signature_inputs(config, settings.tracking_uri)
     app = create_app(settings, config)
     uvicorn.run(
         app,

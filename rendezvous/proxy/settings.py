@@ -29,6 +29,8 @@ class ProxySettings:
     """Where the proxy listens, which Kafka it talks to, and its limits."""
 
     bootstrap: str = "127.0.0.1:9092"
+    # Where input schemas declared {from_model: m} are read from (the model's MLflow signature).
+    tracking_uri: str = ""
     config: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8000

@@ -108,3 +108,24 @@ def test_a_missing_alias_on_the_server_names_the_fix(stack, registered_name):
         load_scorer(
             ModelSpec("m", "champion", uri=f"models:/{registered_name}@champion"), tracking_uri=url
         )
+
+
+def test_the_proxy_validates_bodies_against_the_champion_signature(stack, registered_name):
+    from rendezvous import config
+    from rendezvous.proxy.app import resolve_signature_inputs
+    from rendezvous.proxy.validation import Validator
+
+    demo_models.register_demo_models(stack.settings.mlflow_url, name=registered_name)
+    service = demo_models.demo_service_config(registered_name)
+    service["input"] = {"from_model": "champion"}
+    cfg = resolve_signature_inputs(
+        config.parse({"services": {"bc": service}}), stack.settings.mlflow_url
+    )
+    spec = cfg.service("bc")
+    assert {f.name for f in spec.input_fields} == set(demo_models.FEATURES)
+    assert all(f.type == "double" for f in spec.input_fields)
+    body = demo_models.demo_requests(1, seed=1)[0]
+    Validator(spec)(body)  # a good body passes
+    body.pop("worst_radius")
+    with pytest.raises(Exception, match="worst_radius"):
+        Validator(spec)(body)

@@ -99,6 +99,34 @@ def test_input_from_a_model_signature():
     assert svc.input_from_model == "gbm"
 
 
+def test_signature_inputs_are_filled_in_and_failures_reported():
+    data = valid()
+    data["services"]["credit"]["input"] = {"from_model": "gbm"}
+    data["services"]["other"] = copy.deepcopy(data["services"]["credit"])
+    data["services"]["other"]["models"][0]["uri"] = "models:/broken@champion"
+    data["services"]["rules"] = copy.deepcopy(data["services"]["credit"])
+    data["services"]["rules"]["input"] = {"from_model": "rules"}
+    cfg = config.parse(data)
+    fields = (FieldSpec("amount", "double"), FieldSpec("age", "long", required=False))
+    asked = []
+
+    def fields_of(uri: str):
+        asked.append(uri)
+        if "broken" in uri:
+            raise RuntimeError("model models:/broken@champion has no signature")
+        return fields
+
+    resolved, problems = cfg.with_signature_inputs(fields_of)
+    assert resolved.service("credit").input_fields == fields
+    assert resolved.service("other").input_fields is None
+    assert problems == {
+        "other": "model models:/broken@champion has no signature",
+        "rules": "model rules is a callable: it has no signature",
+    }
+    assert sorted(asked) == ["models:/broken@champion", "models:/credit@champion"]
+    assert cfg.service("credit").input_fields is None  # the original is left alone
+
+
 def test_unknown_service_and_model_are_named():
     cfg = config.parse(valid())
     with pytest.raises(ConfigError, match=r"unknown service 'fraud'; configured services: credit"):

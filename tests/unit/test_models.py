@@ -488,7 +488,7 @@ def test_demo_service_config_is_a_valid_service():
     spec = config.parse({"services": {"breast_cancer": demo_models.demo_service_config()}}).service(
         "breast_cancer"
     )
-    assert spec.sla_ms == 50
+    assert spec.sla_ms == demo_models.SLA_MS == 100
     assert spec.preference == ("champion", "canary", "backstop")
     assert spec.model("champion").uri == "models:/breast_cancer@champion"
     assert spec.model("backstop").callable == demo_models.BACKSTOP
@@ -499,7 +499,7 @@ def test_demo_service_config_is_a_valid_service():
         "backstop",
         "decoy",
     }
-    assert spec.input_fields == FEATURE_FIELDS
+    assert spec.input_fields is None and spec.input_from_model == "champion"
 
 
 def test_single_threaded_math_respects_a_chosen_value(monkeypatch):
