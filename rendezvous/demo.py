@@ -19,11 +19,13 @@ from rendezvous.settings import StackSettings
 SERVICE = "breast_cancer"
 
 
-def run(settings: StackSettings, *, requests: int, concurrency: int) -> int:
+def prepare(settings: StackSettings, *, retrain: bool = False, print=print) -> str:
+    """Steps 1-4, each idempotent: the stack, the models, the jobs, the proxy. Returns the
+    scoring URL of the demo service."""
     import httpx
 
     from rendezvous import deploy
-    from rendezvous.demo_models import demo_requests, demo_service_config, register_demo_models
+    from rendezvous.demo_models import demo_service_config, register_demo_models
     from rendezvous.stack import Stack
     from rendezvous.stack.procs import Service, ensure_port_free
 
@@ -31,13 +33,18 @@ def run(settings: StackSettings, *, requests: int, concurrency: int) -> int:
     print(f"1/5 starting the local stack in {settings.home}")
     stack.up()
 
-    print(f"2/5 training and registering the demo models in MLflow ({settings.mlflow_url})")
-    with _quiet(settings.logs_dir / "demo-mlflow.log"):
-        registered = register_demo_models(settings.mlflow_url, name=SERVICE)
-    for role, info in registered.get("models", {}).items():
-        what = info.get("algorithm") or info.get("callable")
-        where = f"version {info['version']}" if "version" in info else "a Python rule"
-        print(f"    {role:<11} {what:<36} {where:<12} accuracy {info['accuracy']:.3f}")
+    versions = None if retrain else _registered_versions(settings.mlflow_url)
+    if versions:
+        listed = ", ".join(f"{alias} v{v}" for alias, v in versions.items())
+        print(f"2/5 demo models already registered in MLflow ({listed}; --retrain to redo)")
+    else:
+        print(f"2/5 training and registering the demo models in MLflow ({settings.mlflow_url})")
+        with _quiet(settings.logs_dir / "demo-mlflow.log"):
+            registered = register_demo_models(settings.mlflow_url, name=SERVICE)
+        for role, info in registered.get("models", {}).items():
+            what = info.get("algorithm") or info.get("callable")
+            where = f"version {info['version']}" if "version" in info else "a Python rule"
+            print(f"    {role:<11} {what:<36} {where:<12} accuracy {info['accuracy']:.3f}")
     demo_dir = settings.home / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
     config_path = demo_dir / "rendezvous.yaml"
@@ -65,8 +72,29 @@ def run(settings: StackSettings, *, requests: int, concurrency: int) -> int:
             return False
 
     proxy.wait_ready(ready, timeout_s=60, what=f"GET {settings.proxy_url}/readyz")
+    return f"{settings.proxy_url}/v1/services/{SERVICE}/score"
 
-    url = f"{settings.proxy_url}/v1/services/{SERVICE}/score"
+
+def _registered_versions(tracking_uri: str) -> dict[str, str] | None:
+    """The demo model's alias -> version, or None when any alias is missing."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from rendezvous.demo_models import ALIASES
+
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    try:
+        return {a: client.get_model_version_by_alias(SERVICE, a).version for a in ALIASES}
+    except MlflowException:
+        return None
+
+
+def run(settings: StackSettings, *, requests: int, concurrency: int, retrain: bool = False) -> int:
+    import httpx
+
+    from rendezvous.demo_models import demo_requests
+
+    url = prepare(settings, retrain=retrain)
     bodies = demo_requests(requests, seed=7)
     print(f"5/5 sending {len(bodies)} requests ({concurrency} at a time)")
     with httpx.Client(timeout=30) as client:
@@ -139,7 +167,7 @@ def _env() -> dict[str, str]:
 
 
 def cmd_demo(args: argparse.Namespace, settings: StackSettings) -> int:
-    return run(settings, requests=args.requests, concurrency=args.concurrency)
+    return run(settings, requests=args.requests, concurrency=args.concurrency, retrain=args.retrain)
 
 
 def add_cli(sub) -> None:
@@ -148,6 +176,7 @@ def add_cli(sub) -> None:
     )
     p.add_argument("--requests", type=int, default=500)
     p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--retrain", action="store_true", help="train and register new model versions")
     p.set_defaults(func=cmd_demo)
 
 
