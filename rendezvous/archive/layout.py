@@ -1,0 +1,233 @@
+"""Where the archive's files are and what is in them.
+
+Layout: ``<root>/<table>/service=<s>/dt=<YYYY-MM-DD>/hr=<HH>/<file>``, where ``dt`` and ``hr``
+are the UTC date and hour of the row's ``received_ms``. ``service``, ``dt`` and ``hr`` are Hive
+partition columns, spelled in the folder names and not stored in the files. A data file is
+named ``*.parquet`` or ``part-*`` (Flink's file sink writes ``part-<uuid>-<n>-<n>``); names
+starting with ``.`` or ``_`` are in-progress or bookkeeping files and are never read.
+
+The columns of each table come from its Avro schema in ``schemas/archive/``; ``replay`` (the
+scores of a replay run) has the columns of ``scores`` plus ``replay_id``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from rendezvous.errors import RendezvousError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+REQUESTS = "requests"
+SCORES = "scores"
+DECISIONS = "decisions"
+REPLAY = "replay"
+
+# Tables the stream jobs write; ``replay`` exists only once a replay has run.
+TABLES = (REQUESTS, SCORES, DECISIONS)
+ALL_TABLES = (*TABLES, REPLAY)
+
+# Hive partition columns and their SQL types.
+PARTITION_TYPES = {"service": "VARCHAR", "dt": "DATE", "hr": "INTEGER"}
+PARTITIONS = tuple(PARTITION_TYPES)
+
+_PARTITION_DIR = re.compile(r"^service=[^/]+/dt=\d{4}-\d{2}-\d{2}/hr=\d{2}$")
+
+
+class ArchiveError(RendezvousError):
+    """The archive, a query over it or a report on it cannot be read or made."""
+
+    code = "archive"
+
+
+# ---- schemas -----------------------------------------------------------------------------
+
+
+def avro_schema(table: str) -> dict[str, Any]:
+    """The Avro record schema of ``table`` (``replay``: the scores' one plus ``replay_id``)."""
+    _check_table(table)
+    base = SCORES if table == REPLAY else table
+    folder = resources.files("schemas").joinpath("archive")
+    schema = orjson.loads(folder.joinpath(f"{base}.avsc").read_text())
+    if table == REPLAY:
+        replay_id = {"name": "replay_id", "type": "string", "doc": "which replay run"}
+        schema = {**schema, "name": "ArchivedReplayScore", "fields": [*schema["fields"], replay_id]}
+    return schema
+
+
+@cache
+def arrow_schema(table: str) -> pa.Schema:
+    """The Arrow schema of the files of ``table``, derived from its Avro schema."""
+    import pyarrow as pa
+
+    fields = [_arrow_field(f["name"], f["type"], table) for f in avro_schema(table)["fields"]]
+    return pa.schema(fields)
+
+
+def columns(table: str) -> tuple[str, ...]:
+    """The columns a query sees: the file columns, then the partition columns."""
+    return (*arrow_schema(table).names, *PARTITIONS)
+
+
+def _arrow_field(name: str, avro_type: Any, where: str) -> pa.Field:
+    import pyarrow as pa
+
+    nullable = isinstance(avro_type, list) and "null" in avro_type
+    if isinstance(avro_type, list):
+        others = [t for t in avro_type if t != "null"]
+        if len(others) != 1:
+            raise ArchiveError(
+                f"{where}.{name}: only unions of null and one type map to a Parquet column, "
+                f"got {avro_type}"
+            )
+        avro_type = others[0]
+    return pa.field(name, _arrow_type(avro_type, f"{where}.{name}"), nullable=nullable)
+
+
+_PRIMITIVES = {
+    "string": "string",
+    "long": "int64",
+    "int": "int32",
+    "boolean": "bool_",
+    "double": "float64",
+    "float": "float32",
+    "bytes": "binary",
+}
+
+
+def _arrow_type(avro_type: Any, where: str) -> pa.DataType:
+    import pyarrow as pa
+
+    if isinstance(avro_type, str) and avro_type in _PRIMITIVES:
+        return getattr(pa, _PRIMITIVES[avro_type])()
+    if isinstance(avro_type, dict):
+        kind = avro_type.get("type")
+        if kind == "record":
+            return pa.struct(
+                [_arrow_field(f["name"], f["type"], where) for f in avro_type["fields"]]
+            )
+        if kind == "array":
+            item = _arrow_field("item", avro_type["items"], where)
+            return pa.list_(item)
+        if kind in _PRIMITIVES:  # a primitive with a logicalType: keep the physical type
+            return _arrow_type(kind, where)
+    raise ArchiveError(f"{where}: Avro type {avro_type!r} has no Parquet mapping here")
+
+
+def _check_table(table: str) -> None:
+    if table not in ALL_TABLES:
+        raise ArchiveError(
+            f"unknown archive table {table!r}; expected one of {', '.join(ALL_TABLES)}"
+        )
+
+
+# ---- files -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """The readable files of one table, and the paths skipped because they break the layout."""
+
+    files: tuple[Path, ...]
+    ignored: tuple[Path, ...]
+
+
+def data_files(root: Path, table: str) -> DataFiles:
+    """The data files of ``table`` under ``root``, sorted; none when the table has no folder."""
+    _check_table(table)
+    base = Path(root) / table
+    files: list[Path] = []
+    ignored: list[Path] = []
+    if not base.is_dir():
+        return DataFiles((), ())
+    for path in sorted(base.rglob("*")):
+        if path.is_dir() or _hidden(path.relative_to(base)):
+            continue
+        if not _PARTITION_DIR.match(path.parent.relative_to(base).as_posix()):
+            ignored.append(path)
+        elif _is_data_file(path.name) and path.stat().st_size > 0:
+            files.append(path)
+    return DataFiles(tuple(files), tuple(ignored))
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith((".", "_")) for part in relative.parts)
+
+
+def _is_data_file(name: str) -> bool:
+    return name.endswith(".parquet") or name.startswith("part-")
+
+
+def partition_dir(root: Path, table: str, service: str, received_ms: int) -> Path:
+    """The folder of a row of ``service`` received at ``received_ms`` (UTC date and hour)."""
+    at = datetime.fromtimestamp(received_ms / 1000, tz=timezone.utc)
+    return Path(root) / table / f"service={service}" / f"dt={at:%Y-%m-%d}" / f"hr={at:%H}"
+
+
+# ---- writing -----------------------------------------------------------------------------
+
+
+def write_rows(
+    root: Path | str,
+    table: str,
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    service: str | None = None,
+) -> list[Path]:
+    """Write ``rows`` into the partitions of ``table`` under ``root``; return the new files.
+
+    Each row holds the table's fields and its service, as a ``service`` key or through the
+    ``service`` argument; its ``dt``/``hr`` partition comes from ``received_ms``. One new
+    ``part-<uuid>.parquet`` file per partition; existing files are kept.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = arrow_schema(table)
+    groups: dict[Path, list[dict[str, Any]]] = {}
+    for i, row in enumerate(rows):
+        values = _checked_row(table, i, row, schema, service)
+        where = partition_dir(Path(root), table, values.pop("service"), values["received_ms"])
+        groups.setdefault(where, []).append(values)
+    written = []
+    for folder, group in groups.items():
+        try:
+            data = pa.Table.from_pylist(group, schema=schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise ArchiveError(f"{table} rows do not match the table's schema: {exc}") from None
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"part-{uuid.uuid4().hex}.parquet"
+        pq.write_table(data, path)
+        written.append(path)
+    return written
+
+
+def _checked_row(
+    table: str, index: int, row: Mapping[str, Any], schema: pa.Schema, service: str | None
+) -> dict[str, Any]:
+    where = f"{table} row {index}"
+    unknown = sorted(set(row) - set(schema.names) - {"service"})
+    if unknown:
+        raise ArchiveError(
+            f"{where}: unknown field {unknown[0]!r}; {table} has {', '.join(schema.names)} "
+            f"(and the partition column service)"
+        )
+    for field in schema:
+        if not field.nullable and row.get(field.name) is None:
+            raise ArchiveError(f"{where}: field {field.name!r} ({field.type}) is required")
+    values = {name: row.get(name) for name in schema.names}
+    values["service"] = row.get("service", service)
+    if not values["service"]:
+        raise ArchiveError(f"{where}: no service; add a 'service' key or pass service=")
+    return values
