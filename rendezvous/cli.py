@@ -166,13 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="service configuration (YAML or JSON)")
     p.set_defaults(func=cmd_models)
 
-    from rendezvous.archive import sql
+    from rendezvous.archive import report, sql
     from rendezvous.demo import add_cli as add_demo_cli
     from rendezvous.proxy import add_cli as add_proxy_cli
 
     add_proxy_cli(sub)
     add_demo_cli(sub)
     sql.add_cli(sub)
+    report.add_cli(sub)
     return parser
 
 

@@ -1,0 +1,276 @@
+"""The report as text tables and as one self-contained HTML page with PNG plots.
+
+Plots are drawn with matplotlib's Agg canvas (no display, no global pyplot state) and embedded
+as base64 ``data:`` URIs, so the page is a single file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from rendezvous.archive.metrics import Drift, ServiceReport
+
+PSI_WATCH, PSI_SHIFTED = 0.1, 0.25  # the usual reading of PSI: stable / watch / shifted
+
+
+# ---- cells -------------------------------------------------------------------------------
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def percent(value: Any) -> str:
+    return "-" if _missing(value) else f"{100 * value:.1f}%"
+
+
+def millis(value: Any) -> str:
+    return "-" if _missing(value) else f"{value:.1f}"
+
+
+def signed(value: Any) -> str:
+    return "-" if _missing(value) else f"{value:+.4f}"
+
+
+def count(value: Any) -> str:
+    return "-" if _missing(value) else str(int(value))
+
+
+def number(value: Any) -> str:
+    return "-" if _missing(value) else f"{value:.4f}"
+
+
+# (header, column, format) of the model table
+MODEL_TABLE: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("model", "model", str),
+    ("role", "role", str),
+    ("scores", "scores", count),
+    ("errors", "error_rate", percent),
+    ("late", "late_rate", percent),
+    ("p50 ms", "latency_p50", millis),
+    ("p95 ms", "latency_p95", millis),
+    ("p99 ms", "latency_p99", millis),
+    ("agree", "agreement", percent),
+    ("n", "compared", count),
+    ("Δ mean", "delta_mean", signed),
+    ("Δ p05", "delta_p05", signed),
+    ("Δ p50", "delta_p50", signed),
+    ("Δ p95", "delta_p95", signed),
+    ("wins", "win_rate", percent),
+]
+
+
+def model_rows(models: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Headers and formatted cells of the model table."""
+    headers = [h for h, _, _ in MODEL_TABLE]
+    rows = [[fmt(row[col]) for _, col, fmt in MODEL_TABLE] for _, row in models.iterrows()]
+    return headers, rows
+
+
+def reason_rows(reasons: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    rows = [[r.model or "(none)", r.reason, str(r.count)] for r in reasons.itertuples()]
+    return ["model", "reason", "decisions"], rows
+
+
+def drift_rows(drift: Drift) -> tuple[list[str], list[list[str]]]:
+    rows = [["window", count(drift.champion_n), count(drift.canary_n), number(drift.window_psi)]]
+    for r in drift.hourly.itertuples():
+        rows.append(
+            [f"{r.hour:%Y-%m-%d %H:00}", count(r.champion_n), count(r.canary_n), number(r.psi)]
+        )
+    return ["hour (UTC)", "champion n", "canary n", "PSI"], rows
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
+    """Columns padded to their widest cell; text left-aligned, numbers right-aligned."""
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            c.rjust(w) if _numeric(c) else c.ljust(w) for c, w in zip(cells, widths, strict=True)
+        ]
+        return (indent + "  ".join(parts)).rstrip()
+
+    return "\n".join([line(headers), *(line(r) for r in rows)])
+
+
+def _numeric(cell: str) -> bool:
+    return cell == "-" or cell.lstrip("+-").replace(".", "", 1).rstrip("%").isdigit()
+
+
+# ---- plots -------------------------------------------------------------------------------
+
+
+def _figure(width: float = 7.0, height: float = 3.2) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def png_tag(fig: Figure, alt: str) -> str:
+    """``fig`` as an <img> with the PNG inlined."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=96)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def latency_figure(models: pd.DataFrame) -> Figure | None:
+    """Latency p50/p95/p99 per model, grouped bars."""
+    shown = models.dropna(subset=["latency_p50"])
+    if shown.empty:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    width = 0.27
+    for i, (label, col) in enumerate(
+        [("p50", "latency_p50"), ("p95", "latency_p95"), ("p99", "latency_p99")]
+    ):
+        xs = [x + (i - 1) * width for x in range(len(shown))]
+        ax.bar(xs, shown[col], width=width, label=label)
+    ax.set_xticks(range(len(shown)), shown["model"])
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("Latency of ok scores")
+    ax.legend()
+    return fig
+
+
+def delta_figure(deltas: pd.DataFrame, champion: str | None) -> Figure | None:
+    """Distribution of each model's per-request deltas to the champion."""
+    if deltas.empty:
+        return None
+    models = sorted(deltas["model"].unique())
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.boxplot([deltas.loc[deltas["model"] == m, "delta"] for m in models], tick_labels=models)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.set_ylabel(f"value - {champion or 'champion'}")
+    ax.set_title("Score deltas to the champion, per request")
+    return fig
+
+
+def drift_figure(drift: Sequence[Drift]) -> Figure | None:
+    """PSI of each canary per hour, with the usual 0.1 / 0.25 reading lines."""
+    series = [(d.canary, d.hourly.dropna(subset=["psi"])) for d in drift]
+    series = [(name, h) for name, h in series if not h.empty]
+    if not series:
+        return None
+    import pandas as pd
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    for name, hourly in series:
+        ax.plot(hourly["hour"].dt.tz_localize(None), hourly["psi"], marker="o", label=name)
+    hours = [h for _, hourly in series for h in hourly["hour"].dt.tz_localize(None)]
+    half_hour = pd.Timedelta(minutes=30)
+    ax.set_xlim(min(hours) - half_hour, max(hours) + half_hour)
+    ax.axhline(PSI_WATCH, color="orange", linestyle="--", linewidth=0.8, label="0.1 watch")
+    ax.axhline(PSI_SHIFTED, color="red", linestyle="--", linewidth=0.8, label="0.25 shifted")
+    ax.set_ylabel("PSI")
+    ax.set_xlabel("hour (UTC)")
+    ax.set_title("Canary drift against the champion")
+    ax.legend()
+    fig.autofmt_xdate()
+    return fig
+
+
+def distribution_figure(values: pd.DataFrame) -> Figure | None:
+    """Histogram of the champion's and the canaries' values over the window."""
+    if values.empty or values["role"].nunique() < 2:
+        return None
+    import numpy as np
+
+    fig = _figure()
+    ax = fig.add_subplot()
+    bins = np.histogram_bin_edges(values["value"], bins=20)
+    for model in sorted(values["model"].unique()):
+        ax.hist(
+            values.loc[values["model"] == model, "value"],
+            bins=bins,
+            histtype="step",
+            density=True,
+            label=model,
+        )
+    ax.set_xlabel("value")
+    ax.set_ylabel("density")
+    ax.set_title("Output values, champion and canaries")
+    ax.legend()
+    return fig
+
+
+# ---- HTML --------------------------------------------------------------------------------
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f3f3f3; }
+.note { color: #a40; }
+img { display: block; margin: 0.5em 0 1.5em; max-width: 100%; }
+"""
+
+
+def html_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def service_html(report: ServiceReport) -> str:
+    """One service's section: tables and plots."""
+    parts = [
+        f"<h2>{html.escape(report.service)}</h2>",
+        f"<p>{report.requests} requests, {report.decisions} decisions, champion "
+        f"<b>{html.escape(report.champion or '(none)')}</b></p>",
+        *(f'<p class="note">{html.escape(n)}</p>' for n in report.notes),
+        "<h3>Models against the champion</h3>",
+        html_table(*model_rows(report.models)),
+        "<h3>Decisions by reason</h3>",
+        html_table(*reason_rows(report.reasons)),
+    ]
+    for drift in report.drift:
+        parts += [
+            f"<h3>Canary drift: {html.escape(drift.canary)} (PSI)</h3>",
+            html_table(*drift_rows(drift)),
+        ]
+    figures = [
+        (latency_figure(report.models), "latency per model"),
+        (delta_figure(report.deltas, report.champion), "score deltas to the champion"),
+        (drift_figure(report.drift), "canary PSI per hour"),
+        (distribution_figure(report.values), "output value distributions"),
+    ]
+    parts += [png_tag(fig, alt) for fig, alt in figures if fig is not None]
+    return "\n".join(parts)
+
+
+def page(reports: Sequence[ServiceReport], *, title: str, subtitle: str) -> str:
+    """The whole report as one HTML document."""
+    from rendezvous.archive.metrics import PSI_FLOOR
+
+    binning = (
+        "PSI bins are the deciles of the champion's values over the window (open-ended outer "
+        f"bins; equal deciles merge); an empty bin counts as a share of {PSI_FLOOR}. "
+        f"Reading: below {PSI_WATCH} stable, up to {PSI_SHIFTED} watch, above shifted."
+    )
+    body = "\n".join(service_html(r) for r in reports)
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p>"
+        f"<p><small>{html.escape(binning)}</small></p>\n{body}\n</body></html>\n"
+    )
