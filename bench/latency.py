@@ -109,8 +109,21 @@ def start_mlflow_serve(settings: StackSettings, port: int) -> subprocess.Popen:
                PATH=bindir + os.pathsep + os.environ.get("PATH", ""))  # fmt: skip
     mlflow = os.path.join(bindir, "mlflow")
     proc = subprocess.Popen(
-        [mlflow, "models", "serve", "-m", "models:/breast_cancer@champion", "--env-manager",
-         "local", "-h", "127.0.0.1", "-p", str(port), "--workers", "1"],  # fmt: skip
+        [
+            mlflow,
+            "models",
+            "serve",
+            "-m",
+            "models:/breast_cancer@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "--workers",
+            "1",
+        ],  # fmt: skip
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -236,7 +249,9 @@ def machine() -> str:
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as info:
-            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+            names = [
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            ]
         cpu = names[0] if names else cpu
     except OSError:
         pass

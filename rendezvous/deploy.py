@@ -24,13 +24,26 @@ class JobPlan:
 
 
 def plan(settings: StackSettings, config_path: Path, *, start: str = "committed") -> list[JobPlan]:
-    """The jobs a configuration needs: enrich, the rendezvous join, one scorer per model."""
+    """The jobs a configuration needs: enrich, the rendezvous join, the archive, one scorer per
+    model."""
     cfg = config_mod.load(config_path)
     common = ("--bootstrap", settings.kafka_bootstrap, "--config", str(Path(config_path).resolve()),
               "--tracking-uri", settings.mlflow_url, "--start", start)  # fmt: skip
     jobs = [
         JobPlan("rendezvous-enrich", JOBS_DIR / "enrich.py", common),
         JobPlan("rendezvous-join", JOBS_DIR / "join.py", common),
+        JobPlan(
+            "rendezvous-archive",
+            JOBS_DIR / "archive.py",
+            (
+                "--bootstrap",
+                settings.kafka_bootstrap,
+                "--archive",
+                str(settings.archive_dir),
+                "--start",
+                start,
+            ),  # fmt: skip
+        ),
     ]
     for service in cfg.services.values():
         for model in service.scoring_models:

@@ -1,0 +1,104 @@
+"""What the archive job writes: Kafka records turned into archive rows, and the tables' Flink
+SQL definitions, both derived from the Avro schemas in ``schemas/archive/`` (pure: no pyflink).
+
+Layout: ``<root>/<table>/service=<s>/dt=<YYYY-MM-DD>/hr=<HH>/part-*`` (Parquet), where dt and hr
+are the UTC date and hour of the request's ``received_ms``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+
+TABLES = ("requests", "scores", "decisions")
+PARTITION_COLUMNS = ("service", "dt", "hr")
+
+
+def avro_schema(table: str) -> dict[str, Any]:
+    return json.loads(resources.files("schemas").joinpath(f"archive/{table}.avsc").read_text())
+
+
+def _sql_type(avro: Any) -> str:
+    if isinstance(avro, list):  # a union with null: nullable, which every Flink SQL type is
+        (inner,) = [t for t in avro if t != "null"]
+        return _sql_type(inner)
+    if isinstance(avro, dict):
+        if avro["type"] == "array":
+            return f"ARRAY<{_sql_type(avro['items'])}>"
+        if avro["type"] == "record":
+            cols = ", ".join(f"`{f['name']}` {_sql_type(f['type'])}" for f in avro["fields"])
+            return f"ROW<{cols}>"
+        return _sql_type(avro["type"])
+    return {"string": "STRING", "long": "BIGINT", "int": "INT", "boolean": "BOOLEAN",
+            "double": "DOUBLE"}[avro]  # fmt: skip
+
+
+def columns(table: str) -> list[tuple[str, Any]]:
+    """(name, Avro type) of every column, the partition columns last."""
+    fields = [(f["name"], f["type"]) for f in avro_schema(table)["fields"]]
+    return fields + [(name, "string") for name in PARTITION_COLUMNS]
+
+
+def flink_ddl(archive_root: str, *, prefix: str = "") -> str:
+    """CREATE TABLE statements for the three tables (filesystem connector, Parquet)."""
+    out = []
+    for table in TABLES:
+        cols = ",\n".join(f"  `{name}` {_sql_type(t)}" for name, t in columns(table))
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS `{prefix}{table}` (\n{cols}\n)"
+            f" PARTITIONED BY ({', '.join(PARTITION_COLUMNS)}) WITH (\n"
+            f"  'connector' = 'filesystem',\n"
+            f"  'path' = '{archive_root.rstrip('/')}/{table}',\n"
+            f"  'format' = 'parquet',\n"
+            f"  'sink.partition-commit.policy.kind' = 'success-file'\n);"
+        )
+    return "\n\n".join(out) + "\n"
+
+
+def partition(service: str, received_ms: int) -> tuple[str, str, str]:
+    at = datetime.fromtimestamp(received_ms / 1000, tz=timezone.utc)
+    return service, at.strftime("%Y-%m-%d"), at.strftime("%H")
+
+
+def request_row(mi: dict[str, Any]) -> tuple:
+    policy = mi["policy"]
+    return (
+        mi["request_id"], mi["received_ms"], mi["deadline_ms"], mi["payload"],
+        None if mi.get("error") else mi["features"], mi["enriched_ms"], policy["version"],
+        ",".join(policy["preference"]), policy["sla_ms"], mi.get("error"),
+        *partition(mi["service"], mi["received_ms"]),
+    )  # fmt: skip
+
+
+def score_row(s: dict[str, Any]) -> tuple:
+    return (
+        s["request_id"], s["model"], s["version"], s["role"], s["status"], s.get("output"),
+        s.get("error"), s["received_ms"], s["deadline_ms"], s["started_ms"], s["scored_ms"],
+        s["scored_ms"] - s["received_ms"], s["scored_ms"] > s["deadline_ms"],
+        *partition(s["service"], s["received_ms"]),
+    )  # fmt: skip
+
+
+def decision_row(d: dict[str, Any]) -> tuple:
+    scores = [
+        (
+            s["model"],
+            s["version"],
+            s["role"],
+            s["status"],
+            s.get("output"),
+            s.get("error"),
+            s["latency_ms"],
+            s["late"],
+        )  # fmt: skip
+        for s in d["scores"]
+    ]
+    chosen = next((s for s in d["scores"] if s["model"] == d.get("model")), None)
+    return (
+        d["request_id"], d["received_ms"], d["deadline_ms"], d["decided_ms"], d["latency_ms"],
+        d["policy_version"], d["status"], d.get("model"), d.get("version"), d.get("role"),
+        d["reason"], chosen.get("output") if chosen else None, scores,
+        *partition(d["service"], d["received_ms"]),
+    )  # fmt: skip

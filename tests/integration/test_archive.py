@@ -1,0 +1,185 @@
+"""The archive job on the real stack: a known request stream lands in the three Parquet tables,
+readable with DuckDB (``rendezvous sql``), pyarrow and Flink SQL."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Producer
+
+from rendezvous import archiving, deploy, serde, topics
+from rendezvous.archive.sql import ArchiveSQL
+from rendezvous.heartbeat import Heartbeat
+
+pytestmark = [pytest.mark.flink, pytest.mark.kafka]
+
+SLA_MS, GRACE_MS, N, LATE = 300, 2500, 12, 3
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@pytest.fixture(scope="module")
+def archived(stack, tmp_path_factory):
+    """Run every job for a fresh service, send N requests, wait until all N decisions are
+    archived; yields the service name and the request IDs, the last LATE with a late champion
+    (last: the champion's job scores one request at a time, so a slow one delays those after it)."""
+    name = "arc" + uuid.uuid4().hex[:6]
+    path = tmp_path_factory.mktemp("arc") / "services.yaml"
+    path.write_text(
+        f"""
+services:
+  {name}:
+    sla_ms: {SLA_MS}
+    grace_ms: {GRACE_MS}
+    models:
+      - {{name: champion, role: champion, callable: "udfs.zoo:scripted", params: {{value: 0.9}}}}
+      - {{name: canary, role: canary, callable: "udfs.zoo:constant", params: {{value: 0.1}}}}
+    input:
+      x: double
+"""
+    )
+    jobs = deploy.submit(stack, path, log=lambda _: None)
+    producer = Producer({"bootstrap.servers": stack.settings.kafka_bootstrap, "linger.ms": 0})
+    late = set()
+    ids = []
+
+    def send(rid: str, body: dict) -> None:
+        t0 = now_ms()
+        req = {"request_id": rid, "service": name, "received_ms": t0,
+               "deadline_ms": t0 + SLA_MS, "payload": serde.to_json(body), "reply_to": "t"}  # fmt: skip
+        producer.produce(topics.REQUESTS, serde.encode(serde.Kind.REQUEST, req),
+                         key=rid.encode(), timestamp=t0)  # fmt: skip
+        producer.flush(10)
+
+    with Heartbeat(stack.settings.kafka_bootstrap, source="archive-test"):
+        warm_up(stack, name, send)
+        for i in range(N):
+            rid = f"{name}-{i}"
+            is_late = i >= N - LATE
+            if is_late:
+                late.add(rid)
+            send(rid, {"x": float(i), "delay_ms": SLA_MS + 150.0 if is_late else 0.0})
+            ids.append(rid)
+        deadline = time.monotonic() + 180
+        while True:  # files commit on checkpoints (every 10 s)
+            with ArchiveSQL(stack.settings.archive_dir) as db:
+                counts = [
+                    db.con.sql(
+                        f"SELECT count(*) FROM {t} WHERE request_id LIKE '{name}-%'"
+                    ).fetchall()[0][0]
+                    for t in ("requests", "scores", "decisions")
+                ]
+            if counts == [N, 2 * N, N]:
+                break
+            assert time.monotonic() < deadline, (
+                f"archived after 180 s (requests, scores, decisions): {counts}"
+            )
+            time.sleep(2)
+    yield name, ids, late
+    for jid in jobs.values():
+        stack.flink.cancel(jid)
+
+
+def warm_up(stack, name: str, send) -> None:
+    """Until the champion answers in time: the jobs just started and may still be catching up."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": stack.settings.kafka_bootstrap, "group.id": name})
+    parts = consumer.list_topics(topics.RESULTS, timeout=10).topics[topics.RESULTS].partitions
+    consumer.assign([TopicPartition(topics.RESULTS, p, -1) for p in parts])
+    deadline = time.monotonic() + 120
+    try:
+        for k in range(1000):
+            rid = f"warm-{name}-{k}"
+            send(rid, {"x": 0.0})
+            until = time.monotonic() + 5
+            while time.monotonic() < until:
+                msg = consumer.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                result = serde.decode_as(serde.Kind.RESULT, msg.value())
+                if result["request_id"] == rid and result["reason"] == "preferred":
+                    return
+            assert time.monotonic() < deadline, "the jobs did not answer in time within 120 s"
+    finally:
+        consumer.close()
+
+
+def test_each_request_appears_once_in_each_table(archived, stack):
+    name, ids, _ = archived
+    with ArchiveSQL(stack.settings.archive_dir) as db:
+        for table, per_request in (("requests", 1), ("scores", 2), ("decisions", 1)):
+            rows = db.con.sql(
+                f"SELECT request_id, count(*) FROM {table} WHERE request_id LIKE '{name}-%' GROUP BY 1"
+            ).fetchall()
+            assert dict(rows) == {rid: per_request for rid in ids}, table
+
+
+def test_tables_join_by_request_id_and_keep_late_scores(archived, stack):
+    name, ids, late = archived
+    with ArchiveSQL(stack.settings.archive_dir) as db:
+        rows = db.con.sql(
+            f"""
+            SELECT d.request_id, d.model, d.reason, s.late, s.latency_ms, r.features, d.output,
+                   list_filter(d.scores, lambda x: x.model = 'champion')[1].late AS champion_late
+            FROM decisions d
+            JOIN requests r USING (request_id)
+            JOIN scores s ON s.request_id = d.request_id AND s.model = 'champion'
+            WHERE d.request_id LIKE '{name}-%'
+            """
+        ).fetchall()
+    assert sorted(r[0] for r in rows) == sorted(ids)
+    for rid, model, reason, s_late, latency, features, output, champion_late in rows:
+        assert serde.from_json(features)["x"] == float(ids.index(rid))
+        if rid in late:
+            assert (model, reason, s_late, champion_late) == (
+                "canary",
+                "fallback: champion late",
+                True,
+                True,
+            )
+            assert latency > SLA_MS and serde.from_json(output) == 0.1
+        else:
+            assert (model, reason, s_late) == ("champion", "preferred", False)
+            assert serde.from_json(output) == 0.9
+
+
+def test_files_read_with_pyarrow_and_pandas(archived, stack):
+    import pyarrow.dataset as ds
+
+    name, ids, _ = archived
+    dataset = ds.dataset(
+        stack.settings.archive_dir / "decisions",
+        format="parquet",
+        partitioning="hive",
+        exclude_invalid_files=True,
+        ignore_prefixes=[".", "_"],
+    )
+    df = dataset.to_table(
+        filter=(ds.field("service") == name)
+        & ~ds.field("request_id").isin([f"warm-{name}-{k}" for k in range(1000)])
+    ).to_pandas()
+    assert sorted(df["request_id"]) == sorted(ids)
+    assert all(len(scores) == 2 for scores in df["scores"])
+
+
+def test_flink_sql_reads_the_same_tables(archived, stack):
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    name, ids, late = archived
+    t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
+    jars = sorted((stack.settings.jars_dir / "flink").glob("*.jar"))
+    t_env.get_config().set("pipeline.jars", ";".join(j.as_uri() for j in jars))
+    for statement in archiving.flink_ddl(str(stack.settings.archive_dir)).split(";\n"):
+        if statement.strip():
+            t_env.execute_sql(statement)
+    result = t_env.execute_sql(
+        f"SELECT model, COUNT(*) FROM decisions WHERE request_id LIKE '{name}-%' GROUP BY model"
+    )
+    with result.collect() as rows:
+        counts = {row[0]: row[1] for row in rows}
+    assert counts == {"champion": N - len(late), "canary": len(late)}
