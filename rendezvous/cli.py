@@ -87,6 +87,13 @@ def cmd_submit(args: argparse.Namespace, settings: StackSettings) -> int:
     return 0
 
 
+def cmd_ddl(args: argparse.Namespace, settings: StackSettings) -> int:
+    from rendezvous.archiving import flink_ddl
+
+    print(flink_ddl(args.archive or str(settings.archive_dir)), end="")
+    return 0
+
+
 def cmd_cancel(args: argparse.Namespace, settings: StackSettings) -> int:
     from rendezvous import deploy
 
@@ -150,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--prune", action="store_true", help="cancel scoring jobs of models no longer configured"
     )
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("ddl", help="print the archive tables as Flink SQL (filesystem, Parquet)")
+    p.add_argument("--archive", help="archive root (default: the stack's archive folder)")
+    p.set_defaults(func=cmd_ddl)
 
     p = sub.add_parser("cancel", help="cancel the running jobs (all, or those named with --only)")
     p.add_argument("--only", nargs="*", help="cancel only jobs whose name contains one of these")
