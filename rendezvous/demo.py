@@ -63,7 +63,8 @@ def prepare(settings: StackSettings, *, retrain: bool = False, print=print) -> s
                          setting="RDV_PROXY_PORT")  # fmt: skip
         argv = [str(settings.python), "-m", "rendezvous.cli", "proxy", "--config", str(config_path),
                 "--port", str(settings.proxy_port)]  # fmt: skip
-        proxy.start(argv, env=_env(), cwd=settings.home)
+        # The proxy reads the stack's addresses (Kafka, MLflow) from these settings, not defaults.
+        proxy.start(argv, env={**_env(), **settings.to_env()}, cwd=settings.home)
 
     def ready() -> bool:
         try:

@@ -105,6 +105,10 @@ class StackSettings:
         settings = cls(**values)  # type: ignore[arg-type]
         return settings.validated()
 
+    def to_env(self) -> dict[str, str]:
+        """The ``RDV_*`` variables that make ``from_env()`` in a child process rebuild these."""
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
     def validated(self) -> StackSettings:
         ports = {
             "kafka_port": self.kafka_port,

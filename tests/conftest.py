@@ -19,12 +19,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from rendezvous.settings import ENV_PREFIX, REPO_ROOT, StackSettings
+from rendezvous.settings import REPO_ROOT, StackSettings
 
 USE_RUNNING_ENV = "RDV_TEST_USE_RUNNING"
 TESTS_HOME = REPO_ROOT / ".state" / "tests"
@@ -78,7 +77,7 @@ def free_ports(names: tuple[str, ...] = PORT_FIELDS, host: str = "127.0.0.1") ->
 
 def settings_env(settings: StackSettings) -> dict[str, str]:
     """The ``RDV_*`` variables that make ``StackSettings.from_env()`` rebuild ``settings``."""
-    return {ENV_PREFIX + f.name.upper(): str(getattr(settings, f.name)) for f in fields(settings)}
+    return settings.to_env()
 
 
 def wait_until(
