@@ -180,6 +180,8 @@ class Proxy:
         self.docs_html = _docs_page(self.openapi_json)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        # Event times (ms) for which a deadline heartbeat is scheduled.
+        self._deadline_ticks: set[int] = set()
 
     # -- lifespan
     async def start(self) -> None:
@@ -210,14 +212,39 @@ class Proxy:
         fast while a request of this replica may still be waiting, slow otherwise."""
         fast = self.settings.tick_interval_ms / 1000
         slow = max(fast, self.settings.idle_tick_interval_ms / 1000)
-        source = self.replica_id
         while True:
             at_ms = self.clock()
-            try:
-                self.metrics.ticks += self.transport.tick(heartbeat.tick(source, at_ms), at_ms)
-            except KafkaUnavailable:
-                self.metrics.tick_errors += 1
+            self._tick(at_ms)
             await asyncio.sleep(fast if at_ms < self.busy_until_ms else slow)
+
+    def _tick(self, at_ms: int) -> None:
+        try:
+            self.metrics.ticks += self.transport.tick(heartbeat.tick(self.replica_id, at_ms), at_ms)
+        except KafkaUnavailable:
+            self.metrics.tick_errors += 1
+
+    def _tick_at(self, at_ms: int) -> None:
+        """One heartbeat as soon as the clock reaches ``at_ms``, stamped with the clock.
+
+        The periodic heartbeat alone would carry time past a deadline up to one interval late;
+        this one lets the rendezvous job's timer for a lone request fire right at its deadline.
+        A heartbeat is never stamped ahead of the clock: a request accepted later must not be
+        behind the watermark."""
+        if self._loop is None or self.settings.tick_interval_ms <= 0:
+            return
+        if at_ms in self._deadline_ticks:
+            return
+        self._deadline_ticks.add(at_ms)
+        self._loop.call_later(max(at_ms - self.clock(), 0) / 1000, self._deadline_tick, at_ms)
+
+    def _deadline_tick(self, at_ms: int) -> None:
+        now = self.clock()
+        if now < at_ms:  # the loop may wake a little early
+            assert self._loop is not None
+            self._loop.call_later((at_ms - now) / 1000, self._deadline_tick, at_ms)
+            return
+        self._deadline_ticks.discard(at_ms)
+        self._tick(now)
 
     # -- results from the transport (on the event loop)
     def on_result(self, result: dict[str, Any]) -> None:
@@ -339,6 +366,9 @@ class Proxy:
         self.busy_until_ms = max(
             self.busy_until_ms, deadline_ms + max(spec.grace_ms, self.settings.result_grace_ms)
         )
+        # The join's timer for the deadline fires once the watermark reaches it, and the
+        # watermark trails the newest event time by 1 ms.
+        self._tick_at(deadline_ms + 1)
         return received_ms, deadline_ms
 
     def _answer(self, result: dict[str, Any], latency_ms: int) -> bytes:

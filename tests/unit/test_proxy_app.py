@@ -498,6 +498,32 @@ def test_heartbeats_slow_down_when_no_request_is_waiting() -> None:
     run(go())
 
 
+def test_a_heartbeat_follows_each_deadline_at_once() -> None:
+    """With the periodic heartbeat slow, a lone request's deadline still gets its own tick,
+    stamped just past the deadline and never ahead of the clock."""
+
+    async def go() -> None:
+        async with proxy(tick_interval_ms=1000, idle_tick_interval_ms=1000) as (client, t, p):
+            await asyncio.sleep(0.05)
+            start = len(t.records)
+            r = await client.post("/v1/services/credit/requests", json={"amount": 1})
+            assert r.status_code == 202
+            request = t.produced(serde.Kind.REQUEST)[-1]
+            deadline = request["deadline_ms"]
+            await asyncio.sleep((deadline - p.clock()) / 1000 + 0.1)
+            ticks = [
+                (r.timestamp_ms, serde.decode_as(serde.Kind.TICK, r.value))
+                for r in t.records[start:]
+                if r.topic in topics.HEARTBEAT
+            ]
+            assert len(ticks) == len(topics.HEARTBEAT)
+            for ts, tick in ticks:
+                assert tick["at_ms"] == ts
+                assert deadline + 1 <= ts <= deadline + 60
+
+    run(go())
+
+
 def test_lifespan_starts_and_closes_the_transport() -> None:
     async def go() -> None:
         async with proxy() as (_client, t, _p):
