@@ -7,17 +7,17 @@ are the UTC date and hour of the request's ``received_ms``.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
-from importlib import resources
 from typing import Any
+
+from rendezvous.archive import layout
 
 TABLES = ("requests", "scores", "decisions")
 PARTITION_COLUMNS = ("service", "dt", "hr")
 
 
 def avro_schema(table: str) -> dict[str, Any]:
-    return json.loads(resources.files("schemas").joinpath(f"archive/{table}.avsc").read_text())
+    return layout.avro_schema(table)
 
 
 def _sql_type(avro: Any) -> str:
@@ -41,10 +41,11 @@ def columns(table: str) -> list[tuple[str, Any]]:
     return fields + [(name, "string") for name in PARTITION_COLUMNS]
 
 
-def flink_ddl(archive_root: str, *, prefix: str = "") -> str:
-    """CREATE TABLE statements for the three tables (filesystem connector, Parquet)."""
+def flink_ddl(archive_root: str, *, prefix: str = "", tables: tuple[str, ...] = TABLES) -> str:
+    """CREATE TABLE statements for ``tables`` (filesystem connector, Parquet); by default the
+    three the stream jobs write (``replay`` holds the scores of replay runs)."""
     out = []
-    for table in TABLES:
+    for table in tables:
         cols = ",\n".join(f"  `{name}` {_sql_type(t)}" for name, t in columns(table))
         out.append(
             f"CREATE TABLE IF NOT EXISTS `{prefix}{table}` (\n{cols}\n)"
@@ -101,4 +102,17 @@ def decision_row(d: dict[str, Any]) -> tuple:
         d["policy_version"], d["status"], d.get("model"), d.get("version"), d.get("role"),
         d["reason"], chosen.get("output") if chosen else None, scores,
         *partition(d["service"], d["received_ms"]),
+    )  # fmt: skip
+
+
+def replay_row(s: dict[str, Any], *, replay_id: str, sla_ms: int) -> tuple:
+    """A ``replay`` row: a score made offline from an archived request (see
+    :func:`rendezvous.scoring.score_record`). ``latency_ms`` is the model's own compute time
+    (the request was received long ago) and ``late`` says whether that alone exceeds the SLA."""
+    compute_ms = s["scored_ms"] - s["started_ms"]
+    return (
+        s["request_id"], s["model"], s["version"], s["role"], s["status"], s.get("output"),
+        s.get("error"), s["received_ms"], s["deadline_ms"], s["started_ms"], s["scored_ms"],
+        compute_ms, compute_ms > sla_ms, replay_id,
+        *partition(s["service"], s["received_ms"]),
     )  # fmt: skip

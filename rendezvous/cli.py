@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="service configuration (YAML or JSON)")
     p.set_defaults(func=cmd_models)
 
-    from rendezvous.archive import report, sql
+    from rendezvous.archive import replay, report, sql
     from rendezvous.demo import add_cli as add_demo_cli
     from rendezvous.proxy import add_cli as add_proxy_cli
 
@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_cli(sub)
     sql.add_cli(sub)
     report.add_cli(sub)
+    replay.add_cli(sub)
     return parser
 
 

@@ -54,6 +54,13 @@ class ArchiveError(RendezvousError):
 # ---- schemas -----------------------------------------------------------------------------
 
 
+# In a replay the request was received long before it is scored: latency is compute time.
+_REPLAY_DOCS = {
+    "latency_ms": "scored_ms - started_ms: the model's own compute time",
+    "late": "latency_ms > the service's SLA",
+}
+
+
 def avro_schema(table: str) -> dict[str, Any]:
     """The Avro record schema of ``table`` (``replay``: the scores' one plus ``replay_id``)."""
     _check_table(table)
@@ -62,7 +69,9 @@ def avro_schema(table: str) -> dict[str, Any]:
     schema = orjson.loads(folder.joinpath(f"{base}.avsc").read_text())
     if table == REPLAY:
         replay_id = {"name": "replay_id", "type": "string", "doc": "which replay run"}
-        schema = {**schema, "name": "ArchivedReplayScore", "fields": [*schema["fields"], replay_id]}
+        fields = [{**f, "doc": _REPLAY_DOCS[f["name"]]} if f["name"] in _REPLAY_DOCS else f
+                  for f in schema["fields"]]  # fmt: skip
+        schema = {**schema, "name": "ArchivedReplayScore", "fields": [*fields, replay_id]}
     return schema
 
 

@@ -177,8 +177,11 @@ class FlinkCluster:
     def jobs(self) -> list[dict]:
         return self.rest("/jobs/overview").get("jobs", [])
 
-    def submit(self, script: Path, args: list[str], *, name_hint: str = "") -> str:
-        """Submit a PyFlink job (detached) and return its JobID."""
+    def submit(
+        self, script: Path, args: list[str], *, name_hint: str = "", detached: bool = True
+    ) -> str:
+        """Submit a PyFlink job and return its JobID; ``detached=False`` waits until it ends
+        (a batch job) and raises if it failed."""
         import re
         import subprocess
 
@@ -186,7 +189,7 @@ class FlinkCluster:
 
         py = str(self.settings.python)
         argv = [
-            "bash", self.bin("flink"), "run", "-d", "-m", f"{self.settings.host}:{self.settings.flink_rest_port}",
+            "bash", self.bin("flink"), "run", *(["-d"] if detached else []), "-m", f"{self.settings.host}:{self.settings.flink_rest_port}",
             "-py", str(script), "-pyexec", py, "-pyclientexec", py, *args,
         ]  # fmt: skip
         done = subprocess.run(argv, capture_output=True, text=True, env=self.env(), cwd=REPO_ROOT)
