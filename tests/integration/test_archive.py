@@ -3,6 +3,7 @@ readable with DuckDB (``rendezvous sql``), pyarrow and Flink SQL."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -183,3 +184,42 @@ def test_flink_sql_reads_the_same_tables(archived, stack):
     with result.collect() as rows:
         counts = {row[0]: row[1] for row in rows}
     assert counts == {"champion": N - len(late), "canary": len(late)}
+
+
+def test_replaying_the_champions_own_version_reproduces_its_scores(archived, stack, stack_env):
+    """`rendezvous replay` over the archive: a Flink batch job writes the replay table, and the
+    diff against the live champion finds every request, identical outputs and no changes."""
+    import subprocess
+    import sys
+
+    from rendezvous.archive.metrics import OutputFields
+    from rendezvous.archive.replay import compare
+
+    name, ids, late = archived
+    replay_id = f"test-{name}"
+    done = subprocess.run(
+        [sys.executable, "-m", "rendezvous.cli", "replay", "--service", name,
+         "--model-uri", "udfs.zoo:scripted", "--params", '{"value": 0.9}', "--name", "champion",
+         "--replay-id", replay_id, "--parallelism", "2"],
+        capture_output=True, text=True, env={**os.environ, **stack_env}, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    with ArchiveSQL(stack.settings.archive_dir) as db:
+        replayed = db.frame("SELECT * FROM replay WHERE replay_id = ?", [replay_id])
+        live = db.frame("SELECT * FROM scores WHERE service = ?", [name])
+    assert set(ids) <= set(replayed["request_id"])
+    assert replayed["request_id"].is_unique
+    assert set(replayed["request_id"]) == set(live["request_id"])  # warm-up requests too
+    assert (replayed["status"] == "ok").all() and (replayed["version"] == "udfs.zoo:scripted").all()
+    # The late requests asked the champion to sleep past the SLA: the replay sleeps too.
+    slow = replayed[replayed["request_id"].isin(late)]
+    assert (slow["latency_ms"] >= SLA_MS + 150).all() and slow["late"].all()
+
+    diff = compare(live, replayed, OutputFields()).set_index("model")
+    champion = diff.loc["champion"]
+    assert champion["matched"] == champion["live"] == champion["replayed"] == len(replayed)
+    assert champion["missing_in_replay"] == champion["missing_in_live"] == 0
+    assert champion["status_changed"] == 0
+    assert champion["agreement"] == 1.0 and champion["delta_mean"] == 0.0
+    assert diff.loc["canary", "agreement"] == 0.0  # 0.9 against the canary's 0.1
+    assert "champion" in done.stdout and "100.0%" in done.stdout
