@@ -39,6 +39,9 @@ class StackSettings:
 
     flink_rest_port: int = 8081
     flink_rpc_port: int = 6123
+    # TaskManager processes: each embeds its own Python interpreter (thread mode), so with
+    # several the Python operators of different jobs no longer share one GIL.
+    flink_taskmanagers: int = 1
     flink_taskmanager_slots: int = 8
     flink_jobmanager_memory: str = "1024m"
     flink_taskmanager_memory: str = "3072m"
@@ -118,6 +121,12 @@ class StackSettings:
             "mlflow_port": self.mlflow_port,
             "proxy_port": self.proxy_port,
         }
+        if self.flink_taskmanagers < 1 or self.flink_taskmanager_slots < 1:
+            raise ConfigError(
+                f"flink_taskmanagers={self.flink_taskmanagers} and flink_taskmanager_slots="
+                f"{self.flink_taskmanager_slots} must both be at least 1; set "
+                f"{ENV_PREFIX}FLINK_TASKMANAGERS / {ENV_PREFIX}FLINK_TASKMANAGER_SLOTS"
+            )
         seen: dict[int, str] = {}
         for name, port in ports.items():
             if not 0 < port < 65536:

@@ -55,15 +55,22 @@ class FlinkCluster:
         self.conf_dir = self.dir / "conf"
         self.lib_dir = self.dir / "lib"
         self.jobmanager = Service("flink-jobmanager", settings.run_dir, settings.logs_dir)
-        self.taskmanager = Service("flink-taskmanager", settings.run_dir, settings.logs_dir)
+        self.taskmanagers = tuple(
+            Service(
+                "flink-taskmanager" if i == 0 else f"flink-taskmanager-{i + 1}",
+                settings.run_dir,
+                settings.logs_dir,
+            )
+            for i in range(settings.flink_taskmanagers)
+        )
 
     @property
     def address(self) -> str:
         return self.settings.flink_url
 
     @property
-    def services(self) -> tuple[Service, Service]:
-        return (self.jobmanager, self.taskmanager)
+    def services(self) -> tuple[Service, ...]:
+        return (self.jobmanager, *self.taskmanagers)
 
     # ---- configuration -----------------------------------------------------------------
     def runtime_config(self) -> dict[str, object]:
@@ -85,6 +92,8 @@ class FlinkCluster:
                 "jobmanager.memory.process.size": s.flink_jobmanager_memory,
                 "taskmanager.memory.process.size": s.flink_taskmanager_memory,
                 "taskmanager.numberOfTaskSlots": s.flink_taskmanager_slots,
+                # With several TaskManagers, jobs go to the one with the most free slots.
+                "taskmanager.load-balance.mode": "slots",
                 "python.executable": str(s.python),
                 "python.client.executable": str(s.python),
                 "env.log.dir": str(s.logs_dir / "flink"),
@@ -159,10 +168,11 @@ class FlinkCluster:
             self.jobmanager.start(
                 ["bash", self.bin("jobmanager.sh"), "start-foreground"], env=env, cwd=self.dir
             )
-        if self.taskmanager.pid() is None:
-            self.taskmanager.start(
-                ["bash", self.bin("taskmanager.sh"), "start-foreground"], env=env, cwd=self.dir
-            )
+        for taskmanager in self.taskmanagers:
+            if taskmanager.pid() is None:
+                taskmanager.start(
+                    ["bash", self.bin("taskmanager.sh"), "start-foreground"], env=env, cwd=self.dir
+                )
 
     def rest(self, path: str, timeout_s: float = 2.0) -> dict:
         with urllib.request.urlopen(self.address + path, timeout=timeout_s) as resp:
@@ -170,7 +180,7 @@ class FlinkCluster:
 
     def ready(self) -> bool:
         try:
-            return self.rest("/overview").get("taskmanagers", 0) >= 1
+            return self.rest("/overview").get("taskmanagers", 0) >= len(self.taskmanagers)
         except Exception:
             return False
 
