@@ -88,3 +88,19 @@ def test_duplicate_ports_are_rejected_naming_both_settings():
 def test_a_port_out_of_range_is_rejected(port):
     with pytest.raises(ConfigError, match=r"RDV_PROXY_PORT to 1-65535"):
         StackSettings.from_env({"RDV_PROXY_PORT": port})
+
+
+@pytest.mark.parametrize("field", ["flink_taskmanagers", "flink_taskmanager_slots"])
+def test_taskmanagers_and_slots_must_be_positive(field):
+    with pytest.raises(ConfigError, match=r"RDV_FLINK_TASKMANAGERS / RDV_FLINK_TASKMANAGER_SLOTS"):
+        StackSettings(**{field: 0}).validated()
+
+
+def test_each_taskmanager_is_its_own_process(tmp_path):
+    from rendezvous.stack.flink import FlinkCluster
+
+    cluster = FlinkCluster(StackSettings(home=tmp_path, flink_taskmanagers=3))
+    names = [svc.name for svc in cluster.services]
+    assert names == ["flink-jobmanager", "flink-taskmanager", "flink-taskmanager-2",
+                     "flink-taskmanager-3"]  # fmt: skip
+    assert cluster.runtime_config()["taskmanager.load-balance.mode"] == "slots"
