@@ -6,13 +6,15 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from rendezvous.settings import StackSettings
 from rendezvous.stack.flink import FlinkCluster
 from rendezvous.stack.jars import ensure_jars
 from rendezvous.stack.kafka import KafkaBroker
 from rendezvous.stack.mlflow_server import MlflowServer
-from rendezvous.stack.procs import Service
+from rendezvous.stack.procs import ComponentDied, Service
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ class Stack:
             t0 = time.monotonic()
             for svc in services:
                 svc.wait_ready(
-                    component.ready, timeout_s=s.start_timeout_s, what=f"probe {component.address}"
+                    partial(_all_alive, component, services),
+                    timeout_s=s.start_timeout_s,
+                    what=f"probe {component.address}",
                 )
             timings[component.name] = time.monotonic() - t0
             self.log(f"  {component.name:<7} ready at {component.address}")
@@ -110,3 +114,15 @@ class Stack:
             pid = svc.pid()
             out.append(ComponentStatus(svc.name, pid is not None, "", (pid,)))
         return out
+
+
+def _all_alive(component: Any, services: tuple[Service, ...]) -> bool:
+    """``component.ready()``, failing at once when one of its processes (a TaskManager next
+    to the JobManager being probed, say) has died."""
+    for svc in services:
+        if svc.pid() is None:
+            raise ComponentDied(
+                f"{svc.name} exited while starting ({component.name}); last lines of "
+                f"{svc.log_file}:\n{svc.log_tail()}"
+            )
+    return component.ready()

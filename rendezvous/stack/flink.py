@@ -168,11 +168,19 @@ class FlinkCluster:
             self.jobmanager.start(
                 ["bash", self.bin("jobmanager.sh"), "start-foreground"], env=env, cwd=self.dir
             )
+        self.start_taskmanagers()
+
+    def start_taskmanagers(self) -> list[str]:
+        """Start the TaskManagers that are not running (after a crash, say); their names."""
+        env = self.env()
+        started = []
         for taskmanager in self.taskmanagers:
             if taskmanager.pid() is None:
                 taskmanager.start(
                     ["bash", self.bin("taskmanager.sh"), "start-foreground"], env=env, cwd=self.dir
                 )
+                started.append(taskmanager.name)
+        return started
 
     def rest(self, path: str, timeout_s: float = 2.0) -> dict:
         with urllib.request.urlopen(self.address + path, timeout=timeout_s) as resp:
