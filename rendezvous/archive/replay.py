@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rendezvous.archive.layout import ArchiveError
-from rendezvous.archive.report import Window
+from rendezvous.archive.report import Window, add_output_args, add_window_args
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -116,10 +116,10 @@ _REPLAYED = (
 
 
 def _requests_to_replay(root: Path, service: str, window: Window) -> tuple[int, int]:
-    from rendezvous.archive.report import _filter
+    from rendezvous.archive.report import where_clause
     from rendezvous.archive.sql import ArchiveSQL
 
-    where, params = _filter(service, window)
+    where, params = where_clause(service, window)
     with ArchiveSQL(root) as db:
         counts = db.frame(
             f"SELECT count(*) FILTER (WHERE error IS NULL) AS n, count(*) AS total "
@@ -225,18 +225,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--params", metavar="JSON", help="keyword arguments of a module:function")
     p.add_argument("--name", default="replay", help="the model's name in the replay table")
-    p.add_argument("--since", metavar="T", help="from T: ISO date/time (UTC) or an age: 2h, 7d")
-    p.add_argument("--until", metavar="T", help="before T (exclusive), same forms as --since")
-    p.add_argument("--archive", metavar="PATH", help="archive root (default: the stack's)")
+    add_window_args(p)
     p.add_argument("--replay-id", help="tag of this run (default: the time and a random suffix)")
     p.add_argument("--parallelism", type=int, default=2, help="parallel scoring workers")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the stack's server)")
-    p.add_argument("--label-field", default="label", help="output field compared for agreement")
-    p.add_argument(
-        "--output-field", default="probability", help="numeric output field for the deltas"
-    )
-    p.add_argument(
-        "--threshold", type=float, metavar="T", help="label = value >= T instead of the label"
-    )
+    add_output_args(p)
     p.set_defaults(func=cmd_replay)
     return p

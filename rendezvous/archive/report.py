@@ -134,7 +134,7 @@ _DECISIONS = (
 )
 
 
-def _filter(service: str | None, window: Window) -> tuple[str, list[Any]]:
+def where_clause(service: str | None, window: Window) -> tuple[str, list[Any]]:
     """A WHERE clause on service and received_ms, with dt bounds so DuckDB skips folders."""
     clauses, params = [], []
     if service:
@@ -153,7 +153,7 @@ def load(root: Path, *, service: str | None, window: Window) -> tuple[pd.DataFra
     """The scores and decisions in the window; an error naming what exists when there are none."""
     from rendezvous.archive.sql import ArchiveSQL
 
-    where, params = _filter(service, window)
+    where, params = where_clause(service, window)
     with ArchiveSQL(root) as db:
         scores = db.frame(_SCORES + where, params)
         decisions = db.frame(_DECISIONS + where, params)
@@ -355,21 +355,16 @@ def _run_params(root: Path, window: Window, fields: OutputFields) -> dict[str, s
     }
 
 
-def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``report`` subcommand; its handler is ``cmd_report(args, settings)``."""
-    p = subparsers.add_parser(
-        "report",
-        help="compare every model with the champion and measure canary drift, from the archive",
-        description="Per model against the champion: agreement, score deltas, latency, error "
-        "and late rates, wins and fallback reasons; per canary: PSI against the champion per "
-        "hour. Outputs are JSON: an object's label field is compared for agreement and its "
-        "numeric field for deltas and drift; a plain number is both.",
-    )
-    p.add_argument("--service", help="only this service (default: every service)")
+def add_window_args(p: argparse.ArgumentParser) -> None:
+    """--since, --until and --archive, shared by the commands that read the archive."""
     p.add_argument("--since", metavar="T", help="from T: ISO date/time (UTC) or an age: 2h, 7d")
     p.add_argument("--until", metavar="T", help="before T (exclusive), same forms as --since")
     p.add_argument("--archive", metavar="PATH", help="archive root (default: the stack's)")
-    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    """How outputs are read (see :class:`OutputFields`): --label-field, --output-field and
+    --threshold."""
     p.add_argument("--label-field", default="label", help="output field compared for agreement")
     p.add_argument(
         "--output-field",
@@ -382,6 +377,22 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         metavar="T",
         help="label = value >= T instead of the label field (for probabilities)",
     )
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``report`` subcommand; its handler is ``cmd_report(args, settings)``."""
+    p = subparsers.add_parser(
+        "report",
+        help="compare every model with the champion and measure canary drift, from the archive",
+        description="Per model against the champion: agreement, score deltas, latency, error "
+        "and late rates, wins and fallback reasons; per canary: PSI against the champion per "
+        "hour. Outputs are JSON: an object's label field is compared for agreement and its "
+        "numeric field for deltas and drift; a plain number is both.",
+    )
+    p.add_argument("--service", help="only this service (default: every service)")
+    add_window_args(p)
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
+    add_output_args(p)
     p.add_argument("--mlflow", action="store_true", help="log one MLflow run per service")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the stack's server)")
     p.add_argument(

@@ -4,110 +4,57 @@ readable with DuckDB (``rendezvous sql``), pyarrow and Flink SQL."""
 from __future__ import annotations
 
 import os
-import time
 import uuid
 
 import pytest
-from confluent_kafka import Producer
 
-from rendezvous import archiving, deploy, serde, topics
+from rendezvous import archiving, deploy, serde
 from rendezvous.archive.sql import ArchiveSQL
 from rendezvous.heartbeat import Heartbeat
+from tests.integration.feed import RequestFeed, wait_archived, write_service
 
 pytestmark = [pytest.mark.flink, pytest.mark.kafka]
 
 SLA_MS, GRACE_MS, N, LATE = 300, 2500, 12, 3
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 @pytest.fixture(scope="module")
 def archived(stack, tmp_path_factory):
     """Run every job for a fresh service, send N requests, wait until all N decisions are
-    archived; yields the service name and the request IDs, the last LATE with a late champion
-    (last: the champion's job scores one request at a time, so a slow one delays those after it)."""
+    archived; yields the service name and the request IDs, the last LATE with a late champion."""
     name = "arc" + uuid.uuid4().hex[:6]
-    path = tmp_path_factory.mktemp("arc") / "services.yaml"
-    path.write_text(
-        f"""
-services:
-  {name}:
-    sla_ms: {SLA_MS}
-    grace_ms: {GRACE_MS}
-    models:
-      - {{name: champion, role: champion, callable: "udfs.zoo:scripted", params: {{value: 0.9}}}}
-      - {{name: canary, role: canary, callable: "udfs.zoo:constant", params: {{value: 0.1}}}}
-    input:
-      x: double
-"""
+    path = write_service(
+        tmp_path_factory.mktemp("arc") / "services.yaml",
+        name,
+        sla_ms=SLA_MS,
+        grace_ms=GRACE_MS,
+        models=[
+            '{name: champion, role: champion, callable: "udfs.zoo:scripted", params: {value: 0.9}}',
+            '{name: canary, role: canary, callable: "udfs.zoo:constant", params: {value: 0.1}}',
+        ],
     )
     jobs = deploy.submit(stack, path, log=lambda _: None)
-    producer = Producer({"bootstrap.servers": stack.settings.kafka_bootstrap, "linger.ms": 0})
+    feed = RequestFeed(stack.settings.kafka_bootstrap, name, SLA_MS)
     late = set()
     ids = []
-
-    def send(rid: str, body: dict) -> None:
-        t0 = now_ms()
-        req = {"request_id": rid, "service": name, "received_ms": t0,
-               "deadline_ms": t0 + SLA_MS, "payload": serde.to_json(body), "reply_to": "t"}  # fmt: skip
-        producer.produce(topics.REQUESTS, serde.encode(serde.Kind.REQUEST, req),
-                         key=rid.encode(), timestamp=t0)  # fmt: skip
-        producer.flush(10)
-
     with Heartbeat(stack.settings.kafka_bootstrap, source="archive-test"):
-        warm_up(stack, name, send)
+        feed.warm_up()
         for i in range(N):
             rid = f"{name}-{i}"
             is_late = i >= N - LATE
             if is_late:
                 late.add(rid)
-            send(rid, {"x": float(i), "delay_ms": SLA_MS + 150.0 if is_late else 0.0})
+            if i == N - LATE:
+                # The champion's job scores one request at a time and reads two partitions in
+                # no set order: the in-time requests are answered before a slow one is sent.
+                feed.wait_results(ids)
+            feed.send(rid, {"x": float(i), "delay_ms": SLA_MS + 150.0 if is_late else 0.0})
             ids.append(rid)
-        deadline = time.monotonic() + 180
-        while True:  # files commit on checkpoints (every 10 s)
-            with ArchiveSQL(stack.settings.archive_dir) as db:
-                counts = [
-                    db.con.sql(
-                        f"SELECT count(*) FROM {t} WHERE request_id LIKE '{name}-%'"
-                    ).fetchall()[0][0]
-                    for t in ("requests", "scores", "decisions")
-                ]
-            if counts == [N, 2 * N, N]:
-                break
-            assert time.monotonic() < deadline, (
-                f"archived after 180 s (requests, scores, decisions): {counts}"
-            )
-            time.sleep(2)
+        wait_archived(stack.settings.archive_dir, f"{name}-", [N, 2 * N, N], timeout_s=180)
+    feed.close()
     yield name, ids, late
     for jid in jobs.values():
         stack.flink.cancel(jid)
-
-
-def warm_up(stack, name: str, send) -> None:
-    """Until the champion answers in time: the jobs just started and may still be catching up."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": stack.settings.kafka_bootstrap, "group.id": name})
-    parts = consumer.list_topics(topics.RESULTS, timeout=10).topics[topics.RESULTS].partitions
-    consumer.assign([TopicPartition(topics.RESULTS, p, -1) for p in parts])
-    deadline = time.monotonic() + 120
-    try:
-        for k in range(1000):
-            rid = f"warm-{name}-{k}"
-            send(rid, {"x": 0.0})
-            until = time.monotonic() + 5
-            while time.monotonic() < until:
-                msg = consumer.poll(0.2)
-                if msg is None or msg.error():
-                    continue
-                result = serde.decode_as(serde.Kind.RESULT, msg.value())
-                if result["request_id"] == rid and result["reason"] == "preferred":
-                    return
-            assert time.monotonic() < deadline, "the jobs did not answer in time within 120 s"
-    finally:
-        consumer.close()
 
 
 def test_each_request_appears_once_in_each_table(archived, stack):

@@ -10,28 +10,19 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Producer
 
 from rendezvous import deploy, serde, topics
 from rendezvous.archive.sql import ArchiveSQL
 from rendezvous.heartbeat import Heartbeat
-from tests.integration.test_archive import warm_up
+from tests.integration.feed import RequestFeed, wait_archived, write_service
 
 pytestmark = [pytest.mark.flink, pytest.mark.kafka]
 
 SLA_MS, RATE, N = 300, 20, 400
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def completed_checkpoints(stack, job_id: str) -> int:
     return stack.flink.rest(f"/jobs/{job_id}/checkpoints")["counts"]["completed"]
-
-
-def states(stack, job_ids) -> set[str]:
-    return {stack.flink.rest(f"/jobs/{jid}")["state"] for jid in job_ids}
 
 
 def decisions_in_kafka(bootstrap: str, prefix: str) -> int:
@@ -62,42 +53,29 @@ def decisions_in_kafka(bootstrap: str, prefix: str) -> int:
 
 def test_a_killed_taskmanager_loses_and_duplicates_nothing(stack, tmp_path):
     name = "eo" + uuid.uuid4().hex[:6]
-    path = tmp_path / "services.yaml"
-    path.write_text(
-        f"""
-services:
-  {name}:
-    sla_ms: {SLA_MS}
-    grace_ms: 1000
-    models:
-      - {{name: champion, role: champion, callable: "udfs.zoo:constant", params: {{value: 0.9}}}}
-      - {{name: canary, role: canary, callable: "udfs.zoo:constant", params: {{value: 0.1}}}}
-    input:
-      x: double
-"""
+    path = write_service(
+        tmp_path / "services.yaml",
+        name,
+        sla_ms=SLA_MS,
+        grace_ms=1000,
+        models=[
+            '{name: champion, role: champion, callable: "udfs.zoo:constant", params: {value: 0.9}}',
+            '{name: canary, role: canary, callable: "udfs.zoo:constant", params: {value: 0.1}}',
+        ],
     )
     jobs = deploy.submit(stack, path, log=lambda _: None)
-    producer = Producer({"bootstrap.servers": stack.settings.kafka_bootstrap, "linger.ms": 0})
-
-    def send(rid: str, body: dict) -> None:
-        t0 = now_ms()
-        req = {"request_id": rid, "service": name, "received_ms": t0,
-               "deadline_ms": t0 + SLA_MS, "payload": serde.to_json(body), "reply_to": "t"}  # fmt: skip
-        producer.produce(topics.REQUESTS, serde.encode(serde.Kind.REQUEST, req),
-                         key=rid.encode(), timestamp=t0)  # fmt: skip
-        producer.poll(0)
-
+    feed = RequestFeed(stack.settings.kafka_bootstrap, name, SLA_MS)
     ids = [f"{name}-{i}" for i in range(N)]
     try:
         with Heartbeat(stack.settings.kafka_bootstrap, source="exactly-once-test"):
-            warm_up(stack, name, lambda rid, body: (send(rid, body), producer.flush(10)))
+            feed.warm_up()
 
             def stream() -> None:
                 start = time.monotonic()
                 for i, rid in enumerate(ids):
                     time.sleep(max(0.0, start + i / RATE - time.monotonic()))
-                    send(rid, {"x": float(i)})
-                producer.flush(30)
+                    feed.send(rid, {"x": float(i)}, flush=False)
+                feed.flush()
 
             sender = threading.Thread(target=stream, daemon=True)
             sender.start()
@@ -116,26 +94,11 @@ services:
             assert stack.flink.start_taskmanagers() == [taskmanager.name]
             sender.join(N / RATE + 60)
             assert not sender.is_alive()
-
-            deadline = time.monotonic() + 240
-            while True:  # recovery, catching up, then files commit on the next checkpoints
-                with ArchiveSQL(stack.settings.archive_dir) as db:
-                    counts = [
-                        db.con.sql(
-                            f"SELECT count(DISTINCT request_id) FROM {t} "
-                            f"WHERE request_id LIKE '{name}-%'"
-                        ).fetchall()[0][0]
-                        for t in ("requests", "scores", "decisions")
-                    ]
-                if counts == [N, N, N]:
-                    break
-                assert time.monotonic() < deadline, (
-                    f"requests, scores, decisions archived 240 s after the restart: {counts}; "
-                    f"job states {states(stack, jobs.values())}"
-                )
-                time.sleep(3)
+            # recovery, catching up, then files commit on the next checkpoints
+            wait_archived(stack.settings.archive_dir, f"{name}-", [N, 2 * N, N], timeout_s=240)
             time.sleep(12)  # one more checkpoint: a late duplicate would have landed by now
     finally:
+        feed.close()
         for jid in jobs.values():
             stack.flink.cancel(jid)
 

@@ -1,0 +1,116 @@
+"""Services and request streams for the job tests that bypass the proxy: a configuration file
+for a fresh service, and a producer of REQUEST records for it."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from rendezvous import serde, topics
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def write_service(
+    path: Path, name: str, *, sla_ms: int, grace_ms: int, models: Sequence[str]
+) -> Path:
+    """A configuration of one service with input ``x: double``; ``models`` are YAML flow maps
+    such as ``{name: champion, role: champion, callable: "udfs.zoo:constant"}``."""
+    lines = "\n".join(f"      - {m}" for m in models)
+    path.write_text(
+        f"services:\n  {name}:\n    sla_ms: {sla_ms}\n    grace_ms: {grace_ms}\n"
+        f"    models:\n{lines}\n    input:\n      x: double\n"
+    )
+    return path
+
+
+class RequestFeed:
+    """Produces requests of ``service`` straight into the requests topic, as the proxy would."""
+
+    def __init__(self, bootstrap: str, service: str, sla_ms: int) -> None:
+        self.bootstrap = bootstrap
+        self.service = service
+        self.sla_ms = sla_ms
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+        # Results from now on (the end of each partition), read without a consumer group.
+        self.results = Consumer({"bootstrap.servers": bootstrap, "group.id": f"feed-{service}",
+                                 "enable.auto.commit": False})  # fmt: skip
+        parts = self.results.list_topics(topics.RESULTS, timeout=10).topics[topics.RESULTS]
+        self.results.assign([TopicPartition(topics.RESULTS, p, -1) for p in parts.partitions])
+
+    def send(self, rid: str, body: dict, *, flush: bool = True) -> None:
+        t0 = now_ms()
+        request = {"request_id": rid, "service": self.service, "received_ms": t0,
+                   "deadline_ms": t0 + self.sla_ms, "payload": serde.to_json(body),
+                   "reply_to": "test"}  # fmt: skip
+        self.producer.produce(topics.REQUESTS, serde.encode(serde.Kind.REQUEST, request),
+                              key=rid.encode(), timestamp=t0)  # fmt: skip
+        if flush:
+            self.producer.flush(10)
+        else:
+            self.producer.poll(0)
+
+    def flush(self, timeout_s: float = 30) -> None:
+        self.producer.flush(timeout_s)
+
+    def wait_results(self, rids: Sequence[str], *, timeout_s: float = 60) -> dict[str, dict]:
+        """The results of ``rids``, waiting until each has arrived."""
+        wanted, got = set(rids), {}
+        deadline = time.monotonic() + timeout_s
+        while wanted - set(got):
+            assert time.monotonic() < deadline, (
+                f"no result within {timeout_s:.0f} s for {sorted(wanted - set(got))}"
+            )
+            msg = self.results.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            result = serde.decode_as(serde.Kind.RESULT, msg.value())
+            if result["request_id"] in wanted:
+                got[result["request_id"]] = result
+        return got
+
+    def warm_up(self, timeout_s: float = 120) -> None:
+        """Send until the preferred model answers one in time: jobs just submitted may still be
+        starting or catching up. Needs heartbeats running (see rendezvous.heartbeat)."""
+        deadline = time.monotonic() + timeout_s
+        for k in range(1000):
+            rid = f"warm-{self.service}-{k}"
+            self.send(rid, {"x": 0.0})
+            with contextlib.suppress(AssertionError):
+                if self.wait_results([rid], timeout_s=5)[rid]["reason"] == "preferred":
+                    return
+            assert time.monotonic() < deadline, (
+                f"the jobs did not answer in time within {timeout_s:.0f} s"
+            )
+
+    def close(self) -> None:
+        self.results.close()
+
+
+def wait_archived(root: Path, prefix: str, expected: Sequence[int], *, timeout_s: float) -> None:
+    """Wait until the rows of ``prefix``-requests in (requests, scores, decisions) number
+    ``expected``; files commit on the archive job's checkpoints (every 10 s)."""
+    from rendezvous.archive.sql import ArchiveSQL
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with ArchiveSQL(root) as db:
+            counts = [
+                db.frame(f"SELECT count(*) AS n FROM {t} WHERE request_id LIKE ?", [f"{prefix}%"])[
+                    "n"
+                ][0]
+                for t in ("requests", "scores", "decisions")
+            ]
+        if list(counts) == list(expected):
+            return
+        assert time.monotonic() < deadline, (
+            f"rows archived after {timeout_s:.0f} s (requests, scores, decisions): {counts}, "
+            f"expected {list(expected)}"
+        )
+        time.sleep(2)
