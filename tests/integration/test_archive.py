@@ -170,3 +170,39 @@ def test_replaying_the_champions_own_version_reproduces_its_scores(archived, sta
     assert champion["agreement"] == 1.0 and champion["delta_mean"] == 0.0
     assert diff.loc["canary", "agreement"] == 0.0  # 0.9 against the canary's 0.1
     assert "champion" in done.stdout and "100.0%" in done.stdout
+
+
+def test_report_logs_a_run_to_the_stacks_mlflow_server(archived, stack, stack_env, tmp_path):
+    """`rendezvous report --mlflow` against the real tracking server: the run holds the figures
+    of the archive (checked here in SQL) and the HTML page as an artifact."""
+    import subprocess
+    import sys
+
+    from mlflow import MlflowClient
+
+    name, ids, late = archived
+    experiment = f"reports-{name}"
+    done = subprocess.run(
+        [sys.executable, "-m", "rendezvous.cli", "report", "--service", name, "--mlflow",
+         "--experiment", experiment, "--html", str(tmp_path / "report.html")],
+        capture_output=True, text=True, env={**os.environ, **stack_env}, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    client = MlflowClient(stack.settings.mlflow_url)
+    (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["service"] == name
+    with ArchiveSQL(stack.settings.archive_dir) as db:  # the same figures, in SQL
+        ((won,),) = db.con.execute(
+            "SELECT avg(coalesce(model = 'champion', false)::int) FROM decisions WHERE service = ?",
+            [name],
+        ).fetchall()
+        ((late_rate, n_late),) = db.con.execute(
+            "SELECT avg(late::int), sum(late::int) FROM scores WHERE service = ? "
+            "AND model = 'champion'",
+            [name],
+        ).fetchall()
+    assert n_late >= len(late)
+    assert run.data.metrics["win_rate.champion"] == pytest.approx(won)
+    assert run.data.metrics["late_rate.champion"] == pytest.approx(late_rate)
+    assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["report.html"]
+    assert "data:image/png;base64," in (tmp_path / "report.html").read_text()
