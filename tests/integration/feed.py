@@ -3,7 +3,6 @@ for a fresh service, and a producer of REQUEST records for it."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,18 +74,24 @@ class RequestFeed:
                 got[result["request_id"]] = result
         return got
 
-    def warm_up(self, timeout_s: float = 120) -> None:
-        """Send until the preferred model answers one in time: jobs just submitted may still be
-        starting or catching up. Needs heartbeats running (see rendezvous.heartbeat)."""
+    def warm_up(self, timeout_s: float = 120, in_a_row: int = 3) -> None:
+        """Send until the preferred model answers ``in_a_row`` requests in a row in time: jobs
+        just submitted may still be starting, catching up or running cold code. Needs heartbeats
+        running (see rendezvous.heartbeat)."""
         deadline = time.monotonic() + timeout_s
+        streak = 0
         for k in range(1000):
             rid = f"warm-{self.service}-{k}"
             self.send(rid, {"x": 0.0})
-            with contextlib.suppress(AssertionError):
-                if self.wait_results([rid], timeout_s=5)[rid]["reason"] == "preferred":
-                    return
+            try:
+                preferred = self.wait_results([rid], timeout_s=5)[rid]["reason"] == "preferred"
+            except AssertionError:
+                preferred = False
+            streak = streak + 1 if preferred else 0
+            if streak == in_a_row:
+                return
             assert time.monotonic() < deadline, (
-                f"the jobs did not answer in time within {timeout_s:.0f} s"
+                f"the jobs did not answer {in_a_row} in a row in time within {timeout_s:.0f} s"
             )
 
     def close(self) -> None:

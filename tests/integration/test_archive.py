@@ -15,7 +15,8 @@ from tests.integration.feed import RequestFeed, wait_archived, write_service
 
 pytestmark = [pytest.mark.flink, pytest.mark.kafka]
 
-SLA_MS, GRACE_MS, N, LATE = 300, 2500, 12, 3
+# The archive is under test here, not latency: an SLA a cold two-core machine keeps.
+SLA_MS, GRACE_MS, N, LATE = 1000, 5000, 12, 3
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def archived(stack, tmp_path_factory):
                 # The champion's job scores one request at a time and reads two partitions in
                 # no set order: the in-time requests are answered before a slow one is sent.
                 feed.wait_results(ids)
-            feed.send(rid, {"x": float(i), "delay_ms": SLA_MS + 150.0 if is_late else 0.0})
+            feed.send(rid, {"x": float(i), "delay_ms": SLA_MS + 200.0 if is_late else 0.0})
             ids.append(rid)
         wait_archived(stack.settings.archive_dir, f"{name}-", [N, 2 * N, N], timeout_s=180)
     feed.close()
@@ -160,7 +161,7 @@ def test_replaying_the_champions_own_version_reproduces_its_scores(archived, sta
     assert (replayed["status"] == "ok").all() and (replayed["version"] == "udfs.zoo:scripted").all()
     # The late requests asked the champion to sleep past the SLA: the replay sleeps too.
     slow = replayed[replayed["request_id"].isin(late)]
-    assert (slow["latency_ms"] >= SLA_MS + 150).all() and slow["late"].all()
+    assert (slow["latency_ms"] >= SLA_MS + 200).all() and slow["late"].all()
 
     diff = compare(live, replayed, OutputFields()).set_index("model")
     champion = diff.loc["champion"]
