@@ -37,7 +37,9 @@ def parse_args(
     parser.add_argument("--model", required=needs_model)
     parser.add_argument("--tracking-uri")
     parser.add_argument("--group-prefix", default="rdv")
-    parser.add_argument("--start", default="committed", choices=["committed", "earliest", "latest"])
+    parser.add_argument(
+        "--start", default="committed", choices=["committed", "live", "earliest", "latest"]
+    )
     args = parser.parse_args(argv)
     return JobSettings(
         bootstrap=args.bootstrap,

@@ -36,7 +36,9 @@ def kafka_source(
 ) -> KafkaSource:
     """A source of raw Kafka values; element timestamps are the Kafka record timestamps.
 
-    ``start``: ``committed`` (the group's offsets, else earliest), ``earliest`` or ``latest``.
+    ``start``: ``committed`` (the group's offsets, else earliest), ``live`` (the group's offsets,
+    else latest: a model added to a running service scores traffic from now on, not the
+    retained history), ``earliest`` or ``latest``.
     ``bounded``: stop at the offsets that are latest when the job starts (replay, tests).
     """
     jvm = get_gateway().jvm
@@ -46,6 +48,7 @@ def kafka_source(
         "committed": lambda: KafkaOffsetsInitializer.committed_offsets(
             _offset_reset_strategy("EARLIEST")
         ),
+        "live": lambda: KafkaOffsetsInitializer.committed_offsets(_offset_reset_strategy("LATEST")),
     }
     builder = (
         KafkaSource.builder()

@@ -14,6 +14,8 @@ from rendezvous.errors import RendezvousError
 from rendezvous.settings import REPO_ROOT, StackSettings
 
 JOBS_DIR = REPO_ROOT / "jobs"
+JOIN_JOB = "rendezvous-join"
+SCORE_JOB_PREFIX = "rendezvous-score "
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
               "--tracking-uri", settings.mlflow_url, "--start", start)  # fmt: skip
     jobs = [
         JobPlan("rendezvous-enrich", JOBS_DIR / "enrich.py", common),
-        JobPlan("rendezvous-join", JOBS_DIR / "join.py", common),
+        JobPlan(JOIN_JOB, JOBS_DIR / "join.py", common),
         JobPlan(
             "rendezvous-archive",
             JOBS_DIR / "archive.py",
@@ -49,7 +51,7 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
         for model in service.scoring_models:
             jobs.append(
                 JobPlan(
-                    f"rendezvous-score {service.name}/{model.name}",
+                    f"{SCORE_JOB_PREFIX}{service.name}/{model.name}",
                     JOBS_DIR / "score.py",
                     (*common, "--service", service.name, "--model", model.name),
                 )
@@ -58,6 +60,15 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
 
 
 LIVE = ("RUNNING", "CREATED", "INITIALIZING", "RESTARTING")
+
+
+def joining_live(job: JobPlan) -> JobPlan:
+    """A scoring job's plan with ``--start live``; other jobs are returned as they are."""
+    if not job.name.startswith(SCORE_JOB_PREFIX):
+        return job
+    args = list(job.args)
+    args[args.index("--start") + 1] = "live"
+    return JobPlan(job.name, job.script, tuple(args))
 
 
 def running_jobs(stack) -> dict[str, str]:
@@ -93,14 +104,18 @@ def submit(
     """Submit every planned job that is not already running; returns name -> job id.
 
     With ``prune``, scoring jobs of models that the configuration no longer lists are
-    cancelled; the other jobs keep running either way.
+    cancelled; the other jobs keep running either way. A scoring job added while the
+    rendezvous job runs starts at the live end of the model inputs (unless its consumer group
+    has offsets already): a new model scores traffic from now on, not the retained history.
     """
     running = running_jobs(stack)
     planned = plan(stack.settings, config_path)
+    if JOIN_JOB in running:
+        planned = [joining_live(job) for job in planned]
     if prune:
         wanted = {job.name for job in planned}
         for name, jid in sorted(running.items()):
-            if name.startswith("rendezvous-score ") and name not in wanted:
+            if name.startswith(SCORE_JOB_PREFIX) and name not in wanted:
                 stack.flink.cancel(jid)
                 log(f"  {name:<40} cancelled: no longer in the configuration")
                 del running[name]

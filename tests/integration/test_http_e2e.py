@@ -6,6 +6,7 @@ answer), so that one set of jobs covers the in-time, late and failing champion.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import statistics
@@ -24,7 +25,7 @@ from rendezvous import deploy, serde, topics
 pytestmark = [pytest.mark.e2e, pytest.mark.flink, pytest.mark.kafka]
 
 SLA_MS, GRACE_MS = 300, 1500
-CHAMPION, CANARY = 0.9, 0.1
+CHAMPION, CANARY, SHADOW = 0.9, 0.1, 0.7
 
 
 def free_port() -> int:
@@ -246,3 +247,62 @@ def test_unknown_service_is_404_naming_the_known_ones(proxies, service):
     r = score(proxies[0], "nope", {"x": 1.0})
     assert r.status_code == 404
     assert service[0] in r.json()["error"]["message"]
+
+
+def test_a_model_added_then_pruned_leaves_the_other_jobs_running(
+    stack, proxies, service, decisions, tmp_path
+):
+    name, path = service
+    shadow_job = f"{deploy.SCORE_JOB_PREFIX}{name}/shadow"
+    backstop = "      - {name: backstop,"
+    text = path.read_text()
+    assert backstop in text
+    grown = tmp_path / "services.yaml"
+    grown.write_text(
+        text.replace(
+            backstop,
+            '      - {name: shadow, role: challenger, callable: "udfs.zoo:constant",'
+            f" params: {{value: {SHADOW}}}}}\n{backstop}",
+        )
+    )
+    before = deploy.running_jobs(stack)
+    try:
+        added = deploy.submit(stack, grown, log=lambda _: None)
+        assert set(added) == set(before) | {shadow_job}
+        assert {n: added[n] for n in before} == before  # the same job ids: nothing restarted
+
+        # The shadow scores live traffic from now on; the champion keeps answering.
+        deadline = time.monotonic() + 60
+        while True:
+            r = score(proxies[0], name, {"x": 2.0})
+            assert r.status_code == 200 and r.json()["model"] == "champion", r.text
+            shadow = [
+                s for s in decisions(r.json()["request_id"])["scores"] if s["model"] == "shadow"
+            ]
+            if shadow:
+                break
+            assert time.monotonic() < deadline, "the added model never scored a request"
+        assert shadow[0]["status"] == "ok" and json.loads(shadow[0]["output"]) == SHADOW
+
+        pruned = deploy.submit(stack, path, prune=True, log=lambda _: None)
+        assert pruned == before
+        wait_state(stack, added[shadow_job], "CANCELED")
+        assert deploy.running_jobs(stack) == before
+        r = score(proxies[1], name, {"x": 2.0})
+        assert r.status_code == 200 and r.json()["model"] == "champion", r.text
+        scored = {s["model"] for s in decisions(r.json()["request_id"])["scores"]}
+        assert scored == {"champion", "canary", "backstop"}
+    finally:
+        leftover = deploy.running_jobs(stack).get(shadow_job)
+        if leftover:
+            stack.flink.cancel(leftover)
+
+
+def wait_state(stack, job_id: str, state: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        states = {j["jid"]: j["state"] for j in stack.flink.jobs()}
+        if states.get(job_id) == state:
+            return
+        assert time.monotonic() < deadline, f"job {job_id} is {states.get(job_id)}, not {state}"
+        time.sleep(0.2)
