@@ -1,5 +1,5 @@
-"""Services and request streams for the job tests that bypass the proxy: a configuration file
-for a fresh service, and a producer of REQUEST records for it."""
+"""Helpers of the integration tests: a configuration file for a fresh service, a producer of
+REQUEST records for it (for the job tests that bypass the proxy), and waits on the cluster."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from rendezvous import serde, topics
+from tests.conftest import wait_until
 
 
 def now_ms() -> int:
@@ -17,16 +18,34 @@ def now_ms() -> int:
 
 
 def write_service(
-    path: Path, name: str, *, sla_ms: int, grace_ms: int, models: Sequence[str]
+    path: Path,
+    name: str,
+    *,
+    sla_ms: int,
+    grace_ms: int,
+    models: Sequence[str],
+    inputs: Sequence[str] = ("x: double",),
 ) -> Path:
-    """A configuration of one service with input ``x: double``; ``models`` are YAML flow maps
-    such as ``{name: champion, role: champion, callable: "udfs.zoo:constant"}``."""
-    lines = "\n".join(f"      - {m}" for m in models)
+    """A configuration of one service; ``models`` are YAML flow maps such as
+    ``{name: champion, role: champion, callable: "udfs.zoo:constant"}``, ``inputs`` the lines of
+    its input schema such as ``x: double``."""
+    model_lines = "\n".join(f"      - {m}" for m in models)
+    input_lines = "\n".join(f"      {i}" for i in inputs)
     path.write_text(
         f"services:\n  {name}:\n    sla_ms: {sla_ms}\n    grace_ms: {grace_ms}\n"
-        f"    models:\n{lines}\n    input:\n      x: double\n"
+        f"    models:\n{model_lines}\n    input:\n{input_lines}\n"
     )
     return path
+
+
+def wait_for_job_state(stack, job_id: str, state: str, timeout_s: float = 60.0) -> dict:
+    """Poll the Flink REST API until the job is in ``state``; returns the job's details."""
+
+    def reached() -> dict | None:
+        job = stack.flink.rest(f"/jobs/{job_id}", timeout_s=5)
+        return job if job["state"] == state else None
+
+    return wait_until(reached, timeout_s=timeout_s, what=f"Flink job {job_id} to be {state}")
 
 
 class RequestFeed:

@@ -4,6 +4,8 @@ readable with DuckDB (``rendezvous sql``), pyarrow and Flink SQL."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -137,9 +139,6 @@ def test_flink_sql_reads_the_same_tables(archived, stack):
 def test_replaying_the_champions_own_version_reproduces_its_scores(archived, stack, stack_env):
     """`rendezvous replay` over the archive: a Flink batch job writes the replay table, and the
     diff against the live champion finds every request, identical outputs and no changes."""
-    import subprocess
-    import sys
-
     from rendezvous.archive.metrics import OutputFields
     from rendezvous.archive.replay import compare
 
@@ -176,9 +175,6 @@ def test_replaying_the_champions_own_version_reproduces_its_scores(archived, sta
 def test_report_logs_a_run_to_the_stacks_mlflow_server(archived, stack, stack_env, tmp_path):
     """`rendezvous report --mlflow` against the real tracking server: the run holds the figures
     of the archive (checked here in SQL) and the HTML page as an artifact."""
-    import subprocess
-    import sys
-
     from mlflow import MlflowClient
 
     name, ids, late = archived

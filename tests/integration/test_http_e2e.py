@@ -15,12 +15,14 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from rendezvous import deploy, serde, topics
+from tests.integration.feed import wait_for_job_state, write_service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.flink, pytest.mark.kafka]
 
@@ -34,26 +36,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+MODELS = (
+    f'{{name: champion, role: champion, callable: "udfs.zoo:scripted", params: {{value: {CHAMPION}}}}}',
+    f'{{name: canary, role: canary, callable: "udfs.zoo:constant", params: {{value: {CANARY}}}}}',
+    '{name: backstop, role: backstop, callable: "udfs.zoo:constant", params: {value: 0.5}}',
+)
+# What the scripted champion reads from each request: how long to sleep, whether to fail.
+INPUTS = ("x: double", "delay_ms: {type: double, default: 0}", "fail: {type: double, default: 0}")
+
+
+def write_e2e_service(path: Path, name: str, models=MODELS) -> Path:
+    return write_service(path, name, sla_ms=SLA_MS, grace_ms=GRACE_MS, models=models, inputs=INPUTS)
+
+
 @pytest.fixture(scope="module")
 def service(stack, tmp_path_factory):
     name = "e2e" + uuid.uuid4().hex[:6]
-    path = tmp_path_factory.mktemp("e2e") / "services.yaml"
-    path.write_text(
-        f"""
-services:
-  {name}:
-    sla_ms: {SLA_MS}
-    grace_ms: {GRACE_MS}
-    models:
-      - {{name: champion, role: champion, callable: "udfs.zoo:scripted", params: {{value: {CHAMPION}}}}}
-      - {{name: canary, role: canary, callable: "udfs.zoo:constant", params: {{value: {CANARY}}}}}
-      - {{name: backstop, role: backstop, callable: "udfs.zoo:constant", params: {{value: 0.5}}}}
-    input:
-      x: double
-      delay_ms: {{type: double, default: 0}}
-      fail: {{type: double, default: 0}}
-"""
-    )
+    path = write_e2e_service(tmp_path_factory.mktemp("e2e") / "services.yaml", name)
     jobs = deploy.submit(stack, path, log=lambda _: None)
     yield name, path
     for jid in jobs.values():
@@ -254,17 +253,8 @@ def test_a_model_added_then_pruned_leaves_the_other_jobs_running(
 ):
     name, path = service
     shadow_job = f"{deploy.SCORE_JOB_PREFIX}{name}/shadow"
-    backstop = "      - {name: backstop,"
-    text = path.read_text()
-    assert backstop in text
-    grown = tmp_path / "services.yaml"
-    grown.write_text(
-        text.replace(
-            backstop,
-            '      - {name: shadow, role: challenger, callable: "udfs.zoo:constant",'
-            f" params: {{value: {SHADOW}}}}}\n{backstop}",
-        )
-    )
+    shadow_model = f'{{name: shadow, role: challenger, callable: "udfs.zoo:constant", params: {{value: {SHADOW}}}}}'
+    grown = write_e2e_service(tmp_path / "services.yaml", name, models=(*MODELS, shadow_model))
     before = deploy.running_jobs(stack)
     try:
         added = deploy.submit(stack, grown, log=lambda _: None)
@@ -286,7 +276,7 @@ def test_a_model_added_then_pruned_leaves_the_other_jobs_running(
 
         pruned = deploy.submit(stack, path, prune=True, log=lambda _: None)
         assert pruned == before
-        wait_state(stack, added[shadow_job], "CANCELED")
+        wait_for_job_state(stack, added[shadow_job], "CANCELED")
         assert deploy.running_jobs(stack) == before
         r = score(proxies[1], name, {"x": 2.0})
         assert r.status_code == 200 and r.json()["model"] == "champion", r.text
@@ -296,13 +286,3 @@ def test_a_model_added_then_pruned_leaves_the_other_jobs_running(
         leftover = deploy.running_jobs(stack).get(shadow_job)
         if leftover:
             stack.flink.cancel(leftover)
-
-
-def wait_state(stack, job_id: str, state: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        states = {j["jid"]: j["state"] for j in stack.flink.jobs()}
-        if states.get(job_id) == state:
-            return
-        assert time.monotonic() < deadline, f"job {job_id} is {states.get(job_id)}, not {state}"
-        time.sleep(0.2)

@@ -11,7 +11,7 @@ import pytest
 from rendezvous import cli, serde
 from rendezvous.serde import Kind
 from rendezvous.settings import REPO_ROOT
-from tests.conftest import wait_until
+from tests.integration.feed import wait_for_job_state
 
 POLICY = {"preference": ["gbm", "lr"], "sla_ms": 100, "grace_ms": 2000, "version": 3}
 
@@ -151,14 +151,6 @@ def _job(stack, job_id: str) -> dict:
     return stack.flink.rest(f"/jobs/{job_id}", timeout_s=5)
 
 
-def _wait_for_state(stack, job_id: str, state: str, timeout_s: float) -> dict:
-    def reached() -> dict | None:
-        job = _job(stack, job_id)
-        return job if job["state"] == state else None
-
-    return wait_until(reached, timeout_s=timeout_s, what=f"Flink job {job_id} to be {state}")
-
-
 @pytest.mark.kafka
 @pytest.mark.flink
 def test_smoke_job_relabels_ticks_on_flink(stack, unique_topic, kafka_producer, kafka_consumer):
@@ -193,7 +185,7 @@ def test_smoke_job_relabels_ticks_on_flink(stack, unique_topic, kafka_producer, 
         assert job_conf["jid"] == job_id
     finally:
         stack.flink.cancel(job_id)
-        _wait_for_state(stack, job_id, "CANCELED", timeout_s=60)
+        wait_for_job_state(stack, job_id, "CANCELED")
     assert not [j for j in stack.flink.jobs() if j["jid"] == job_id and j["state"] == "RUNNING"]
 
 
