@@ -54,18 +54,24 @@ _ROWS = {
 
 
 def rows_of(table: str):
+    """Archive rows of ``table`` from a Kafka value: every item of a batch, or one record."""
+    kinds = {k for k, (t, _) in _ROWS.items() if t == table}
+    kinds |= {serde.BATCH_OF[k] for k in kinds}
+
     def convert(value: bytes):
-        if not value or value[0] not in _ROWS or _ROWS[value[0]][0] != table:
+        if not value or value[0] not in kinds:
             return  # heartbeats, and the model-input copies that share the scores topic
         try:
-            kind, record = serde.decode(value)
+            kind, _, records = serde.decode_items(value)
         except serde.SerdeError:
             return
-        row = _ROWS[kind][1](record)
-        if table == "decisions":
-            *head, scores, s, d, h = row
-            row = (*head, [Row(*x) for x in scores], s, d, h)
-        yield Row(*row)
+        build = _ROWS[kind][1]
+        for record in records:
+            row = build(record)
+            if table == "decisions":
+                *head, scores, s, d, h = row
+                row = (*head, [Row(*x) for x in scores], s, d, h)
+            yield Row(*row)
 
     return convert
 

@@ -52,9 +52,21 @@ def parse_args(
     )
 
 
-def environment() -> StreamExecutionEnvironment:
+def environment(
+    *, latency_critical: bool = False, watermarks: bool = False
+) -> StreamExecutionEnvironment:
+    """The job's environment. Python runs in thread mode (inside the TaskManager's JVM).
+
+    ``latency_critical``: the serving path's records are batches of requests, a few hundred per
+    second at most, so every network buffer is flushed as soon as a record is in it instead of
+    on the cluster's buffer timeout. ``watermarks``: the job decides on event time and needs
+    frequent watermarks; other jobs switch the periodic watermark timer off.
+    """
     conf = Configuration()
     conf.set_string("python.execution-mode", "thread")
+    if latency_critical:
+        conf.set_string("execution.buffer-timeout.interval", "0 ms")
+    conf.set_string("pipeline.auto-watermark-interval", "5 ms" if watermarks else "0 ms")
     return StreamExecutionEnvironment.get_execution_environment(conf)
 
 

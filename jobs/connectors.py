@@ -112,11 +112,3 @@ def event_time(*, out_of_order_ms: int = 5, idle_ms: int | None = 100) -> Waterm
 
 def no_watermarks() -> WatermarkStrategy:
     return WatermarkStrategy.no_watermarks()
-
-
-def route(stream, kind: int, *sinks, name: str, uid: str) -> None:
-    """Send the records of one kind (their first byte, see rendezvous.serde) to each sink."""
-    picked = stream.filter(lambda v, k=kind: v[0] == k).name(name).uid(uid)
-    for i, sink in enumerate(sinks):
-        suffix = "" if i == 0 else f"-{i + 1}"
-        picked.sink_to(sink).name(f"{name} sink{suffix}").uid(f"{uid}-sink{suffix}")

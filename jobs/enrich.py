@@ -7,15 +7,20 @@ request accepted after it, and the rendezvous decision depends only on recorded 
 
 from __future__ import annotations
 
-from pyflink.datastream.functions import CoFlatMapFunction, RuntimeContext
+from pyflink.datastream import OutputTag
+from pyflink.datastream.functions import CoProcessFunction, RuntimeContext
 
 from jobs import common
-from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks, route
+from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks
 from rendezvous import serde, topics
 from rendezvous.enrich import Enricher, PolicyBook, to_model_input
 
 
-class EnrichFunction(CoFlatMapFunction):
+DEAD_LETTERS = OutputTag("dead-letters", BYTES)
+_NO_POLICY = {"preference": [], "sla_ms": 0, "grace_ms": 0, "version": -1}
+
+
+class EnrichFunction(CoProcessFunction):
     def __init__(self, settings: common.JobSettings) -> None:
         self.settings = settings
 
@@ -25,27 +30,30 @@ class EnrichFunction(CoFlatMapFunction):
         self.enrichers = {name: Enricher(spec, base) for name, spec in cfg.services.items()}
         self.policies = PolicyBook(cfg)
 
-    def flat_map1(self, value: bytes):
+    def process_element1(self, value: bytes, ctx):
         try:
-            request = serde.decode_as(serde.Kind.REQUEST, value)
+            kind, batch_id, requests = serde.decode_items(value)
+            if kind != serde.Kind.REQUEST:
+                raise serde.SerdeError(f"expected a REQUEST or REQUEST_BATCH record, got {kind.name}")
         except serde.SerdeError as exc:
-            yield _dead_letter(value, str(exc))
+            yield DEAD_LETTERS, _dead_letter(value, str(exc))
             return
-        policy = self.policies.get(request["service"])
-        if policy is None:
-            policy = {"preference": [], "sla_ms": 0, "grace_ms": 0, "version": -1}
-        record, dead = to_model_input(
-            request, policy, self.enrichers.get(request["service"]), common.now_ms()
-        )
-        yield serde.encode(serde.Kind.MODEL_INPUT, record)
-        if dead is not None:
-            yield serde.encode(serde.Kind.DEAD_LETTER, dead)
+        now = common.now_ms()
+        records = []
+        for request in requests:
+            service = request["service"]
+            policy = self.policies.get(service) or _NO_POLICY
+            record, dead = to_model_input(request, policy, self.enrichers.get(service), now)
+            records.append(record)
+            if dead is not None:
+                yield DEAD_LETTERS, serde.encode(serde.Kind.DEAD_LETTER, dead)
+        yield serde.encode_batch(serde.Kind.MODEL_INPUT, batch_id, records)
 
-    def flat_map2(self, value: bytes):
+    def process_element2(self, value: bytes, ctx):
         try:
             kind, record = serde.decode(value)
         except serde.SerdeError as exc:
-            yield _dead_letter(value, str(exc))
+            yield DEAD_LETTERS, _dead_letter(value, str(exc))
             return
         if kind == serde.Kind.CONTROL:
             self.policies.apply(record)
@@ -84,24 +92,20 @@ def build(
     )
     out = (
         requests.connect(control.broadcast())
-        .flat_map(EnrichFunction(settings), output_type=BYTES)
+        .process(EnrichFunction(settings), output_type=BYTES)
         .name("enrich")
         .uid("enrich")
     )
-    route(
-        out,
-        serde.Kind.MODEL_INPUT,
-        model_input_sink,
-        rendezvous_sink,
-        name="model-input",
-        uid="enrich-mi",
+    out.sink_to(model_input_sink).name("model-input sink").uid("enrich-mi-sink")
+    out.sink_to(rendezvous_sink).name("rendezvous copy sink").uid("enrich-mi-sink-2")
+    out.get_side_output(DEAD_LETTERS).sink_to(dead_letter_sink).name("dead-letter sink").uid(
+        "enrich-dl-sink"
     )
-    route(out, serde.Kind.DEAD_LETTER, dead_letter_sink, name="dead-letter", uid="enrich-dl")
 
 
 def main(argv: list[str] | None = None) -> None:
     s = common.parse_args(argv)
-    env = common.environment()
+    env = common.environment(latency_critical=True)
     build(
         env,
         kafka_source(s.bootstrap, [topics.REQUESTS], f"{s.group_prefix}-enrich", start=s.start),

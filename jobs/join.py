@@ -1,72 +1,86 @@
-"""Rendezvous job: joins each request with its scores by request ID under event-time deadlines.
+"""Rendezvous job: joins each request with its scores under event-time deadlines.
 
-It reads one topic: the scores, plus the copy of each model input that the enrich job writes
-there. Element timestamps are broker append times, and every partition carries heartbeats (see
-:mod:`rendezvous.heartbeat`), so the watermark moves when no traffic does and never passes a
-score that the broker stamped before it: no partition is ever declared idle, and a lone request
-is still answered at its deadline.
+It reads one topic: the scores, plus the copy of each model-input batch that the enrich job
+writes there. Requests and scores travel in batches, so the job is keyed by batch ID and the
+pure :mod:`rendezvous.batch` applies the per-request core (:mod:`rendezvous.core`) to every
+request of the batch: each request still gets its own answer at its own deadline. Element
+timestamps are broker append times and every partition carries heartbeats while requests wait
+(see :mod:`rendezvous.heartbeat`), so the watermark moves when no traffic does and never passes
+a score that the broker stamped before it.
+
+Each record crosses into Python twice (the key selector and the process function); results
+leave on the main output, grouped by the proxy replica that waits for them, and decisions on a
+side output.
 """
 
 from __future__ import annotations
 
 from pyflink.common.typeinfo import Types
+from pyflink.datastream import OutputTag
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from jobs import common
-from jobs.connectors import BYTES, event_time, kafka_sink, kafka_source, route
-from rendezvous import core, serde, topics
+from jobs.connectors import BYTES, event_time, kafka_sink, kafka_source
+from rendezvous import batch, serde, topics
 
-_JOINED = (serde.Kind.MODEL_INPUT, serde.Kind.SCORE)
-
-
-def joined(value: bytes) -> bool:
-    """Model inputs and scores; heartbeats and anything unknown are dropped here."""
-    return bool(value) and value[0] in _JOINED
+DECISIONS = OutputTag("decisions", BYTES)
+_JOINED = frozenset(
+    k
+    for item in (serde.Kind.MODEL_INPUT, serde.Kind.SCORE)
+    for k in (item, serde.BATCH_OF[item])
+)
 
 
 def key_of(value: bytes) -> str:
+    """The batch ID of model inputs and scores; "" for heartbeats and anything unknown, which
+    the process function drops before touching state."""
+    if not value or value[0] not in _JOINED:
+        return ""
     try:
         return serde.request_id(value)
     except serde.SerdeError:
-        return ""  # process_element drops what it cannot decode
+        return ""
 
 
 class RendezvousFunction(KeyedProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.pending = runtime_context.get_state(
-            ValueStateDescriptor("pending", Types.PICKLED_BYTE_ARRAY())
+        self.state = runtime_context.get_state(
+            ValueStateDescriptor("batch", Types.PICKLED_BYTE_ARRAY())
         )
 
     def process_element(self, value: bytes, ctx: KeyedProcessFunction.Context):
+        if not value or value[0] not in _JOINED:
+            return  # heartbeats carry time only
         try:
-            kind, record = serde.decode(value)
+            kind, _, items = serde.decode_items(value)
         except serde.SerdeError:
             return  # written by something else than the enrich and score jobs: not joinable
-        state = self.pending.value() or core.Pending()
+        state = self.state.value() or batch.BatchState()
         if kind == serde.Kind.MODEL_INPUT:
-            outcome = core.on_request(state, record)
+            outcome = batch.on_requests(state, items)
         else:
-            outcome = core.on_score(state, record)
+            outcome = batch.on_scores(state, items)
         yield from self._apply(state, outcome, ctx)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        state = self.pending.value()
+        state = self.state.value()
         if state is None:
             return
-        yield from self._apply(state, core.on_timer(state, timestamp), ctx)
+        yield from self._apply(state, batch.on_timer(state, timestamp), ctx)
 
-    def _apply(self, state: core.Pending, outcome: core.Outcome, ctx):
+    def _apply(self, state: batch.BatchState, outcome: batch.BatchOutcome, ctx):
         for t in outcome.timers:
             ctx.timer_service().register_event_time_timer(t)
         if outcome.done:
-            self.pending.clear()
+            self.state.clear()
         else:
-            self.pending.update(state)
-        for result in outcome.results:
-            yield serde.encode(serde.Kind.RESULT, result)
-        for decision in outcome.decisions:
-            yield serde.encode(serde.Kind.DECISION, decision)
+            self.state.update(state)
+        key = ctx.get_current_key()
+        for results in batch.by_reply_to(outcome.results).values():
+            yield serde.encode_batch(serde.Kind.RESULT, key, results)
+        if outcome.decisions:
+            yield DECISIONS, serde.encode_batch(serde.Kind.DECISION, key, outcome.decisions)
 
 
 def build(env, source, results_sink, decisions_sink) -> None:
@@ -77,21 +91,20 @@ def build(env, source, results_sink, decisions_sink) -> None:
         type_info=BYTES,
     ).uid("join-source")
     out = (
-        stream.filter(joined)
-        .name("drop heartbeats")
-        .uid("join-filter")
-        .key_by(key_of, key_type=Types.STRING())
+        stream.key_by(key_of, key_type=Types.STRING())
         .process(RendezvousFunction(), output_type=BYTES)
         .name("rendezvous")
         .uid("rendezvous")
     )
-    route(out, serde.Kind.RESULT, results_sink, name="results", uid="join-results")
-    route(out, serde.Kind.DECISION, decisions_sink, name="decisions", uid="join-decisions")
+    out.sink_to(results_sink).name("results sink").uid("join-results-sink")
+    out.get_side_output(DECISIONS).sink_to(decisions_sink).name("decisions sink").uid(
+        "join-decisions-sink"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     s = common.parse_args(argv)
-    env = common.environment()
+    env = common.environment(latency_critical=True, watermarks=True)
     build(
         env,
         kafka_source(

@@ -1,6 +1,8 @@
 """Score job: one model reads every model-input record on its own and writes scores.
 
-One job per model, so a slow or failing model never delays another model or the answer.
+One job per model, so a slow or failing model never delays another model or the answer. A
+model-input record is a batch of requests; the model scores it in one vectorised call and
+writes one score batch with the same batch ID.
 """
 
 from __future__ import annotations
@@ -10,7 +12,10 @@ from pyflink.datastream.functions import FlatMapFunction, RuntimeContext
 from jobs import common
 from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks
 from rendezvous import serde, topics
-from rendezvous.scoring import score_record
+from rendezvous.scoring import score_records
+
+
+_INPUTS = (serde.Kind.MODEL_INPUT, serde.Kind.MODEL_INPUT_BATCH)
 
 
 class ScoreFunction(FlatMapFunction):
@@ -29,16 +34,16 @@ class ScoreFunction(FlatMapFunction):
             self.scorer.close()
 
     def flat_map(self, value: bytes):
-        if not value or value[0] != serde.Kind.MODEL_INPUT:
-            return  # heartbeats
+        if not value or value[0] not in _INPUTS:
+            return
         try:
-            record = serde.decode_as(serde.Kind.MODEL_INPUT, value)
+            _, batch_id, records = serde.decode_items(value)
         except serde.SerdeError:
             return  # the enrich job already dead-lettered what it could not encode
         self.scorer.refresh()  # follows an alias moved in the registry (cheap; see models.py)
-        score = score_record(self.scorer, self.settings.service, record, common.now_ms)
-        if score is not None:
-            yield serde.encode(serde.Kind.SCORE, score)
+        scores = score_records(self.scorer, self.settings.service, records, common.now_ms)
+        if scores:
+            yield serde.encode_batch(serde.Kind.SCORE, batch_id, scores)
 
 
 def build(env, source, sink, settings: common.JobSettings) -> None:
@@ -52,7 +57,7 @@ def build(env, source, sink, settings: common.JobSettings) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     s = common.parse_args(argv, needs_service=True, needs_model=True)
-    env = common.environment()
+    env = common.environment(latency_critical=True)
     group = f"{s.group_prefix}-score-{s.service}-{s.model}"
     build(
         env,

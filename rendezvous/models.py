@@ -114,6 +114,8 @@ class _Loaded:
     kind: str  # "sklearn" | "pyfunc" | "python"
     predict: Callable[[Mapping[str, Any]], Any]
     folder: str | None = None
+    # Many rows in one call (a vectorised predict); None: one ``predict`` call per row.
+    predict_many: Callable[[list[Mapping[str, Any]]], list[Any]] | None = None
 
     def discard(self) -> None:
         if self.folder is not None:
@@ -160,6 +162,15 @@ class Scorer:
     def score(self, features: Mapping[str, Any]) -> Any:
         """The model's JSON-serialisable output for one request; model errors propagate."""
         return self._loaded.predict(features)
+
+    def score_many(self, rows: list[Mapping[str, Any]]) -> list[Any]:
+        """The outputs for several requests, in order, in one vectorised call where the model
+        allows it. Any row's failure raises: score rows one by one to learn which failed."""
+        many = self._loaded.predict_many
+        if many is None:
+            predict = self._loaded.predict
+            return [predict(r) for r in rows]
+        return many(rows)
 
     def refresh(self) -> bool:
         """Follow a moved alias: True when a new version was swapped in by this call.
@@ -572,11 +583,14 @@ def _load_folder(
             import mlflow.sklearn
 
             estimator = mlflow.sklearn.load_model(local)
-            predict = _sklearn_predictor(estimator, columns, model)
-            if predict is not None:
+            predictors = _sklearn_predictor(estimator, columns, model)
+            if predictors is not None:
                 if owned:  # the estimator is in memory; the files are no longer needed
                     shutil.rmtree(folder or local, ignore_errors=True)
-                return _Loaded(version=version, kind="sklearn", predict=predict)
+                predict, predict_many = predictors
+                return _Loaded(
+                    version=version, kind="sklearn", predict=predict, predict_many=predict_many
+                )
         import mlflow.pyfunc
 
         pyfunc_model = mlflow.pyfunc.load_model(local)
@@ -615,8 +629,9 @@ def _signature_columns(signature: Any) -> tuple[list[str] | None, bool]:
 
 def _sklearn_predictor(
     estimator: Any, columns: list[str] | None, model: str
-) -> Callable[[Mapping[str, Any]], Any] | None:
-    """The numpy fast path, or None when the estimator's columns are unknown."""
+) -> tuple[Callable[[Mapping[str, Any]], Any], Callable[[list[Mapping[str, Any]]], list[Any]]] | None:
+    """The numpy fast path for one row and for many, or None when the estimator's columns are
+    unknown."""
     import numpy as np
 
     names = getattr(estimator, "feature_names_in_", None)
@@ -644,6 +659,16 @@ def _sklearn_predictor(
             ) from None
         return np.array(values, dtype=np.float64).reshape(1, width)
 
+    def matrix(rows: list[Mapping[str, Any]]) -> Any:
+        try:
+            values = [[features[c] for c in cols] for features in rows]
+        except KeyError as exc:
+            raise ValueError(
+                f"model {model} needs feature {exc.args[0]!r}, which a request lacks; "
+                f"it reads {', '.join(cols)}"
+            ) from None
+        return np.array(values, dtype=np.float64).reshape(len(rows), width)
+
     if proba is not None and classes is not None:
         proba = _forest_proba(estimator, width) or proba
         labels = [c.item() if hasattr(c, "item") else c for c in classes]
@@ -653,14 +678,23 @@ def _sklearn_predictor(
             i = int(p.argmax())
             return {"label": labels[i], "probability": float(p[i])}
 
-        return predict
+        def predict_many(rows: list[Mapping[str, Any]]) -> list[Any]:
+            p = proba(matrix(rows))
+            best = p.argmax(axis=1).tolist()
+            top = p[np.arange(len(best)), best].tolist()
+            return [{"label": labels[i], "probability": q} for i, q in zip(best, top)]
+
+        return predict, predict_many
 
     plain_predict = estimator.predict
 
     def predict_value(features: Mapping[str, Any]) -> Any:
         return _plain(plain_predict(row(features)))
 
-    return predict_value
+    def predict_values(rows: list[Mapping[str, Any]]) -> list[Any]:
+        return [_native(v) for v in plain_predict(matrix(rows)).tolist()]
+
+    return predict_value, predict_values
 
 
 def _forest_proba(estimator: Any, width: int) -> Callable[[Any], Any] | None:

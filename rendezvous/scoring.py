@@ -1,8 +1,8 @@
-"""One model scoring one model-input record: pure, with the clock passed in."""
+"""One model scoring model-input records: pure, with the clock passed in."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from rendezvous import serde
@@ -15,33 +15,71 @@ class Scorer(Protocol):
 
     def score(self, features: dict[str, Any]) -> Any: ...
 
+    def score_many(self, rows: list[dict[str, Any]]) -> list[Any]: ...
+
+
+def _error_text(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def score_records(
+    scorer: Scorer,
+    service: str,
+    records: Sequence[dict[str, Any]],
+    now_ms: Callable[[], int],
+) -> list[dict[str, Any]]:
+    """The score records for the records of ``service`` that enrichment did not fail.
+
+    The batch is scored in one vectorised call; if that raises, each record is scored alone,
+    so a bad record gets its own error score and the others still get theirs. A model exception
+    never escapes.
+    """
+    mine = [r for r in records if r["service"] == service and not r.get("error")]
+    if not mine:
+        return []
+    started = now_ms()
+    outputs: list[tuple[str | None, str | None]]
+    try:
+        rows = [serde.from_json(r["features"]) for r in mine]
+    except ValueError as exc:
+        rows, outputs = None, [(None, _error_text(exc))] * len(mine)
+    if rows is not None:
+        try:
+            outputs = [(serde.to_json(o), None) for o in scorer.score_many(rows)]
+            if len(outputs) != len(mine):
+                raise ValueError(f"the model answered {len(outputs)} rows for {len(mine)}")
+        except Exception:  # the model's failure is data, not a crash: find the bad rows
+            outputs = []
+            for row in rows:
+                try:
+                    outputs.append((serde.to_json(scorer.score(row)), None))
+                except Exception as exc:
+                    outputs.append((None, _error_text(exc)))
+    scored = now_ms()
+    version = str(scorer.version)
+    return [
+        {
+            "request_id": r["request_id"],
+            "service": service,
+            "model": scorer.name,
+            "version": version,
+            "role": scorer.role,
+            "status": "ok" if error is None else "error",
+            "output": output,
+            "error": error,
+            "received_ms": r["received_ms"],
+            "deadline_ms": r["deadline_ms"],
+            "started_ms": started,
+            "scored_ms": scored,
+        }
+        for r, (output, error) in zip(mine, outputs)
+    ]
+
 
 def score_record(
     scorer: Scorer, service: str, record: dict[str, Any], now_ms: Callable[[], int]
 ) -> dict[str, Any] | None:
-    """The score record for ``record``, or None when it is not this service's or failed upstream.
-
-    A model exception becomes an error score; it never escapes.
-    """
-    if record["service"] != service or record.get("error"):
-        return None
-    started = now_ms()
-    output, error = None, None
-    try:
-        output = serde.to_json(scorer.score(serde.from_json(record["features"])))
-    except Exception as exc:  # the model's failure is data, not a crash
-        error = f"{type(exc).__name__}: {exc}"[:2000]
-    return {
-        "request_id": record["request_id"],
-        "service": service,
-        "model": scorer.name,
-        "version": str(scorer.version),
-        "role": scorer.role,
-        "status": "ok" if error is None else "error",
-        "output": output,
-        "error": error,
-        "received_ms": record["received_ms"],
-        "deadline_ms": record["deadline_ms"],
-        "started_ms": started,
-        "scored_ms": now_ms(),
-    }
+    """The score record for one ``record``, or None when it is not this service's or failed
+    upstream."""
+    out = score_records(scorer, service, [record], now_ms)
+    return out[0] if out else None

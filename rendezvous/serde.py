@@ -30,6 +30,22 @@ class Kind(IntEnum):
     DECISION = 6
     DEAD_LETTER = 7
     TICK = 8
+    REQUEST_BATCH = 9
+    MODEL_INPUT_BATCH = 10
+    SCORE_BATCH = 11
+    RESULT_BATCH = 12
+    DECISION_BATCH = 13
+
+
+# The batch kind that carries several records of a kind, and back.
+BATCH_OF = {
+    Kind.REQUEST: Kind.REQUEST_BATCH,
+    Kind.MODEL_INPUT: Kind.MODEL_INPUT_BATCH,
+    Kind.SCORE: Kind.SCORE_BATCH,
+    Kind.RESULT: Kind.RESULT_BATCH,
+    Kind.DECISION: Kind.DECISION_BATCH,
+}
+ITEM_OF = {batch: item for item, batch in BATCH_OF.items()}
 
 
 # Files in dependency order: a file may use the named types of the ones before it.
@@ -43,6 +59,11 @@ _FILES = {
     "decision": Kind.DECISION,
     "dead_letter": Kind.DEAD_LETTER,
     "tick": Kind.TICK,
+    "request_batch": Kind.REQUEST_BATCH,
+    "model_input_batch": Kind.MODEL_INPUT_BATCH,
+    "score_batch": Kind.SCORE_BATCH,
+    "result_batch": Kind.RESULT_BATCH,
+    "decision_batch": Kind.DECISION_BATCH,
 }
 
 
@@ -94,16 +115,34 @@ def decode(value: bytes) -> tuple[Kind, dict[str, Any]]:
     return kind, record
 
 
-# Kinds whose Avro record starts with the request ID (checked against the schemas at import).
+def encode_batch(kind: Kind, batch_id: str, items: list[dict[str, Any]]) -> bytes:
+    """Several records of ``kind`` as one value of its batch kind."""
+    return encode(BATCH_OF[kind], {"batch_id": batch_id, "items": items})
+
+
+def decode_items(value: bytes) -> tuple[Kind, str, list[dict[str, Any]]]:
+    """(item kind, batch id, items) of a batch value; a single keyed record is a batch of one
+    whose batch id is its request ID. Other kinds (ticks, control) come back with no items."""
+    kind, record = decode(value)
+    item = ITEM_OF.get(kind)
+    if item is not None:
+        return item, record["batch_id"], record["items"]
+    if kind in BATCH_OF:
+        return kind, record["request_id"], [record]
+    return kind, "", []
+
+
+# Kinds whose Avro record starts with the request ID or, for batches, the batch ID (checked
+# against the schemas at import).
 KEYED = frozenset(
     k
     for k, name in ((k, n) for n, k in _FILES.items() if k is not None)
-    if RAW_SCHEMAS[name]["fields"][0]["name"] == "request_id"
+    if RAW_SCHEMAS[name]["fields"][0]["name"] in ("request_id", "batch_id")
 )
 
 
 def request_id(value: bytes) -> str:
-    """The request ID of a keyed record without decoding the rest of it.
+    """The key of a keyed record (a request ID, or a batch's ID) without decoding the rest.
 
     Schemaless Avro writes fields in order and a string as a zigzag varint length and UTF-8
     bytes, so the ID sits right after the kind byte.

@@ -45,6 +45,7 @@ from rendezvous.proxy.errors import (
     code_for,
     status_for,
 )
+from rendezvous.proxy.batcher import RequestBatcher
 from rendezvous.proxy.settings import ProxySettings
 from rendezvous.proxy.transport import KafkaTransport, Transport
 from rendezvous.proxy.validation import EXAMPLE, Validator
@@ -174,6 +175,14 @@ class Proxy:
         # request id -> (arrived_ms, result record)
         self.cache: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
         self.metrics = Metrics()
+        self.batcher = RequestBatcher(
+            transport,
+            clock,
+            self._delivery_failed,
+            interval_ms=settings.batch_interval_ms,
+            max_items=settings.batch_max_requests,
+            on_flushed=self._flushed,
+        )
         # Heartbeats stay fast until this time: the last deadline plus its decision grace.
         self.busy_until_ms = 0
         self.openapi_json = orjson.dumps(openapi(config), option=orjson.OPT_INDENT_2)
@@ -186,6 +195,7 @@ class Proxy:
     # -- lifespan
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.batcher.start(self._loop)
         self.transport.start(self._loop, self.on_result)
         if self.settings.tick_interval_ms > 0:
             self._heartbeat = asyncio.create_task(self.heartbeat(), name="rdv-proxy-heartbeat")
@@ -202,6 +212,7 @@ class Proxy:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
             self._heartbeat = None
+        self.batcher.flush()
         for fut in self.pending.values():
             if not fut.done():
                 fut.set_result(_Failed("this proxy replica is shutting down; retry on another"))
@@ -214,8 +225,18 @@ class Proxy:
         slow = max(fast, self.settings.idle_tick_interval_ms / 1000)
         while True:
             at_ms = self.clock()
-            self._tick(at_ms)
+            if not self._time_carried_since(at_ms - self.settings.tick_interval_ms):
+                self._tick(at_ms)
             await asyncio.sleep(fast if at_ms < self.busy_until_ms else slow)
+
+    def _time_carried_since(self, at_ms: int) -> bool:
+        """Whether a batch that left at or after ``at_ms`` will carry event time past it.
+
+        With one partition the rendezvous job's watermark follows every record on it, and the
+        enrich job's copy of a batch lands there after the batch left: a heartbeat adds nothing.
+        With several, a batch reaches one of them, so every heartbeat is written.
+        """
+        return self.transport.tick_partitions() == 1 and self.batcher.last_flush_ms >= at_ms
 
     def _tick(self, at_ms: int) -> None:
         try:
@@ -244,7 +265,8 @@ class Proxy:
             self._loop.call_later((at_ms - now) / 1000, self._deadline_tick, at_ms)
             return
         self._deadline_ticks.discard(at_ms)
-        self._tick(now)
+        if not self._time_carried_since(at_ms):
+            self._tick(now)
 
     # -- results from the transport (on the event loop)
     def on_result(self, result: dict[str, Any]) -> None:
@@ -338,6 +360,7 @@ class Proxy:
         return hit
 
     def _produce(self, spec: ServiceSpec, rid: str, payload: dict[str, Any]) -> tuple[int, int]:
+        """Queue the request for the next batch; a failure to produce it resolves its waiter."""
         if not self.transport.ready():
             raise KafkaUnavailable(
                 f"Kafka is not ready: {self.transport.detail() or 'no detail'}; "
@@ -345,8 +368,7 @@ class Proxy:
             )
         received_ms = self.clock()
         deadline_ms = received_ms + spec.sla_ms
-        value = serde.encode(
-            serde.Kind.REQUEST,
+        self.batcher.add(
             {
                 "request_id": rid,
                 "service": spec.name,
@@ -354,22 +376,18 @@ class Proxy:
                 "deadline_ms": deadline_ms,
                 "payload": serde.to_json(payload),
                 "reply_to": self.replica_id,
-            },
-        )
-        self.transport.produce(
-            topics.REQUESTS,
-            rid.encode(),
-            value,
-            received_ms,
-            partial(self._delivery_failed, rid),
+            }
         )
         self.busy_until_ms = max(
             self.busy_until_ms, deadline_ms + max(spec.grace_ms, self.settings.result_grace_ms)
         )
-        # The join's timer for the deadline fires once the watermark reaches it, and the
-        # watermark trails the newest event time by 1 ms.
-        self._tick_at(deadline_ms + 1)
         return received_ms, deadline_ms
+
+    def _flushed(self, items: list[dict[str, Any]]) -> None:
+        # The join's timer for a deadline fires once the watermark reaches it, and the
+        # watermark trails the newest event time by 1 ms: one heartbeat after the batch's last
+        # deadline, unless later traffic carries time past it.
+        self._tick_at(max(r["deadline_ms"] for r in items) + 1)
 
     def _answer(self, result: dict[str, Any], latency_ms: int) -> bytes:
         rid = result["request_id"]

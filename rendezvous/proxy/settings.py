@@ -37,7 +37,9 @@ class ProxySettings:
     replica_id: str = field(default_factory=_new_replica_id)
 
     max_body_bytes: int = 1 << 20
-    result_grace_ms: int = 1000
+    result_grace_ms: int = 15
+    batch_interval_ms: int = 5
+    batch_max_requests: int = 500
     tick_interval_ms: int = 10
     idle_tick_interval_ms: int = 1000
     cache_size: int = 100_000
@@ -90,6 +92,18 @@ class ProxySettings:
         need(self.max_body_bytes >= 64, "max_body_bytes", "at least 64 bytes", self.max_body_bytes)
         need(
             self.result_grace_ms >= 0, "result_grace_ms", "milliseconds >= 0", self.result_grace_ms
+        )
+        need(
+            self.batch_interval_ms >= 0,
+            "batch_interval_ms",
+            "milliseconds >= 0 (the least time between two batches of requests; 0: no wait)",
+            self.batch_interval_ms,
+        )
+        need(
+            self.batch_max_requests >= 1,
+            "batch_max_requests",
+            "at least 1 request per batch",
+            self.batch_max_requests,
         )
         need(
             self.tick_interval_ms >= 0,

@@ -66,6 +66,10 @@ class Transport:
         """Whether Kafka is reachable (cached; must be cheap enough to call per request)."""
         raise NotImplementedError
 
+    def tick_partitions(self) -> int:
+        """How many partitions a heartbeat goes into (0 while unknown)."""
+        raise NotImplementedError
+
     def detail(self) -> str:
         """Why the transport is not ready, in words for an operator."""
         return ""
@@ -197,6 +201,9 @@ class KafkaTransport(Transport):
     def ready(self) -> bool:
         return self._probe_ok and self._assigned
 
+    def tick_partitions(self) -> int:
+        return sum(self._tick_partitions.values())
+
     def detail(self) -> str:
         return "" if self.ready() else self._problem
 
@@ -310,7 +317,7 @@ class KafkaTransport(Transport):
                     if m.error() is not None:
                         continue
                     try:
-                        kind, record = serde.decode(m.value())
+                        kind, _, items = serde.decode_items(m.value())
                     except serde.SerdeError:
                         self.decode_errors += 1
                         if self.decode_errors in (1, 10, 100) or self.decode_errors % 10_000 == 0:
@@ -321,7 +328,7 @@ class KafkaTransport(Transport):
                             )
                         continue
                     if kind is serde.Kind.RESULT:
-                        batch.append(record)
+                        batch.extend(items)
                 if batch and self._loop is not None:
                     self.results += len(batch)
                     self._loop.call_soon_threadsafe(self._deliver, batch)
@@ -373,6 +380,9 @@ class InMemoryTransport(Transport):
     def ready(self) -> bool:
         return self._ready
 
+    def tick_partitions(self) -> int:
+        return len(topics.HEARTBEAT)
+
     def detail(self) -> str:
         return "" if self._ready else "the in-memory transport was set not ready"
 
@@ -405,12 +415,15 @@ class InMemoryTransport(Transport):
 
     # -- helpers for tests
     def produced(self, kind: serde.Kind | None = None) -> list[dict[str, Any]]:
-        """Decoded records produced so far (all, or only those of ``kind``)."""
+        """Decoded records produced so far (all, or only those of ``kind``); batches are
+        unpacked into their items."""
         out = []
         for r in list(self.records):
-            k, rec = serde.decode(r.value)
+            k, _, items = serde.decode_items(r.value)
+            if not items:
+                items = [serde.decode(r.value)[1]]
             if kind is None or k is kind:
-                out.append(rec)
+                out.extend(items)
         return out
 
     def inject_result(self, result: Mapping[str, Any], *, timeout_s: float = 5.0) -> None:

@@ -78,11 +78,12 @@ def answering(
     """An on_produce hook that answers every REQUEST at once (after ``elapsed_ms``)."""
 
     def hook(t: InMemoryTransport, record: Record) -> None:
-        kind, rec = serde.decode(record.value)
+        kind, _, items = serde.decode_items(record.value)
         if kind is serde.Kind.REQUEST:
             if clock is not None:
                 clock.now += elapsed_ms
-            t.inject_result(t.result_for(rec, **result))
+            for rec in items:
+                t.inject_result(t.result_for(rec, **result))
 
     return hook
 
@@ -117,9 +118,10 @@ def test_sync_happy_path_produces_request_and_returns_answer() -> None:
                 "latency_ms": 7,
             }
             [record] = [x for x in t.records if x.topic == topics.REQUESTS]
-            assert record.key == rid.encode()
+            kind, batch_id, [req] = serde.decode_items(record.value)
+            assert record.key == batch_id.encode() and kind is serde.Kind.REQUEST
+            assert record.value[0] == serde.Kind.REQUEST_BATCH
             assert record.timestamp_ms == T0
-            req = serde.decode_as(serde.Kind.REQUEST, record.value)
             assert req == {
                 "request_id": rid,
                 "service": "credit",
@@ -174,7 +176,7 @@ def test_x_request_id_is_honoured() -> None:
             assert r.status_code == 200
             assert r.json()["request_id"] == "order-42.a_b"
             assert r.headers["x-request-id"] == "order-42.a_b"
-            assert t.records[0].key == b"order-42.a_b"
+            assert [r["request_id"] for r in t.produced(serde.Kind.REQUEST)] == ["order-42.a_b"]
 
     run(go())
 
@@ -245,6 +247,7 @@ def test_async_submit_then_poll() -> None:
             assert r.status_code == 202
             assert r.json() == {"request_id": rid, "status": "pending"}
 
+            await asyncio.sleep(0)  # the batch leaves once the loop is done with the request
             [req] = t.produced(serde.Kind.REQUEST)
             assert req["payload"] == '{"amount":3.0,"age":30,"region":null}'
             clock.now += 12
@@ -454,7 +457,8 @@ def test_delivery_failure_of_a_pending_sync_request_is_503() -> None:
             assert "broker said no" in error_of(r)["message"]
             r = await client.post("/v1/services/credit/requests", json={"amount": 1})
             assert r.status_code == 202
-            await asyncio.sleep(0)  # the failure is reported after produce() returned
+            # The batch leaves within the batch interval; its failure is reported after that.
+            await asyncio.sleep(0.05)
             r = await client.get(r.json()["status_url"])
             assert r.status_code == 503
 
@@ -508,6 +512,7 @@ def test_a_heartbeat_follows_each_deadline_at_once() -> None:
             start = len(t.records)
             r = await client.post("/v1/services/credit/requests", json={"amount": 1})
             assert r.status_code == 202
+            await asyncio.sleep(0)  # the batch leaves once the loop is done with the request
             request = t.produced(serde.Kind.REQUEST)[-1]
             deadline = request["deadline_ms"]
             await asyncio.sleep((deadline - p.clock()) / 1000 + 0.1)
@@ -590,8 +595,8 @@ def test_metrics_has_request_counters_latency_and_pending() -> None:
 
 def test_many_concurrent_sync_requests_each_get_their_own_answer() -> None:
     def hook(t: InMemoryTransport, record: Record) -> None:
-        req = serde.decode_as(serde.Kind.REQUEST, record.value)
-        t.inject_result(t.result_for(req, output=serde.from_json(req["payload"])["amount"]))
+        for req in serde.decode_items(record.value)[2]:
+            t.inject_result(t.result_for(req, output=serde.from_json(req["payload"])["amount"]))
 
     async def go() -> None:
         async with proxy(InMemoryTransport(on_produce=hook)) as (client, _, p):

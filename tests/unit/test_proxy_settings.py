@@ -17,7 +17,7 @@ def test_defaults() -> None:
     s = ProxySettings.from_env({})
     assert (s.host, s.port, s.bootstrap) == ("127.0.0.1", 8000, "127.0.0.1:9092")
     assert s.max_body_bytes == 1 << 20
-    assert s.result_grace_ms == 1000 and s.tick_interval_ms == 10 and s.cache_size == 100_000
+    assert s.result_grace_ms == 15 and s.tick_interval_ms == 10 and s.cache_size == 100_000
     assert len(s.replica_id) == 12 and s.replica_id != ProxySettings.from_env({}).replica_id
     assert s.config is None
 
