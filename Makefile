@@ -4,7 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo up down status test unit lint bench clean
+VEGETA := $(BIN)/vegeta
+VEGETA_VERSION := v12.13.0
+
+.PHONY: install demo up down status test unit lint bench bench-quick clean
 
 # A virtual environment with the project and its pinned dependencies (re-run when pyproject changes).
 $(STAMP): pyproject.toml
@@ -18,8 +21,15 @@ install: $(STAMP)
 demo: install
 	$(BIN)/rendezvous demo
 
-bench: install
+# The open-loop load generator of the benchmarks, compiled from the Go module proxy.
+$(VEGETA):
+	GOBIN=$(abspath $(BIN)) go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION)
+
+bench: install $(VEGETA)
 	$(BIN)/python -m bench.latency
+
+bench-quick: install $(VEGETA)
+	$(BIN)/python -m bench.latency --quick
 
 up: install
 	$(BIN)/rendezvous up

@@ -35,7 +35,10 @@ class StackSettings:
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     kafka_heap: str = "512m"
-    kafka_partitions: int = 2
+    # Partitions per topic. Every job runs at parallelism 1 on the local stack, and with one
+    # partition the rendezvous job's watermark follows every record, so heartbeats are needed
+    # only when traffic stops (see rendezvous.proxy.app).
+    kafka_partitions: int = 1
 
     flink_rest_port: int = 8081
     flink_rpc_port: int = 6123

@@ -14,7 +14,7 @@ import warnings
 
 import pytest
 
-from rendezvous import demo_models
+from rendezvous import demo_models, models
 from rendezvous.config import FieldSpec, ModelSpec
 from rendezvous.models import (
     ModelLoadError,
@@ -182,19 +182,36 @@ def folders(trained, tmp_path_factory):
     return {alias: save(est, root / alias) for alias, est in trained.items()}
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["onnx", "sklearn"])
 @pytest.mark.parametrize("alias", demo_models.ALIASES)
 def test_a_saved_sklearn_model_scores_like_the_trained_one_on_the_fast_path(
-    alias, trained, folders
+    alias, compiled, trained, folders, monkeypatch
 ):
+    """Compiled to ONNX by default (probabilities within float32 rounding of scikit-learn's),
+    or on scikit-learn's own numpy path with RDV_SCORER_ONNX=0 (exactly scikit-learn's)."""
+    if not compiled:
+        monkeypatch.setenv("RDV_SCORER_ONNX", "0")
     scorer = load_scorer(ModelSpec(alias, alias, uri=folders[alias]), tracking_uri=None)
-    assert (scorer.version, scorer.kind) == ("local", "sklearn")
+    assert (scorer.version, scorer.kind) == ("local", "onnx" if compiled else "sklearn")
+    tolerance = models.ONNX_TOLERANCE if compiled else 1e-12
     x_test = demo_models.demo_data().x_test
     expected = trained[alias].predict_proba(x_test)
-    for i, features in enumerate(x_test.to_dict(orient="records")):
+    rows = x_test.to_dict(orient="records")
+    for i, features in enumerate(rows):
         out = scorer.score(features)
         assert out["label"] == int(expected[i].argmax())
-        assert out["probability"] == pytest.approx(expected[i].max(), abs=1e-12)
+        assert out["probability"] == pytest.approx(expected[i].max(), abs=tolerance)
         assert type(out["label"]) is int and type(out["probability"]) is float
+    # Many rows in one call give what one row at a time gives: exactly on the ONNX path; on
+    # scikit-learn's, a matrix product over many rows may round differently.
+    many, one = scorer.score_many(rows), [scorer.score(r) for r in rows]
+    assert [m["label"] for m in many] == [o["label"] for o in one]
+    if compiled:
+        assert many == one
+    else:
+        assert [m["probability"] for m in many] == pytest.approx(
+            [o["probability"] for o in one], abs=1e-12
+        )
     scorer.close()
 
 
@@ -375,7 +392,7 @@ def test_registry_references_resolve_to_versions(registry, champion_alias):
     for ref in ("models:/credit@champion", "models:/credit@canary", "models:/credit/1",
                 "models:/credit/latest"):  # fmt: skip
         scorer = load_scorer(ModelSpec("m", "champion", uri=ref), tracking_uri=uri)
-        assert scorer.kind == "sklearn"
+        assert scorer.kind == "onnx"
         versions[ref] = scorer.version
         scorer.close()
     assert list(versions.values()) == ["1", "2", "1", "2"]
