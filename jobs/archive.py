@@ -103,7 +103,9 @@ def main(argv: list[str] | None = None) -> None:
         group = f"{args.group_prefix}-archive-{table}"
         stream = (
             env.from_source(
-                kafka_source(args.bootstrap, [topic], group, start=args.start),
+                kafka_source(
+                    args.bootstrap, [topic], group, start=args.start, latency_critical=False
+                ),
                 no_watermarks(),
                 topic,
                 type_info=BYTES,

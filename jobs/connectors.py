@@ -33,6 +33,7 @@ def kafka_source(
     *,
     start: str = "committed",
     bounded: bool = False,
+    latency_critical: bool = True,
 ) -> KafkaSource:
     """A source of raw Kafka values; element timestamps are the Kafka record timestamps.
 
@@ -40,6 +41,8 @@ def kafka_source(
     else latest: a model added to a running service scores traffic from now on, not the
     retained history), ``earliest`` or ``latest``.
     ``bounded``: stop at the offsets that are latest when the job starts (replay, tests).
+    ``latency_critical``: fetch each record as soon as it is written; otherwise (the archive)
+    let the broker gather up to 1 MB or 500 ms per fetch, which costs it far fewer requests.
     """
     jvm = get_gateway().jvm
     initializers = {
@@ -56,8 +59,8 @@ def kafka_source(
         .set_topics(*topics)
         .set_group_id(group_id)
         .set_starting_offsets(initializers[start]())
-        .set_property("fetch.min.bytes", "1")
-        .set_property("fetch.max.wait.ms", "100")
+        .set_property("fetch.min.bytes", "1" if latency_critical else str(1 << 20))
+        .set_property("fetch.max.wait.ms", "100" if latency_critical else "500")
         .set_property("partition.discovery.interval.ms", "10000")
         .set_property("commit.offsets.on.checkpoint", "true")
         .set_property("client.id.prefix", group_id)
@@ -93,7 +96,7 @@ def kafka_sink(
         .set_bootstrap_servers(bootstrap)
         .set_record_serializer(KafkaRecordSerializationSchema(j_schema))
         .set_property("linger.ms", "0")
-        .set_property("compression.type", "lz4")
+        .set_property("compression.type", "none")
     )
     if exactly_once:
         builder.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)

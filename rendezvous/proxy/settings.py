@@ -38,7 +38,7 @@ class ProxySettings:
 
     max_body_bytes: int = 1 << 20
     result_grace_ms: int = 15
-    batch_interval_ms: int = 5
+    batch_interval_ms: int = 10
     batch_max_requests: int = 500
     tick_interval_ms: int = 10
     idle_tick_interval_ms: int = 1000

@@ -120,7 +120,7 @@ class KafkaTransport(Transport):
             "linger.ms": 0,
             "acks": 1,
             "enable.idempotence": False,
-            "compression.type": "lz4",
+            "compression.type": "none",
             "message.timeout.ms": self.settings.delivery_timeout_ms,
             # Only failures call back: no Python call per delivered record.
             "delivery.report.only.error": True,

@@ -74,6 +74,10 @@ class KafkaBroker:
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
             "log.retention.hours": "168",
+            # A single broker on a small machine: the default 3 network and 8 I/O threads
+            # hand every request between more threads than there are cores.
+            "num.network.threads": "1",
+            "num.io.threads": "2",
         }
         conf = self.dir / "server.properties"
         conf.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
