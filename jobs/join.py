@@ -70,8 +70,11 @@ class RendezvousFunction(KeyedProcessFunction):
         yield from self._apply(state, batch.on_timer(state, timestamp), ctx)
 
     def _apply(self, state: batch.BatchState, outcome: batch.BatchOutcome, ctx):
+        timers = ctx.timer_service()
+        for t in outcome.cancelled:
+            timers.delete_event_time_timer(t)
         for t in outcome.timers:
-            ctx.timer_service().register_event_time_timer(t)
+            timers.register_event_time_timer(t)
         if outcome.done:
             self.state.clear()
         else:

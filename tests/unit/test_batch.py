@@ -64,6 +64,7 @@ class Flink:
     def _apply(self, key, out) -> None:
         self.results += out.results
         self.decisions += out.decisions
+        self.timers -= {(t, key) for t in getattr(out, "cancelled", ())}
         self.timers |= {(t, key) for t in out.timers}
         if out.done:
             del self.states[key]
@@ -154,9 +155,15 @@ def play(flink: Flink, requests, steps, *, keyed_by_batch: bool) -> None:
 @settings(max_examples=400, deadline=None)
 @given(traffic())
 def test_a_batch_gives_every_request_what_it_would_get_alone(case):
+    """...with its scores collected until the batch closes (the latest deadline + grace of its
+    requests) rather than until its own deadline + grace."""
     requests, steps = case
+    close = max(r["deadline_ms"] + r["policy"]["grace_ms"] for r in requests)
+    alone_requests = [
+        {**r, "policy": {**r["policy"], "grace_ms": close - r["deadline_ms"]}} for r in requests
+    ]
     alone, together = per_request(), per_batch()
-    play(alone, requests, steps, keyed_by_batch=False)
+    play(alone, alone_requests, steps, keyed_by_batch=False)
     play(together, requests, steps, keyed_by_batch=True)
 
     def by_rid(records):
@@ -180,12 +187,27 @@ def test_a_lone_request_in_a_batch_is_answered_at_its_own_deadline():
     out = batch.on_requests(state, [early, late])
     assert out.results == [] and out.timers == [1_000 + SLA]  # only the earliest is registered
     out = batch.on_scores(state, [score("b", 1_008, "champ", 5)])
-    assert [r["request_id"] for r in out.results] == ["b"]
+    assert [r["request_id"] for r in out.results] == ["b"] and out.timers == []
     out = batch.on_timer(state, 1_000 + SLA)
     assert [(r["request_id"], r["status"], r["decided_ms"]) for r in out.results] == [
         ("a", "error", 1_000 + SLA)
     ]
-    assert out.timers == [1_008 + SLA]  # then b's deadline, which the core still asked for
+    close = 1_008 + SLA + GRACE
+    assert out.timers == [close] and out.decisions == []  # b is answered: the batch's close
+    out = batch.on_timer(state, close)
+    assert sorted(d["request_id"] for d in out.decisions) == ["a", "b"]
+    assert out.timers == [close + core.TOMBSTONE_MS]
+    out = batch.on_timer(state, close + core.TOMBSTONE_MS)
+    assert out.done and state.pending == {}
+
+
+def test_answered_batches_delete_their_deadline_timer():
+    state = batch.BatchState()
+    out = batch.on_requests(state, [request("a", 1_000), request("b", 1_003)])
+    assert out.timers == [1_000 + SLA]
+    out = batch.on_scores(state, [score("a", 1_000, "champ", 5), score("b", 1_003, "champ", 5)])
+    assert len(out.results) == 2
+    assert out.cancelled == [1_000 + SLA] and out.timers == [1_003 + SLA + GRACE]
 
 
 def test_results_go_to_the_replica_that_waits_for_them():
