@@ -132,6 +132,16 @@ def decode_items(value: bytes) -> tuple[Kind, str, list[dict[str, Any]]]:
     return kind, "", []
 
 
+def items_as(expected: Kind, value: bytes) -> list[dict[str, Any]]:
+    """The records of kind ``expected`` in a value: a batch's items, or the one record."""
+    kind, _, items = decode_items(value)
+    if kind != expected:
+        raise SerdeError(
+            f"expected {expected.name} or {BATCH_OF[expected].name} record(s), got {kind.name}"
+        )
+    return items
+
+
 # Kinds whose Avro record starts with the request ID or, for batches, the batch ID (checked
 # against the schemas at import).
 KEYED = frozenset(

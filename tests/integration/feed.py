@@ -88,9 +88,9 @@ class RequestFeed:
             msg = self.results.poll(0.2)
             if msg is None or msg.error():
                 continue
-            result = serde.decode_as(serde.Kind.RESULT, msg.value())
-            if result["request_id"] in wanted:
-                got[result["request_id"]] = result
+            for result in serde.items_as(serde.Kind.RESULT, msg.value()):
+                if result["request_id"] in wanted:
+                    got[result["request_id"]] = result
         return got
 
     def warm_up(self, timeout_s: float = 120, in_a_row: int = 3) -> None:

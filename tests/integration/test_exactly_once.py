@@ -44,8 +44,8 @@ def decisions_in_kafka(bootstrap: str, prefix: str) -> int:
                     continue
                 if m.offset() >= ends[m.partition()] - 1:
                     left.discard(m.partition())
-                if serde.decode_as(serde.Kind.DECISION, m.value())["request_id"].startswith(prefix):
-                    n += 1
+                for d in serde.items_as(serde.Kind.DECISION, m.value()):
+                    n += d["request_id"].startswith(prefix)
         return n
     finally:
         c.close()

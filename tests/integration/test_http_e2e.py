@@ -118,8 +118,8 @@ def decisions(stack, proxies):
         while request_id not in seen and time.monotonic() < deadline:
             msg = consumer.poll(0.2)
             if msg is not None and not msg.error():
-                record = serde.decode_as(serde.Kind.DECISION, msg.value())
-                seen[record["request_id"]] = record
+                for record in serde.items_as(serde.Kind.DECISION, msg.value()):
+                    seen[record["request_id"]] = record
         assert request_id in seen, f"no decision for {request_id} within {timeout_s}s"
         return seen[request_id]
 

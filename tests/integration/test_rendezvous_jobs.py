@@ -91,9 +91,9 @@ class Harness:
             msg = consumer.poll(0.2)
             if msg is None or msg.error():
                 continue
-            record = serde.decode_as(kind, msg.value())
-            if record["request_id"] == request_id:
-                return record, now_ms()
+            for record in serde.items_as(kind, msg.value()):
+                if record["request_id"] == request_id:
+                    return record, now_ms()
         raise AssertionError(f"no {kind.name} for {request_id} within {timeout_s}s")
 
     def result(self, req):
