@@ -34,7 +34,9 @@ class EnrichFunction(CoProcessFunction):
         try:
             kind, batch_id, requests = serde.decode_items(value)
             if kind != serde.Kind.REQUEST:
-                raise serde.SerdeError(f"expected a REQUEST or REQUEST_BATCH record, got {kind.name}")
+                raise serde.SerdeError(
+                    f"expected a REQUEST or REQUEST_BATCH record, got {kind.name}"
+                )
         except serde.SerdeError as exc:
             yield DEAD_LETTERS, _dead_letter(value, str(exc))
             return

@@ -26,9 +26,7 @@ from rendezvous import batch, serde, topics
 
 DECISIONS = OutputTag("decisions", BYTES)
 _JOINED = frozenset(
-    k
-    for item in (serde.Kind.MODEL_INPUT, serde.Kind.SCORE)
-    for k in (item, serde.BATCH_OF[item])
+    k for item in (serde.Kind.MODEL_INPUT, serde.Kind.SCORE) for k in (item, serde.BATCH_OF[item])
 )
 
 

@@ -56,13 +56,11 @@ def on_request(state: Pending, request: dict[str, Any]) -> Outcome:
     state.request = request
     deadline = request["deadline_ms"]
     out.timers += [deadline, deadline + request["policy"]["grace_ms"]]
-    if request.get("error"):
-        _answer_error(
-            state,
-            out,
-            reason=f"enrichment_failed: {request['error']}",
-            at_ms=request["received_ms"],
-        )
+    error = request.get("error")
+    if error:
+        # An expired request says so itself; any other error is the enrichment's.
+        reason = error if error.startswith("deadline_exceeded") else f"enrichment_failed: {error}"
+        _answer_error(state, out, reason=reason, at_ms=request["received_ms"])
     else:
         _try_answer(state, out, at_deadline=False)
     return out

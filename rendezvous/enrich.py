@@ -12,6 +12,9 @@ from rendezvous import serde
 from rendezvous.config import Config, ServiceSpec
 
 
+EXPIRED = "deadline_exceeded"
+
+
 class EnrichError(Exception):
     """A step could not be applied; the message names the step and the field."""
 
@@ -132,7 +135,14 @@ def to_model_input(
     """
     error = None
     features_json = request["payload"]
-    if enricher is None:
+    late_ms = now_ms - request["deadline_ms"]
+    if late_ms > 0:
+        # The request waited in a queue past its deadline (the pipeline is behind): it is
+        # decided as an explicit error at once instead of costing every model its work.
+        error = (
+            f"{EXPIRED}: the request reached enrichment {late_ms} ms after its deadline; not scored"
+        )
+    elif enricher is None:
         error = f"service {request['service']!r} is not configured in the enrich job"
     else:
         try:
@@ -152,7 +162,7 @@ def to_model_input(
         "error": error,
     }
     dead = None
-    if error is not None:
+    if error is not None and late_ms <= 0:
         dead = {
             "request_id": request["request_id"],
             "service": request["service"],

@@ -635,7 +635,9 @@ def _signature_columns(signature: Any) -> tuple[list[str] | None, bool]:
 
 def _sklearn_predictor(
     estimator: Any, columns: list[str] | None, model: str
-) -> tuple[Callable[[Mapping[str, Any]], Any], Callable[[list[Mapping[str, Any]]], list[Any]]] | None:
+) -> (
+    tuple[Callable[[Mapping[str, Any]], Any], Callable[[list[Mapping[str, Any]]], list[Any]]] | None
+):
     """The numpy fast path for one row and for many, or None when the estimator's columns are
     unknown."""
     import numpy as np
@@ -709,7 +711,9 @@ TIE_TOLERANCE = 1e-6
 
 def _onnx_predictor(
     estimator: Any, columns: list[str] | None, model: str
-) -> tuple[Callable[[Mapping[str, Any]], Any], Callable[[list[Mapping[str, Any]]], list[Any]]] | None:
+) -> (
+    tuple[Callable[[Mapping[str, Any]], Any], Callable[[list[Mapping[str, Any]]], list[Any]]] | None
+):
     """The estimator compiled to ONNX and run by ONNX Runtime, or None where that is not possible.
 
     scikit-learn validates its input and dispatches through several layers on every call, which

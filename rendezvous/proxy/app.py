@@ -40,11 +40,13 @@ from rendezvous.proxy.errors import (
     DuplicateRequest,
     KafkaUnavailable,
     NoAnswer,
+    Overloaded,
     UnknownRequest,
     UnknownService,
     code_for,
     status_for,
 )
+from rendezvous.proxy.admission import Admission
 from rendezvous.proxy.batcher import RequestBatcher
 from rendezvous.proxy.settings import ProxySettings
 from rendezvous.proxy.transport import KafkaTransport, Transport
@@ -175,6 +177,9 @@ class Proxy:
         # request id -> (arrived_ms, result record)
         self.cache: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
         self.metrics = Metrics()
+        self.admission = Admission(
+            limit=settings.admission_initial, max_limit=settings.admission_max
+        )
         self.batcher = RequestBatcher(
             transport,
             clock,
@@ -423,7 +428,10 @@ class Proxy:
         body = orjson.dumps(
             {"error": {"code": code_for(exc), "message": message, "request_id": rid}}
         )
-        return _json(body, status, rid)
+        response = _json(body, status, rid)
+        if isinstance(exc, Overloaded):
+            response.headers["retry-after"] = str(exc.retry_after_s)
+        return response
 
     # -- endpoints
     async def score(self, request: Request) -> Response:
@@ -447,25 +455,39 @@ class Proxy:
         return _json(body, 200, rid)
 
     async def _wait(self, spec: ServiceSpec, rid: str, payload: dict[str, Any]) -> bytes:
+        admission = self.admission
+        if not admission.try_enter():
+            raise Overloaded(
+                f"this proxy replica is at its limit of {int(admission.limit)} requests in "
+                f"flight (the pipeline is not answering more in time); retry after "
+                f"{Overloaded.retry_after_s} s or on another replica",
+                request_id=rid,
+            )
         loop = self._loop or asyncio.get_running_loop()
         fut = loop.create_future()
         self.pending[rid] = fut
         timer = None
+        judged = False
         try:
             received_ms, deadline_ms = self._produce(spec, rid, payload)
             give_up_ms = deadline_ms + self.settings.result_grace_ms
             timer = loop.call_later(max(give_up_ms - self.clock(), 0) / 1000, _resolve_none, fut)
             outcome = await fut
+            if outcome is None or isinstance(outcome, dict):
+                judged = True
+                admission.leave(in_time=outcome is not None, now_ms=self.clock())
         finally:
             self.pending.pop(rid, None)
             if timer is not None:
                 timer.cancel()
+            if not judged:
+                admission.leave_unjudged()
         if outcome is None:
             raise AnswerTimeout(
                 f"no result for request {rid} of service {spec.name!r} by its deadline "
-                f"({spec.sla_ms} ms SLA) plus {self.settings.result_grace_ms} ms grace; the "
-                f"request is still archived downstream; check that the stream jobs run "
-                f"(`rendezvous status`)"
+                f"({spec.sla_ms} ms SLA) plus {self.settings.result_grace_ms} ms grace; it was "
+                f"queued for Kafka and, once Kafka takes it, will still be decided and archived; "
+                f"check that the stream jobs run (`rendezvous status`)"
             )
         if isinstance(outcome, _Failed):
             raise KafkaUnavailable(f"request {rid} failed: {outcome.text}")
@@ -569,6 +591,14 @@ class Proxy:
                 len(self.cache),
             ),
             "rdv_proxy_ready": ("1 when Kafka is reachable.", int(self.transport.ready())),
+            "rdv_proxy_admission_limit": (
+                "Sync requests this replica lets into the pipeline at once (adaptive).",
+                int(self.admission.limit),
+            ),
+            "rdv_proxy_admission_rejected": (
+                "Requests answered 503 overloaded since start (a counter).",
+                self.admission.rejected,
+            ),
         }
         return Response(
             self.metrics.render(gauges), 200, media_type="text/plain; version=0.0.4; charset=utf-8"
@@ -666,7 +696,10 @@ def openapi(config: Config) -> dict[str, Any]:
         "409": _err("this request id is already in flight"),
         "413": _err("body larger than max_body_bytes"),
         "422": _err("body does not match the service's input fields"),
-        "503": _err("Kafka unavailable"),
+        "503": _err(
+            "Kafka unavailable (code kafka_unavailable) or this replica at its "
+            "admission limit (code overloaded, with a Retry-After header)"
+        ),
     }
     schemas: dict[str, Any] = {
         "Answer": {
@@ -723,7 +756,9 @@ def openapi(config: Config) -> dict[str, Any]:
                     "200": {"description": "the answer", **_content(_ref("Answer"))},
                     **common_errors,
                     "502": _err("no model could answer (error result)"),
-                    "504": _err("no result by the deadline plus the result grace"),
+                    "504": _err(
+                        "no result by the deadline plus the result grace (code deadline_exceeded)"
+                    ),
                 },
             }
         }

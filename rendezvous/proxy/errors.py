@@ -80,11 +80,19 @@ class KafkaUnavailable(ProxyError):
     code = "kafka_unavailable"
 
 
+class Overloaded(ProxyError):
+    """The replica is at its admission limit: the request was not sent into the pipeline."""
+
+    status = 503
+    code = "overloaded"
+    retry_after_s = 1
+
+
 class AnswerTimeout(ProxyError):
     """No result arrived by the request's deadline plus the result grace."""
 
     status = 504
-    code = "timeout"
+    code = "deadline_exceeded"
 
 
 # The one table: exception class -> HTTP status. Anything not listed (walking the MRO) is a 500.
@@ -100,6 +108,7 @@ HTTP_STATUS: dict[type[BaseException], int] = {
         SchemaViolation,
         NoAnswer,
         KafkaUnavailable,
+        Overloaded,
         AnswerTimeout,
         ProxyError,
     )

@@ -40,6 +40,9 @@ class ProxySettings:
     result_grace_ms: int = 15
     batch_interval_ms: int = 10
     batch_max_requests: int = 500
+    # Sync requests in flight at once: where the adaptive limit starts, and its ceiling.
+    admission_initial: int = 200
+    admission_max: int = 5000
     tick_interval_ms: int = 10
     idle_tick_interval_ms: int = 1000
     cache_size: int = 100_000
@@ -104,6 +107,12 @@ class ProxySettings:
             "batch_max_requests",
             "at least 1 request per batch",
             self.batch_max_requests,
+        )
+        need(
+            1 <= self.admission_initial <= self.admission_max,
+            "admission_initial",
+            f"between 1 and admission_max ({self.admission_max})",
+            self.admission_initial,
         )
         need(
             self.tick_interval_ms >= 0,

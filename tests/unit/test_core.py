@@ -254,3 +254,14 @@ def test_core_does_not_import_pyflink():
     code = "import rendezvous.core, rendezvous.serde, rendezvous.config, rendezvous.enrich, sys; print('pyflink' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_request_expired_before_enrichment_is_a_deadline_error_at_once():
+    d = Driver()
+    d.request(
+        request(
+            error="deadline_exceeded: the request reached enrichment 40 ms after its deadline; not scored"
+        )
+    )
+    (result,) = d.results
+    assert result["status"] == "error" and result["reason"].startswith("deadline_exceeded:")

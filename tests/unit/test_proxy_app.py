@@ -140,8 +140,8 @@ def test_sync_timeout_is_504_after_deadline_plus_grace() -> None:
             r = await client.post("/v1/services/fast/score", json={"x": 1})
             assert r.status_code == 504
             err = error_of(r)
-            assert err["code"] == "timeout"
-            assert "still archived" in err["message"]
+            assert err["code"] == "deadline_exceeded"
+            assert "still be decided and archived" in err["message"]
             assert err["request_id"] == r.headers["x-request-id"]
             assert len(t.produced(serde.Kind.REQUEST)) == 1
             assert p.pending == {}
@@ -277,7 +277,7 @@ def test_async_request_without_result_turns_504_after_deadline() -> None:
             clock.now += 1
             r = await client.get(url)
             assert r.status_code == 504
-            assert error_of(r)["code"] == "timeout"
+            assert error_of(r)["code"] == "deadline_exceeded"
 
     run(go())
 
@@ -605,5 +605,30 @@ def test_many_concurrent_sync_requests_each_get_their_own_answer() -> None:
             )
             assert [r.json()["output"] for r in responses] == [float(i) for i in range(50)]
             assert p.pending == {}
+
+    run(go())
+
+
+def test_past_the_admission_limit_requests_get_503_with_retry_after_at_once() -> None:
+    async def go() -> None:
+        async with proxy(admission_initial=2, result_grace_ms=5000) as (client, t, p):
+            waiting = [
+                asyncio.create_task(client.post("/v1/services/credit/score", json={"amount": i}))
+                for i in range(2)
+            ]
+            await asyncio.sleep(0.05)
+            r = await client.post("/v1/services/credit/score", json={"amount": 9})
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            err = error_of(r)
+            assert err["code"] == "overloaded" and "limit of 2" in err["message"]
+            await asyncio.sleep(0.05)
+            for req in t.produced(serde.Kind.REQUEST):  # answer the two admitted ones
+                t.inject_result(t.result_for(req, output=1))
+            assert [w.status_code for w in await asyncio.gather(*waiting)] == [200, 200]
+            assert p.admission.in_flight == 0
+            assert [r["payload"] for r in t.produced(serde.Kind.REQUEST)] == [
+                '{"amount":0.0,"age":40,"region":null}',
+                '{"amount":1.0,"age":40,"region":null}',
+            ]
 
     run(go())
