@@ -15,7 +15,6 @@ from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks
 from rendezvous import serde, topics
 from rendezvous.enrich import Enricher, PolicyBook, to_model_input
 
-
 DEAD_LETTERS = OutputTag("dead-letters", BYTES)
 _NO_POLICY = {"preference": [], "sla_ms": 0, "grace_ms": 0, "version": -1}
 

@@ -14,7 +14,6 @@ from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks
 from rendezvous import serde, topics
 from rendezvous.scoring import score_records
 
-
 _INPUTS = (serde.Kind.MODEL_INPUT, serde.Kind.MODEL_INPUT_BATCH)
 
 

@@ -11,7 +11,6 @@ from typing import Any
 from rendezvous import serde
 from rendezvous.config import Config, ServiceSpec
 
-
 EXPIRED = "deadline_exceeded"
 
 

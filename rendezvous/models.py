@@ -690,7 +690,7 @@ def _sklearn_predictor(
             p = proba(matrix(rows))
             best = p.argmax(axis=1).tolist()
             top = p[np.arange(len(best)), best].tolist()
-            return [{"label": labels[i], "probability": q} for i, q in zip(best, top)]
+            return [{"label": labels[i], "probability": q} for i, q in zip(best, top, strict=True)]
 
         return predict, predict_many
 

@@ -72,7 +72,7 @@ def score_records(
             "started_ms": started,
             "scored_ms": scored,
         }
-        for r, (output, error) in zip(mine, outputs)
+        for r, (output, error) in zip(mine, outputs, strict=True)
     ]
 
 

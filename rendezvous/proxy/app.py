@@ -19,7 +19,6 @@ import uuid
 from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from functools import partial
 from typing import Any
 
 import orjson
@@ -29,9 +28,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rendezvous import heartbeat, serde, topics
+from rendezvous import heartbeat, serde
 from rendezvous.config import Config, ServiceSpec
 from rendezvous.errors import ConfigError, RendezvousError
+from rendezvous.proxy.admission import Admission
+from rendezvous.proxy.batcher import RequestBatcher
 from rendezvous.proxy.errors import (
     AnswerTimeout,
     BadJson,
@@ -46,8 +47,6 @@ from rendezvous.proxy.errors import (
     code_for,
     status_for,
 )
-from rendezvous.proxy.admission import Admission
-from rendezvous.proxy.batcher import RequestBatcher
 from rendezvous.proxy.settings import ProxySettings
 from rendezvous.proxy.transport import KafkaTransport, Transport
 from rendezvous.proxy.validation import EXAMPLE, Validator

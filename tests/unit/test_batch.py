@@ -114,7 +114,7 @@ def traffic(draw):
     received = [1_000 + draw(st.integers(0, 9)) for _ in range(n)]
     rids = [f"r{i}" for i in range(n)]
     events = [("request", None)]
-    for rid, rec in zip(rids, received):
+    for rid, rec in zip(rids, received, strict=True):
         for model in PREFERENCE:
             if draw(st.booleans()):
                 latency = draw(st.integers(1, SLA + GRACE + 50))
@@ -132,7 +132,7 @@ def traffic(draw):
         steps.append((kind, rec))
     if draw(st.integers(0, 3)) == 0:
         steps.append(("request", None))  # the whole batch again (a producer retry)
-    return [request(rid, rec) for rid, rec in zip(rids, received)], steps
+    return [request(rid, rec) for rid, rec in zip(rids, received, strict=True)], steps
 
 
 def play(flink: Flink, requests, steps, *, keyed_by_batch: bool) -> None:
