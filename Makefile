@@ -40,10 +40,10 @@ down: install
 status: install
 	$(BIN)/rendezvous status
 
-test: install
+test: install $(VEGETA)
 	$(BIN)/python -m pytest
 
-unit: install
+unit: install $(VEGETA)
 	$(BIN)/python -m pytest -m unit
 
 lint: install

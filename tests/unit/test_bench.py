@@ -343,10 +343,7 @@ def local_server():
 
 
 def test_a_two_second_attack_at_5_per_second(local_server, tmp_path):
-    try:
-        vegeta = find_vegeta()
-    except FileNotFoundError:
-        pytest.skip("vegeta is not installed (make .venv/bin/vegeta)")
+    vegeta = find_vegeta()  # `make test` installs it
     targets = tmp_path / "targets.jsonl"
     targets.write_text(targets_jsonl(local_server, [{"busy": False}] * 4 + [{"busy": True}]))
     atk = Attack(vegeta, targets, 5, 2, timeout_s=2, workdir=tmp_path)
