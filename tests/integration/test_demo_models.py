@@ -72,7 +72,7 @@ def test_demo_models_register_load_and_follow_their_aliases(stack, registered_na
         for alias in demo_models.ALIASES
     }
     for alias, scorer in scorers.items():
-        assert (scorer.version, scorer.kind) == (models[alias]["version"], "sklearn")
+        assert (scorer.version, scorer.kind) == (models[alias]["version"], "onnx")
         assert held_out_accuracy(scorer) == pytest.approx(models[alias]["accuracy"], abs=1e-4)
 
     # Registering again makes new versions and moves every alias to them.
@@ -92,7 +92,7 @@ def test_demo_models_register_load_and_follow_their_aliases(stack, registered_na
 
     run_uri = f"runs:/{second['models']['canary']['run_id']}/model"
     by_run = load_scorer(ModelSpec("canary", "canary", uri=run_uri), tracking_uri=url)
-    assert (by_run.version, by_run.kind) == ("6", "sklearn")
+    assert (by_run.version, by_run.kind) == ("6", "onnx")
     assert by_run.refresh() is False  # a run cannot move
     by_run.close()
 
