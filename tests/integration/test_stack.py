@@ -121,6 +121,10 @@ SAMPLES: dict[Kind, dict] = {
 }
 
 
+for _item, _batch in serde.BATCH_OF.items():
+    SAMPLES[_batch] = {"batch_id": "b-1", "items": [SAMPLES[_item], SAMPLES[_item]]}
+
+
 def test_samples_cover_every_kind():
     assert set(SAMPLES) == set(Kind)
 
