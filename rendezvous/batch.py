@@ -48,31 +48,29 @@ class BatchOutcome:
     done: bool = False  # the state can be cleared
 
 
-# What the rendezvous needs of a model input: the payload (the body as received) is archived
-# from the model-input topic and is not kept in state.
-_KEPT = ("payload",)
+# Fields of a model input the rendezvous does not keep in state: the payload (the body as
+# received) is archived from the model-input topic and is in no answer or decision.
+_DROPPED = frozenset({"payload"})
 
 
 def on_requests(state: BatchState, requests: Iterable[dict[str, Any]]) -> BatchOutcome:
-    out = BatchOutcome()
-    for request in requests:
-        request = {k: v for k, v in request.items() if k not in _KEPT}
-        rid = request["request_id"]
-        pending = state.pending.get(rid)
-        if pending is None:
-            pending = state.pending[rid] = core.Pending()
-        _merge(out, core.on_request(pending, request))
-    return _close(state, out)
+    kept = ({k: v for k, v in r.items() if k not in _DROPPED} for r in requests)
+    return _each(state, kept, core.on_request)
 
 
 def on_scores(state: BatchState, scores: Iterable[dict[str, Any]]) -> BatchOutcome:
+    return _each(state, scores, core.on_score)
+
+
+def _each(state: BatchState, records: Iterable[dict[str, Any]], event) -> BatchOutcome:
+    """Apply one core event to the Pending of each record's request ID."""
     out = BatchOutcome()
-    for score in scores:
-        rid = score["request_id"]
+    for record in records:
+        rid = record["request_id"]
         pending = state.pending.get(rid)
         if pending is None:
             pending = state.pending[rid] = core.Pending()
-        _merge(out, core.on_score(pending, score))
+        _merge(out, event(pending, record))
     return _close(state, out)
 
 

@@ -583,19 +583,16 @@ def _load_folder(
             import mlflow.sklearn
 
             estimator = mlflow.sklearn.load_model(local)
-            predictors = _sklearn_predictor(estimator, columns, model)
-            if predictors is not None:
+            cols = _estimator_columns(estimator, columns)
+            if cols:
                 if owned:  # the estimator is in memory; the files are no longer needed
                     shutil.rmtree(folder or local, ignore_errors=True)
-                compiled = _onnx_predictor(estimator, columns, model)
-                if compiled is not None:
-                    predict, predict_many = compiled
-                    return _Loaded(
-                        version=version, kind="onnx", predict=predict, predict_many=predict_many
-                    )
+                kind, predictors = "onnx", _onnx_predictor(estimator, cols, model)
+                if predictors is None:
+                    kind, predictors = "sklearn", _sklearn_predictor(estimator, cols, model)
                 predict, predict_many = predictors
                 return _Loaded(
-                    version=version, kind="sklearn", predict=predict, predict_many=predict_many
+                    version=version, kind=kind, predict=predict, predict_many=predict_many
                 )
         import mlflow.pyfunc
 
@@ -633,49 +630,58 @@ def _signature_columns(signature: Any) -> tuple[list[str] | None, bool]:
 # ---- predictors ------------------------------------------------------------------------
 
 
-def _sklearn_predictor(
-    estimator: Any, columns: list[str] | None, model: str
-) -> (
-    tuple[Callable[[Mapping[str, Any]], Any], Callable[[list[Mapping[str, Any]]], list[Any]]] | None
-):
-    """The numpy fast path for one row and for many, or None when the estimator's columns are
-    unknown."""
-    import numpy as np
+Predictors = tuple[
+    Callable[[Mapping[str, Any]], Any], Callable[[list[Mapping[str, Any]]], list[Any]]
+]
 
+
+def _estimator_columns(estimator: Any, columns: list[str] | None) -> tuple[str, ...]:
+    """The input columns in the estimator's order: its ``feature_names_in_`` when it was fitted
+    on a DataFrame (authoritative), else the signature's columns; empty when unknown."""
     names = getattr(estimator, "feature_names_in_", None)
     if names is not None:
-        # Fitted on a DataFrame: its own column order is authoritative. Scoring a numpy row
-        # then warns on every call that X has no feature names; that warning is expected here.
-        columns = [str(n) for n in names]
-        warnings.filterwarnings(
-            "ignore", message="X does not have valid feature names", category=UserWarning
-        )
-    if not columns:
-        return None
-    cols = tuple(columns)
-    width = len(cols)
-    proba = getattr(estimator, "predict_proba", None)
-    classes = getattr(estimator, "classes_", None)
+        return tuple(str(n) for n in names)
+    return tuple(columns or ())
 
-    def row(features: Mapping[str, Any]) -> Any:
-        try:
-            values = [features[c] for c in cols]
-        except KeyError as exc:
-            raise ValueError(
-                f"model {model} needs feature {exc.args[0]!r}, which the request lacks; "
-                f"it reads {', '.join(cols)}"
-            ) from None
-        return np.array(values, dtype=np.float64).reshape(1, width)
+
+def _feature_matrix(
+    cols: tuple[str, ...], model: str, dtype: Any
+) -> Callable[[list[Mapping[str, Any]]], Any]:
+    """Rows of features -> a (rows, columns) array in the model's column order."""
+    import numpy as np
+
+    width = len(cols)
 
     def matrix(rows: list[Mapping[str, Any]]) -> Any:
         try:
             values = [[features[c] for c in cols] for features in rows]
         except KeyError as exc:
             raise ValueError(
-                f"model {model} needs feature {exc.args[0]!r}, which a request lacks; "
+                f"model {model} needs feature {exc.args[0]!r}, which the request lacks; "
                 f"it reads {', '.join(cols)}"
             ) from None
-        return np.array(values, dtype=np.float64).reshape(len(rows), width)
+        return np.array(values, dtype=dtype).reshape(len(rows), width)
+
+    return matrix
+
+
+def _sklearn_predictor(estimator: Any, cols: tuple[str, ...], model: str) -> Predictors:
+    """scikit-learn's own numpy path, for one row and for many."""
+    import numpy as np
+
+    if getattr(estimator, "feature_names_in_", None) is not None:
+        # Fitted on a DataFrame: scoring a numpy array then warns on every call that X has no
+        # feature names; that warning is expected here.
+        warnings.filterwarnings(
+            "ignore", message="X does not have valid feature names", category=UserWarning
+        )
+    width = len(cols)
+    proba = getattr(estimator, "predict_proba", None)
+    classes = getattr(estimator, "classes_", None)
+    matrix = _feature_matrix(cols, model, np.float64)
+
+    def row(features: Mapping[str, Any]) -> Any:
+        return matrix([features])
 
     if proba is not None and classes is not None:
         proba = _forest_proba(estimator, width) or proba
@@ -709,11 +715,7 @@ ONNX_TOLERANCE = 1e-5
 TIE_TOLERANCE = 1e-6
 
 
-def _onnx_predictor(
-    estimator: Any, columns: list[str] | None, model: str
-) -> (
-    tuple[Callable[[Mapping[str, Any]], Any], Callable[[list[Mapping[str, Any]]], list[Any]]] | None
-):
+def _onnx_predictor(estimator: Any, cols: tuple[str, ...], model: str) -> Predictors | None:
     """The estimator compiled to ONNX and run by ONNX Runtime, or None where that is not possible.
 
     scikit-learn validates its input and dispatches through several layers on every call, which
@@ -731,10 +733,6 @@ def _onnx_predictor(
         return None
     import numpy as np
 
-    names = getattr(estimator, "feature_names_in_", None)
-    cols = tuple(str(n) for n in names) if names is not None else tuple(columns or ())
-    if not cols:
-        return None
     width = len(cols)
     classes = getattr(estimator, "classes_", None)
     classifier = classes is not None and hasattr(estimator, "predict_proba")
@@ -765,16 +763,7 @@ def _onnx_predictor(
     input_name = session.get_inputs()[0].name
     output_names = [o.name for o in session.get_outputs()]
     run = session.run
-
-    def matrix(rows: list[Mapping[str, Any]]) -> Any:
-        try:
-            values = [[features[c] for c in cols] for features in rows]
-        except KeyError as exc:
-            raise ValueError(
-                f"model {model} needs feature {exc.args[0]!r}, which a request lacks; "
-                f"it reads {', '.join(cols)}"
-            ) from None
-        return np.array(values, dtype=np.float32).reshape(len(rows), width)
+    matrix = _feature_matrix(cols, model, np.float32)
 
     if classifier:
         labels = [c.item() if hasattr(c, "item") else c for c in classes]

@@ -419,9 +419,11 @@ class InMemoryTransport(Transport):
         unpacked into their items."""
         out = []
         for r in list(self.records):
-            k, _, items = serde.decode_items(r.value)
-            if not items:
-                items = [serde.decode(r.value)[1]]
+            k, record = serde.decode(r.value)
+            if k in serde.ITEM_OF:
+                k, items = serde.ITEM_OF[k], record["items"]
+            else:
+                items = [record]
             if kind is None or k is kind:
                 out.extend(items)
         return out
