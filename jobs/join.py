@@ -4,7 +4,7 @@ It reads one topic: the scores, plus the copy of each model-input batch that the
 writes there. Requests and scores travel in batches, so the job is keyed by batch ID and the
 pure :mod:`rendezvous.batch` applies the per-request core (:mod:`rendezvous.core`) to every
 request of the batch: each request still gets its own answer at its own deadline. Element
-timestamps are broker append times and every partition carries heartbeats while requests wait
+timestamps are broker append times, and heartbeats carry time whenever traffic does not
 (see :mod:`rendezvous.heartbeat`), so the watermark moves when no traffic does and never passes
 a score that the broker stamped before it.
 
