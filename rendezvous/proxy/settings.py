@@ -38,7 +38,7 @@ class ProxySettings:
 
     max_body_bytes: int = 1 << 20
     result_grace_ms: int = 15
-    batch_interval_ms: int = 10
+    batch_interval_ms: int = 20
     batch_max_requests: int = 500
     # Sync requests in flight at once: where the adaptive limit starts, and its ceiling.
     admission_initial: int = 200
