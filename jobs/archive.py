@@ -84,12 +84,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--start", default="committed", choices=["committed", "earliest", "latest"])
     p.add_argument("--name", default="rendezvous-archive")
     p.add_argument("--dedup-ttl", default="1 h")
+    p.add_argument(
+        "--checkpoint-interval",
+        default="10 s",
+        help="how often files commit (each commit costs the machine a burst of CPU)",
+    )
     args, _ = p.parse_known_args(argv)
 
     env = StreamExecutionEnvironment.get_execution_environment()
     t_env = StreamTableEnvironment.create(env)
     t_env.get_config().set("pipeline.name", args.name)
     t_env.get_config().set("python.execution-mode", "thread")
+    t_env.get_config().set("execution.checkpointing.interval", args.checkpoint_interval)
     # How long a key is remembered for de-duplication (retries come within seconds).
     t_env.get_config().set("table.exec.state.ttl", args.dedup_ttl)
     for statement in archiving.flink_ddl(args.archive).split(";\n"):

@@ -42,6 +42,8 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
                 settings.kafka_bootstrap,
                 "--archive",
                 str(settings.archive_dir),
+                "--checkpoint-interval",
+                f"{settings.archive_commit_s} s",
                 "--start",
                 start,
             ),  # fmt: skip

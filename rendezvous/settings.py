@@ -48,6 +48,10 @@ class StackSettings:
     flink_taskmanager_slots: int = 8
     flink_jobmanager_memory: str = "1024m"
     flink_taskmanager_memory: str = "3072m"
+    # How often the archive job commits its Parquet files (its checkpoint interval). Each
+    # commit is a burst of CPU that delays answers on a small machine: longer is cheaper,
+    # shorter makes the archive fresher.
+    archive_commit_s: int = 10
 
     mlflow_port: int = 5000
     proxy_port: int = 8000
@@ -129,6 +133,11 @@ class StackSettings:
                 f"flink_taskmanagers={self.flink_taskmanagers} and flink_taskmanager_slots="
                 f"{self.flink_taskmanager_slots} must both be at least 1; set "
                 f"{ENV_PREFIX}FLINK_TASKMANAGERS / {ENV_PREFIX}FLINK_TASKMANAGER_SLOTS"
+            )
+        if self.archive_commit_s < 1:
+            raise ConfigError(
+                f"archive_commit_s={self.archive_commit_s} must be at least 1 (seconds between "
+                f"archive commits); set {ENV_PREFIX}ARCHIVE_COMMIT_S"
             )
         seen: dict[int, str] = {}
         for name, port in ports.items():

@@ -104,3 +104,20 @@ def test_each_taskmanager_is_its_own_process(tmp_path):
     assert names == ["flink-jobmanager", "flink-taskmanager", "flink-taskmanager-2",
                      "flink-taskmanager-3"]  # fmt: skip
     assert cluster.runtime_config()["taskmanager.load-balance.mode"] == "slots"
+
+
+def test_archive_commit_interval_reaches_the_archive_job_and_is_validated(tmp_path):
+    from rendezvous import deploy
+
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(
+        "services:\n  s:\n    sla_ms: 100\n    models:\n"
+        "      - {name: m, role: champion, callable: 'udfs.rules:approve'}\n"
+        "    input:\n      x: double\n"
+    )
+    settings = StackSettings(home=tmp_path, archive_commit_s=60)
+    (archive,) = [j for j in deploy.plan(settings, cfg) if j.name == "rendezvous-archive"]
+    i = archive.args.index("--checkpoint-interval")
+    assert archive.args[i + 1] == "60 s"
+    with pytest.raises(ConfigError, match="RDV_ARCHIVE_COMMIT_S"):
+        StackSettings(home=tmp_path, archive_commit_s=0).validated()
