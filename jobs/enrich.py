@@ -74,17 +74,7 @@ def _dead_letter(value: bytes, error: str) -> bytes:
     )
 
 
-def build(
-    env,
-    requests_source,
-    control_source,
-    model_input_sink,
-    rendezvous_sink,
-    dead_letter_sink,
-    settings,
-) -> None:
-    """Model inputs go to the scoring jobs and, as a copy, into the stream the rendezvous job
-    reads: it then reads one topic, whose every partition carries heartbeats."""
+def build(env, requests_source, control_source, model_input_sink, dead_letter_sink, settings):
     requests = env.from_source(requests_source, no_watermarks(), "requests", type_info=BYTES).uid(
         "enrich-requests"
     )
@@ -98,7 +88,6 @@ def build(
         .uid("enrich")
     )
     out.sink_to(model_input_sink).name("model-input sink").uid("enrich-mi-sink")
-    out.sink_to(rendezvous_sink).name("rendezvous copy sink").uid("enrich-mi-sink-2")
     out.get_side_output(DEAD_LETTERS).sink_to(dead_letter_sink).name("dead-letter sink").uid(
         "enrich-dl-sink"
     )
@@ -114,8 +103,14 @@ def main(argv: list[str] | None = None) -> None:
         kafka_source(
             s.bootstrap, [topics.CONTROL], f"{s.group_prefix}-enrich-control", start="earliest"
         ),
-        kafka_sink(s.bootstrap, topics.MODEL_INPUT),
-        kafka_sink(s.bootstrap, topics.RENDEZVOUS),
+        # Transactional, so that the archive (reading committed records) holds each request
+        # once; the scoring and rendezvous jobs read them as soon as they are written.
+        kafka_sink(
+            s.bootstrap,
+            topics.MODEL_INPUT,
+            exactly_once=True,
+            txn_prefix=f"{s.group_prefix}-enrich-model-input",
+        ),
         kafka_sink(s.bootstrap, topics.DEAD_LETTER),
         s,
     )

@@ -1,7 +1,6 @@
 """Rendezvous job: joins each request with its scores under event-time deadlines.
 
-It reads one topic: the scores, plus the copy of each model-input batch that the enrich job
-writes there. Requests and scores travel in batches, so the job is keyed by batch ID and the
+It reads two topics with one source: the model inputs and the scores. Requests and scores travel in batches, so the job is keyed by batch ID and the
 pure :mod:`rendezvous.batch` applies the per-request core (:mod:`rendezvous.core`) to every
 request of the batch: each request still gets its own answer at its own deadline. Element
 timestamps are broker append times, and heartbeats carry time whenever traffic does not
@@ -48,7 +47,7 @@ class RendezvousFunction(KeyedProcessFunction):
         )
 
     def process_element(self, value: bytes, ctx: KeyedProcessFunction.Context):
-        if not value or value[0] not in _JOINED:
+        if not value or value[0] not in _JOINED or serde.is_heartbeat(value):
             return  # heartbeats carry time only
         try:
             kind, _, items = serde.decode_items(value)
@@ -110,12 +109,19 @@ def main(argv: list[str] | None = None) -> None:
         env,
         kafka_source(
             s.bootstrap,
-            [topics.RENDEZVOUS],
+            list(topics.RENDEZVOUS),
             f"{s.group_prefix}-join",
             start=s.start,
         ),
         kafka_sink(s.bootstrap, topics.RESULTS),
-        kafka_sink(s.bootstrap, topics.DECISIONS),
+        # Transactional: the archive reads committed decisions only, so a decision re-emitted
+        # after a recovery is archived once.
+        kafka_sink(
+            s.bootstrap,
+            topics.DECISIONS,
+            exactly_once=True,
+            txn_prefix=f"{s.group_prefix}-join-decisions",
+        ),
     )
     env.execute("rendezvous-join")
 

@@ -13,14 +13,35 @@ import argparse
 import json
 
 from pyflink.common import Row
+from pyflink.common.typeinfo import Types
 from pyflink.datastream import MapFunction, RuntimeContext, StreamExecutionEnvironment
 from pyflink.datastream.execution_mode import RuntimeExecutionMode
 from pyflink.table import StreamTableEnvironment
 
-from jobs.archive import row_type
 from jobs.common import now_ms
 from rendezvous import archiving, models, scoring
 from rendezvous.config import ModelSpec
+
+
+def _type(avro):
+    if isinstance(avro, list):
+        (inner,) = [t for t in avro if t != "null"]
+        return _type(inner)
+    if isinstance(avro, dict):
+        if avro["type"] == "array":
+            return Types.OBJECT_ARRAY(_type(avro["items"]))
+        if avro["type"] == "record":
+            return Types.ROW_NAMED(
+                [f["name"] for f in avro["fields"]], [_type(f["type"]) for f in avro["fields"]]
+            )
+        return _type(avro["type"])
+    return {"string": Types.STRING(), "long": Types.LONG(), "boolean": Types.BOOLEAN(),
+            "int": Types.INT(), "double": Types.DOUBLE()}[avro]  # fmt: skip
+
+
+def row_type(table: str):
+    cols = archiving.columns(table)
+    return Types.ROW_NAMED([n for n, _ in cols], [_type(t) for _, t in cols])
 
 
 class ReplayScore(MapFunction):

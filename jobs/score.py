@@ -33,7 +33,7 @@ class ScoreFunction(FlatMapFunction):
             self.scorer.close()
 
     def flat_map(self, value: bytes):
-        if not value or value[0] not in _INPUTS:
+        if not value or value[0] not in _INPUTS or serde.is_heartbeat(value):
             return
         try:
             _, batch_id, records = serde.decode_items(value)
@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     build(
         env,
         kafka_source(s.bootstrap, [topics.MODEL_INPUT], group, start=s.start),
-        kafka_sink(s.bootstrap, topics.SCORES),
+        # Transactional, so that the archive (reading committed records) holds each score
+        # once; the rendezvous job reads them as soon as they are written.
+        kafka_sink(s.bootstrap, topics.SCORES, exactly_once=True, txn_prefix=f"{group}-scores"),
         s,
     )
     env.execute(f"rendezvous-score {s.service}/{s.model}")

@@ -20,8 +20,10 @@ from typing import Any
 from rendezvous import serde, topics
 
 
-def tick(source: str, at_ms: int) -> bytes:
-    return serde.encode(serde.Kind.TICK, {"source": source, "at_ms": at_ms})
+def tick(topic: str) -> bytes:
+    """The heartbeat for ``topic``: an empty batch of the kind it holds. Its broker timestamp is
+    all it carries."""
+    return serde.empty_batch(topics.ITEM_KIND[topic])
 
 
 def partition_counts(metadata: Any, names: Iterable[str] = topics.HEARTBEAT) -> dict[str, int]:
@@ -34,10 +36,11 @@ def partition_counts(metadata: Any, names: Iterable[str] = topics.HEARTBEAT) -> 
     return out
 
 
-def produce_ticks(producer: Any, partitions: dict[str, int], value: bytes, at_ms: int) -> int:
+def produce_ticks(producer: Any, partitions: dict[str, int], at_ms: int) -> int:
     """Queue one heartbeat into every partition; return how many were queued."""
     n = 0
     for name, count in partitions.items():
+        value = tick(name)
         for p in range(count):
             producer.produce(name, value, partition=p, timestamp=at_ms)
             n += 1
@@ -87,9 +90,7 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stop.is_set():
             at_ms = int(time.time() * 1000)
-            self.sent += produce_ticks(
-                self._producer, self._partitions, tick(self.source, at_ms), at_ms
-            )
+            self.sent += produce_ticks(self._producer, self._partitions, at_ms)
             self._producer.poll(0)
             fast = self.always_busy or time.monotonic() < self._busy_until
             self._stop.wait(self.interval_s if fast else self.idle_interval_s)

@@ -18,7 +18,7 @@ import orjson
 
 from rendezvous.errors import RendezvousError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class Kind(IntEnum):
@@ -88,6 +88,32 @@ def _load() -> tuple[dict[Kind, Any], dict[str, Any]]:
 SCHEMAS, RAW_SCHEMAS = _load()
 
 
+def _named(schema: Any, namespace: str, out: dict[str, Any]) -> None:
+    if isinstance(schema, list):
+        for branch in schema:
+            _named(branch, namespace, out)
+    elif isinstance(schema, dict):
+        if schema.get("type") == "record":
+            namespace = schema.get("namespace", namespace)
+            out[f"{namespace}.{schema['name']}"] = schema
+            for f in schema["fields"]:
+                _named(f["type"], namespace, out)
+        elif schema.get("type") == "array":
+            _named(schema["items"], namespace, out)
+
+
+def named_schemas() -> dict[str, Any]:
+    """Every named record type of the wire schemas, by full name (as the schemas refer to it)."""
+    out: dict[str, Any] = {}
+    for schema in RAW_SCHEMAS.values():
+        _named(schema, "", out)
+    return out
+
+
+def raw_schema(kind: Kind) -> dict[str, Any]:
+    return next(RAW_SCHEMAS[n] for n, k in _FILES.items() if k == kind)
+
+
 def encode(kind: Kind, record: dict[str, Any]) -> bytes:
     buf = io.BytesIO()
     buf.write(bytes((kind,)))
@@ -130,6 +156,18 @@ def decode_items(value: bytes) -> tuple[Kind, str, list[dict[str, Any]]]:
     if kind in BATCH_OF:
         return kind, record["request_id"], [record]
     return kind, "", []
+
+
+def empty_batch(kind: Kind) -> bytes:
+    """A batch of no ``kind`` records with an empty ID: a heartbeat on a topic of that kind.
+
+    Its Avro body is an empty ID (length 0) and an empty array (count 0), so every reader of
+    the topic, Flink SQL's Avro format included, reads it as a batch with nothing in it."""
+    return bytes((BATCH_OF[kind], 0, 0))
+
+
+def is_heartbeat(value: bytes) -> bool:
+    return len(value) == 3 and value[1] == 0 and value[2] == 0
 
 
 def items_as(expected: Kind, value: bytes) -> list[dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rendezvous.serde import Kind
+
 REQUESTS = "rdv.requests"
 MODEL_INPUT = "rdv.model-input"
 SCORES = "rdv.scores"
@@ -19,12 +21,15 @@ SINGLE_PARTITION = frozenset({CONTROL})
 # partition): the rendezvous job's watermarks come from these.
 LOG_APPEND_TIME = frozenset({MODEL_INPUT, SCORES})
 
-# The topic the rendezvous job reads: the scores, plus a copy of each model input written by the
-# enrich job (so the scoring jobs never see a heartbeat).
-RENDEZVOUS = SCORES
+# The topics the rendezvous job reads: the model inputs and the scores.
+RENDEZVOUS = (MODEL_INPUT, SCORES)
 
 # Heartbeats go into every partition of these, so that once a heartbeat stamped T has been read
 # from a partition, every record stamped before T on that partition has been read too: the
 # watermark can then pass a deadline only after every score produced before it, and no
 # partition ever needs to be declared idle.
-HEARTBEAT = (RENDEZVOUS,)
+HEARTBEAT = RENDEZVOUS
+
+# Each of these topics holds batches of one record kind and nothing else (a heartbeat is an
+# empty batch of that kind), so that Flink SQL reads them with its Avro format.
+ITEM_KIND = {MODEL_INPUT: Kind.MODEL_INPUT, SCORES: Kind.SCORE, DECISIONS: Kind.DECISION}

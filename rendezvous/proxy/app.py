@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rendezvous import heartbeat, serde
+from rendezvous import serde, topics
 from rendezvous.config import Config, ServiceSpec
 from rendezvous.errors import ConfigError, RendezvousError
 from rendezvous.proxy.admission import Admission
@@ -226,25 +226,35 @@ class Proxy:
         """Heartbeats into every partition the rendezvous job reads (see rendezvous.heartbeat):
         fast while a request of this replica may still be waiting, slow otherwise."""
         fast = self.settings.tick_interval_ms / 1000
-        slow = max(fast, self.settings.idle_tick_interval_ms / 1000)
+        slow_ms = max(self.settings.tick_interval_ms, self.settings.idle_tick_interval_ms)
+        last = 0
         while True:
             at_ms = self.clock()
-            if not self._time_carried_since(at_ms - self.settings.tick_interval_ms):
+            # At the slow cadence a heartbeat goes even while batches carry time, so that event
+            # time still moves if every scoring job stops writing.
+            if at_ms - last >= slow_ms or not self._time_carried_since(
+                at_ms - self.settings.tick_interval_ms
+            ):
                 self._tick(at_ms)
-            await asyncio.sleep(fast if at_ms < self.busy_until_ms else slow)
+                last = at_ms
+            await asyncio.sleep(fast if at_ms < self.busy_until_ms else slow_ms / 1000)
 
     def _time_carried_since(self, at_ms: int) -> bool:
         """Whether a batch that left at or after ``at_ms`` will carry event time past it.
 
-        With one partition the rendezvous job's watermark follows every record on it, and the
-        enrich job's copy of a batch lands there after the batch left: a heartbeat adds nothing.
-        With several, a batch reaches one of them, so every heartbeat is written.
+        With one partition per heartbeat topic the rendezvous job's watermark follows every
+        record on them: the batch's model inputs land on one and its scores on the other, both
+        stamped after the batch left, so a heartbeat adds nothing. With more partitions a batch
+        reaches only some of them, so every heartbeat is written.
         """
-        return self.transport.tick_partitions() == 1 and self.batcher.last_flush_ms >= at_ms
+        return (
+            self.transport.tick_partitions() == len(topics.HEARTBEAT)
+            and self.batcher.last_flush_ms >= at_ms
+        )
 
     def _tick(self, at_ms: int) -> None:
         try:
-            self.metrics.ticks += self.transport.tick(heartbeat.tick(self.replica_id, at_ms), at_ms)
+            self.metrics.ticks += self.transport.tick(at_ms)
         except KafkaUnavailable:
             self.metrics.tick_errors += 1
 

@@ -58,7 +58,7 @@ class Transport:
         """Queue one record; ``on_error(text)`` runs on the loop if delivery fails later."""
         raise NotImplementedError
 
-    def tick(self, value: bytes, at_ms: int) -> int:
+    def tick(self, at_ms: int) -> int:
         """Queue one heartbeat into every partition of the heartbeat topics; return how many."""
         raise NotImplementedError
 
@@ -187,12 +187,12 @@ class KafkaTransport(Transport):
         except Exception as exc:  # KafkaException and friends
             raise KafkaUnavailable(f"cannot produce to topic {topic}: {exc}") from None
 
-    def tick(self, value: bytes, at_ms: int) -> int:
+    def tick(self, at_ms: int) -> int:
         producer = self._producer
         if producer is None or not self._tick_partitions:
             return 0
         try:
-            return heartbeat.produce_ticks(producer, self._tick_partitions, value, at_ms)
+            return heartbeat.produce_ticks(producer, self._tick_partitions, at_ms)
         except BufferError:
             raise KafkaUnavailable("the Kafka producer queue is full; heartbeat skipped") from None
         except Exception as exc:
@@ -406,11 +406,11 @@ class InMemoryTransport(Transport):
         if self.on_produce is not None:
             self.on_produce(self, record)
 
-    def tick(self, value: bytes, at_ms: int) -> int:
+    def tick(self, at_ms: int) -> int:
         if self.fail_produce is not None:
             raise KafkaUnavailable(self.fail_produce)
         for name in topics.HEARTBEAT:
-            self.records.append(Record(name, None, value, at_ms))
+            self.records.append(Record(name, None, heartbeat.tick(name), at_ms))
         return len(topics.HEARTBEAT)
 
     # -- helpers for tests
