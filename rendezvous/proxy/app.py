@@ -434,6 +434,8 @@ class Proxy:
         else:
             log.exception("unexpected error in the proxy (request %s)", rid, exc_info=exc)
             message = f"internal error: {type(exc).__name__}: {exc}"
+        if rid is not None and REQUEST_ID_RE.fullmatch(rid) is None:
+            rid = None  # not an ID: the message quotes what was sent
         body = orjson.dumps(
             {"error": {"code": code_for(exc), "message": message, "request_id": rid}}
         )
@@ -533,7 +535,7 @@ class Proxy:
             if REQUEST_ID_RE.fullmatch(rid) is None:
                 raise BadRequestId(
                     f"{rid[:64]!r} is not a request id (1-128 characters of letters, digits, "
-                    f"'.', '_' or '-')"
+                    f"'.', '_' or '-'); use the request_id a POST returned"
                 )
             body, status = self._status(rid)
         except Exception as exc:
@@ -640,7 +642,9 @@ def _resolve_none(fut: asyncio.Future[Any]) -> None:
 
 
 def _json(body: bytes, status: int, rid: str | None = None) -> Response:
-    headers = None if rid is None else {"x-request-id": rid}
+    # A request ID goes back as a header only when it is one: a rejected ID may hold any
+    # character, and a header can hold neither non-Latin-1 characters nor control bytes.
+    headers = {"x-request-id": rid} if rid and REQUEST_ID_RE.fullmatch(rid) else None
     return Response(body, status, headers=headers, media_type=JSON)
 
 

@@ -54,17 +54,23 @@ def replay_the_champion(stack, stack_env, version: str, *, requests: int) -> Non
 
     from rendezvous.archive.sql import ArchiveSQL
 
+    # Every request the demo sent is archived; those that reached enrichment after their
+    # deadline were decided as errors without being scored, so they have no champion score.
     deadline = time.monotonic() + 120
     while True:  # the archive commits files on checkpoints (every 10 s)
         with ArchiveSQL(stack.settings.archive_dir) as db:
-            archived = db.frame(
-                "SELECT count(*) AS n FROM scores WHERE service = ? AND model = 'champion'",
-                [demo.SERVICE],
-            )["n"][0]
-        if archived >= requests:
+            counts = db.frame(
+                "SELECT (SELECT count(*) FROM requests WHERE service = ?) AS archived, "
+                "(SELECT count(*) FROM requests WHERE service = ? AND error IS NULL) AS scorable, "
+                "(SELECT count(*) FROM scores WHERE service = ? AND model = 'champion') AS scored",
+                [demo.SERVICE] * 3,
+            ).iloc[0]
+        if counts["archived"] >= requests and counts["scored"] >= counts["scorable"]:
             break
-        assert time.monotonic() < deadline, f"{archived} of {requests} champion scores archived"
+        assert time.monotonic() < deadline, f"of {requests} requests: {dict(counts)}"
         time.sleep(2)
+    assert counts["archived"] == requests and counts["scored"] == counts["scorable"], dict(counts)
+    requests = int(counts["scorable"])
     done = subprocess.run(
         [sys.executable, "-m", "rendezvous.cli", "replay", "--service", demo.SERVICE,
          "--model-uri", f"models:/{demo.SERVICE}/{version}", "--replay-id", "demo-champion"],

@@ -181,6 +181,22 @@ def test_x_request_id_is_honoured() -> None:
     run(go())
 
 
+@pytest.mark.parametrize("bad", ["%C3%A9t%C3%A9", "%00", "a%0Db", "%FF%FE", "x" * 129, "%E2%80%AE"])
+def test_a_status_url_with_a_bad_id_is_400_json_without_echoing_it_in_a_header(bad: str) -> None:
+    async def go() -> None:
+        async with proxy() as (client, _t, _):
+            r = await client.get(f"/v1/requests/{bad}")
+            assert r.status_code == 400
+            assert r.headers["content-type"].startswith("application/json")
+            assert "x-request-id" not in r.headers
+            err = error_of(r)
+            assert err["code"] == "bad_request_id"
+            assert err["request_id"] is None
+            assert "not a request id" in err["message"]
+
+    run(go())
+
+
 @pytest.mark.parametrize("bad", ["has space", "x" * 129, "slash/no", "é"])
 def test_invalid_x_request_id_is_400(bad: str) -> None:
     async def go() -> None:
