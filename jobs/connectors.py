@@ -101,9 +101,11 @@ def kafka_sink(
     if exactly_once:
         builder.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
         builder.set_transactional_id_prefix(txn_prefix or f"rdv-{topic}")
-        # Longer than any checkpoint interval plus a recovery, within the broker's maximum
-        # (transaction.max.timeout.ms, 15 minutes by default).
-        builder.set_property("transaction.timeout.ms", str(15 * 60 * 1000))
+        # Longer than a checkpoint interval plus a recovery (a transaction the broker aborts
+        # before its checkpoint commits it is missing from the archive), and short, because an
+        # open transaction left by a job that is gone holds back every read_committed reader
+        # of the topic (the archive) until the broker aborts it.
+        builder.set_property("transaction.timeout.ms", str(5 * 60 * 1000))
     else:
         builder.set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
     return builder.build()

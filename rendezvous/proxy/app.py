@@ -669,6 +669,8 @@ def _input_schema(spec: ServiceSpec) -> dict[str, Any]:
         prop = dict(_OPENAPI_TYPES[f.type])
         if f.default is not None:
             prop["default"] = f.default
+        if not f.required:
+            prop["nullable"] = True  # null, like a missing field, takes the default
         props[f.name] = prop
     schema: dict[str, Any] = {
         "type": "object",
@@ -792,12 +794,20 @@ def openapi(config: Config) -> dict[str, Any]:
             "summary": "the answer to a request, if known",
             "operationId": "get_request",
             "parameters": [
-                {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                {
+                    "name": "request_id",
+                    "in": "path",
+                    "required": True,
+                    "description": "the request_id a POST returned",
+                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
+                }
             ],
             "responses": {
                 "200": {"description": "the answer", **_content(_ref("Answer"))},
                 "202": {"description": "accepted here, no result yet", **_content(_ref("Pending"))},
+                "400": _err("not a request id (code bad_request_id)"),
                 "404": _err("unknown request"),
+                "503": _err("the request never reached Kafka (code kafka_unavailable)"),
                 "502": _err("no model could answer (error result)"),
                 "504": _err("no result by the deadline plus the result grace"),
             },

@@ -19,6 +19,7 @@ from rendezvous.errors import ConfigError
 from rendezvous.proxy.errors import SchemaViolation
 
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+_EXACT = 2**53  # every integer of smaller magnitude is a float exactly
 
 
 class _Bad:
@@ -41,7 +42,9 @@ def _long(v: Any) -> Any:
     t = type(v)
     if t is int:
         return v if _LONG_MIN <= v <= _LONG_MAX else BAD
-    if t is float and math.isfinite(v) and v.is_integer() and _LONG_MIN <= v <= _LONG_MAX:
+    # A float stands for an integer only where it is exact: the JSON parser also turns an
+    # integer literal beyond 64 bits into a float, which must not pass as the nearest long.
+    if t is float and math.isfinite(v) and v.is_integer() and -_EXACT < v < _EXACT:
         return int(v)
     return BAD
 

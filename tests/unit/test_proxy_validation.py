@@ -59,6 +59,15 @@ def test_integral_float_is_accepted_for_long() -> None:
     assert type(out["count"]) is int
 
 
+@pytest.mark.parametrize("literal", [b"-9223372036854775809", b"9223372036854775808", b"1e300"])
+def test_an_integer_beyond_64_bits_is_not_taken_for_the_nearest_long(literal: bytes) -> None:
+    # the JSON parser reads such a literal as a float; it must not pass as -2**63 or 2**63 - 1
+    import orjson
+
+    body = orjson.loads(b'{"amount": 1.0, "count": ' + literal + b"}")
+    assert violation(body).field == "count"
+
+
 def test_null_optional_field_takes_the_default() -> None:
     assert validate(SPEC, {"amount": 1.0, "count": 1, "name": None})["name"] == "anon"
 
