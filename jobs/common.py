@@ -53,9 +53,12 @@ def parse_args(
 
 
 def environment(
-    *, latency_critical: bool = False, watermarks: bool = False
+    *, latency_critical: bool = False, watermarks: bool = False, process: bool = False
 ) -> StreamExecutionEnvironment:
-    """The job's environment. Python runs in thread mode (inside the TaskManager's JVM).
+    """The job's environment. Python runs in thread mode (inside the TaskManager's JVM), or with
+    ``process`` in a Python worker process of the job's own (its own interpreter lock, at the
+    cost of a gRPC round trip per record: each record is a bundle of its own, so nothing waits
+    for a bundle to fill).
 
     ``latency_critical``: the serving path's records are batches of requests, a few hundred per
     second at most, so every network buffer is flushed as soon as a record is in it instead of
@@ -63,7 +66,12 @@ def environment(
     frequent watermarks; other jobs switch the periodic watermark timer off.
     """
     conf = Configuration()
-    conf.set_string("python.execution-mode", "thread")
+    if process:
+        conf.set_string("python.execution-mode", "process")
+        conf.set_string("python.fn-execution.bundle.size", "1")
+        conf.set_string("python.fn-execution.bundle.time", "1")
+    else:
+        conf.set_string("python.execution-mode", "thread")
     if latency_critical:
         conf.set_string("execution.buffer-timeout.interval", "0 ms")
     conf.set_string("pipeline.auto-watermark-interval", "5 ms" if watermarks else "0 ms")

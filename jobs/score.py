@@ -56,7 +56,8 @@ def build(env, source, sink, settings: common.JobSettings) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     s = common.parse_args(argv, needs_service=True, needs_model=True)
-    env = common.environment(latency_critical=True)
+    spec = s.config().service(s.service).model(s.model)
+    env = common.environment(latency_critical=True, process=spec.isolation == "process")
     group = f"{s.group_prefix}-score-{s.service}-{s.model}"
     build(
         env,

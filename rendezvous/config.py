@@ -36,6 +36,9 @@ ENRICH_OPS = ("rename", "default", "log1p", "scale", "lookup", "drop")
 DEFAULT_GRACE_MS = 2000
 
 
+ISOLATION = ("thread", "process")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -43,6 +46,10 @@ class ModelSpec:
     uri: str | None = None
     callable: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    # "thread": the scoring job's Python runs in the TaskManager's one interpreter (cheapest);
+    # "process": in a Python process of its own, so a model that holds the CPU in Python does
+    # not hold every other job's interpreter lock.
+    isolation: str = "thread"
 
     @property
     def source(self) -> str:
@@ -246,7 +253,12 @@ def _model(spec: Any, path: str) -> ModelSpec:
                  f"expected 'package.module:function', got {func!r}")  # fmt: skip
     params = spec.get("params") or {}
     _require(isinstance(params, Mapping), f"{path}.params", "expected a mapping")
-    return ModelSpec(name=name, role=role, uri=uri, callable=func, params=dict(params))
+    isolation = spec.get("isolation", "thread")
+    _require(isolation in ISOLATION, f"{path}.isolation",
+             f"expected one of {', '.join(ISOLATION)}, got {isolation!r}")  # fmt: skip
+    return ModelSpec(
+        name=name, role=role, uri=uri, callable=func, params=dict(params), isolation=isolation
+    )
 
 
 def _input(

@@ -9,6 +9,7 @@ Each is a plain function ``f(features, **params)``; ``params`` come from the con
 | `echo`     | returns the features it was given                                     |
 | `constant` | returns `value` (default 0.5)                                          |
 | `slow`     | sleeps `delay_ms` (default 200), then returns `value`                  |
+| `busy`     | computes in pure Python for `cpu_ms` (default 20), holding the interpreter lock, then returns `value` |
 | `failing`  | always raises :class:`ModelFailure` with `message`                     |
 | `flaky`    | raises on a deterministic one-in-`every` share of inputs, else `value` |
 | `not_json` | returns a set, which is not JSON: tests of output validation           |
@@ -37,6 +38,14 @@ def constant(features: Mapping[str, Any], value: Any = 0.5) -> Any:
 
 def slow(features: Mapping[str, Any], delay_ms: float = 200.0, value: Any = 0.5) -> Any:
     time.sleep(delay_ms / 1000.0)
+    return value
+
+
+def busy(features: Mapping[str, Any], cpu_ms: float = 20.0, value: Any = 0.5) -> Any:
+    end = time.perf_counter() + cpu_ms / 1000.0
+    n = 0
+    while time.perf_counter() < end:  # pure Python: never releases the interpreter lock for long
+        n += 1
     return value
 
 

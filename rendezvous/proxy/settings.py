@@ -38,7 +38,9 @@ class ProxySettings:
 
     max_body_bytes: int = 1 << 20
     result_grace_ms: int = 15
-    batch_interval_ms: int = 20
+    # At most one batch per interval under load: every batch costs the stack about as much CPU
+    # whatever its size, so longer intervals buy capacity with latency (see docs/benchmark.md).
+    batch_interval_ms: int = 40
     batch_max_requests: int = 500
     # Sync requests in flight at once: where the adaptive limit starts, and its ceiling.
     admission_initial: int = 200

@@ -84,6 +84,7 @@ SAMPLES: dict[Kind, dict] = {
         "version": "2",
         "role": "canary",
         "reason": "preferred model gbm failed",
+        "output": "[0.25, 0.75]",
         "decided_ms": 1_700_000_000_011,
         "latency_ms": 11,
         "scores": [

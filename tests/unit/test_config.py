@@ -127,6 +127,13 @@ def test_signature_inputs_are_filled_in_and_failures_reported():
     assert cfg.service("credit").input_fields is None  # the original is left alone
 
 
+def test_a_model_runs_in_the_shared_interpreter_unless_it_asks_for_a_process():
+    data = valid()
+    data["services"]["credit"]["models"][1]["isolation"] = "process"
+    svc = config.parse(data).service("credit")
+    assert [m.isolation for m in svc.models] == ["thread", "process", "thread"]
+
+
 def test_unknown_service_and_model_are_named():
     cfg = config.parse(valid())
     with pytest.raises(ConfigError, match=r"unknown service 'fraud'; configured services: credit"):
@@ -224,6 +231,12 @@ INVALID = {
     ),
     "input type": ("input.amount", "float", "services.credit.input.amount.type", "got 'float'"),
     "input spec": ("input.amount", [1], "services.credit.input.amount", "expected a type name"),
+    "isolation": (
+        "models.0",
+        {**GBM, "isolation": "container"},
+        "services.credit.models[0].isolation",
+        "expected one of thread, process, got 'container'",
+    ),
     "enrich op": ("enrich.0.op", "sqrt", "services.credit.enrich[0].op", "got 'sqrt'"),
     "enrich not a mapping": ("enrich.0", "log1p", "services.credit.enrich[0].op", "got 'log1p'"),
     "enrich argument": (

@@ -568,6 +568,7 @@ def test_healthz_openapi_and_docs() -> None:
                 "type": "integer",
                 "format": "int64",
                 "default": 40,
+                "nullable": True,
             }
             r = await client.get("/docs")
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
