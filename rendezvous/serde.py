@@ -1,9 +1,10 @@
 """Encode and decode every record the project puts on Kafka.
 
 A value is one *kind* byte followed by the record in Avro binary encoding (no embedded schema).
-The kind byte lets one stream carry several record types (the rendezvous job reads model
-inputs, scores and clock ticks from one source) and makes a record on the wrong topic an
-explicit error instead of garbage.
+The kind byte lets one source read several record types (the rendezvous job reads model inputs
+and scores from one source) and makes a record on the wrong topic an explicit error instead of
+garbage. Each topic the archive reads holds one batch kind only, so that Flink SQL's Avro format
+reads it too: the kind byte, below 64, is a one-byte Avro int in front of the record.
 """
 
 from __future__ import annotations
