@@ -1,8 +1,9 @@
 """Rendezvous job: joins each request with its scores under event-time deadlines.
 
-It reads two topics with one source: the model inputs and the scores. Requests and scores travel in batches, so the job is keyed by batch ID and the
-pure :mod:`rendezvous.batch` applies the per-request core (:mod:`rendezvous.core`) to every
-request of the batch: each request still gets its own answer at its own deadline. Element
+It reads two topics with one source: the model inputs and the scores. Requests and scores
+travel in batches, so the job is keyed by batch ID and the pure :mod:`rendezvous.batch` applies
+the per-request core (:mod:`rendezvous.core`) to every request of the batch: each request still
+gets its own answer at its own deadline. Element
 timestamps are broker append times, and heartbeats carry time whenever traffic does not
 (see :mod:`rendezvous.heartbeat`), so the watermark moves when no traffic does and never passes
 a score that the broker stamped before it.
