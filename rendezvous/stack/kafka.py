@@ -90,7 +90,10 @@ class KafkaBroker:
     def _format(self, conf: Path) -> None:
         id_file = self.dir / "cluster.id"
         if not id_file.exists():
-            id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+            cluster_id = "-"
+            while cluster_id.startswith("-"):  # the storage tool would read it as an option
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            id_file.write_text(cluster_id)
         argv = [
             "java", "-cp", self._classpath(), "kafka.tools.StorageTool", "format",
             "-t", id_file.read_text().strip(), "-c", str(conf), "--ignore-formatted",
