@@ -51,7 +51,15 @@ def champion_latencies(stack, tmp_path, label: str, models: list[str]) -> list[i
     try:
         with Heartbeat(stack.settings.kafka_bootstrap, source=f"iso-{name}"):
             feed.warm_up()
-            time.sleep(3)  # the heavy job's first requests (its own warm-up) are behind us
+            # Every model's job scores before the measured requests are sent.
+            models = {m.split("name: ", 1)[1].split(",", 1)[0] for m in models}
+            seen: set[str] = set()
+            deadline = time.monotonic() + 60
+            while seen != models:
+                assert time.monotonic() < deadline, f"no scores yet from {models - seen}"
+                for m in scores.consume(500, 0.5):
+                    if not m.error() and not serde.is_heartbeat(m.value()):
+                        seen |= {s["model"] for s in serde.items_as(serde.Kind.SCORE, m.value())}
             ids = [f"{name}-{i}" for i in range(N)]
             start = time.monotonic()
             for i, rid in enumerate(ids):
