@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pyflink.common import Duration, WatermarkStrategy
 from pyflink.common.typeinfo import Types
+from pyflink.datastream import DataStream
 from pyflink.datastream.connectors.base import DeliveryGuarantee
 from pyflink.datastream.connectors.kafka import (
     KafkaOffsetsInitializer,
@@ -116,6 +117,14 @@ def event_time(*, out_of_order_ms: int = 5, idle_ms: int | None = 100) -> Waterm
     silent that long is left out of the watermark until it has records again."""
     strategy = WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_millis(out_of_order_ms))
     return strategy if idle_ms is None else strategy.with_idleness(Duration.of_millis(idle_ms))
+
+
+def without_heartbeats(stream: DataStream, name: str) -> DataStream:
+    """``stream`` less its heartbeats, dropped in the JVM (``dev.rendezvous.flink.DropHeartbeats``
+    in the project's jar): the watermark has read their timestamps at the source already, and
+    no Python operator downstream pays a crossing for a record with nothing in it."""
+    j_filter = get_gateway().jvm.dev.rendezvous.flink.DropHeartbeats()
+    return DataStream(stream._j_data_stream.filter(j_filter)).name(name).uid(name)
 
 
 def no_watermarks() -> WatermarkStrategy:

@@ -21,7 +21,7 @@ from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
 from jobs import common
-from jobs.connectors import BYTES, event_time, kafka_sink, kafka_source
+from jobs.connectors import BYTES, event_time, kafka_sink, kafka_source, without_heartbeats
 from rendezvous import batch, serde, topics
 
 DECISIONS = OutputTag("decisions", BYTES)
@@ -92,7 +92,8 @@ def build(env, source, results_sink, decisions_sink) -> None:
         type_info=BYTES,
     ).uid("join-source")
     out = (
-        stream.key_by(key_of, key_type=Types.STRING())
+        without_heartbeats(stream, "join-data")
+        .key_by(key_of, key_type=Types.STRING())
         .process(RendezvousFunction(), output_type=BYTES)
         .name("rendezvous")
         .uid("rendezvous")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pyflink.datastream.functions import FlatMapFunction, RuntimeContext
 
 from jobs import common
-from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks
+from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks, without_heartbeats
 from rendezvous import serde, topics
 from rendezvous.scoring import score_records
 
@@ -47,11 +47,13 @@ class ScoreFunction(FlatMapFunction):
 
 def build(env, source, sink, settings: common.JobSettings) -> None:
     name = f"score-{settings.service}-{settings.model}"
-    env.from_source(source, no_watermarks(), "model-input", type_info=BYTES).uid(
+    inputs = env.from_source(source, no_watermarks(), "model-input", type_info=BYTES).uid(
         f"{name}-in"
-    ).flat_map(ScoreFunction(settings), output_type=BYTES).name(name).uid(name).sink_to(sink).name(
-        "scores sink"
-    ).uid(f"{name}-out")
+    )
+    scores = without_heartbeats(inputs, f"{name}-data").flat_map(
+        ScoreFunction(settings), output_type=BYTES
+    )
+    scores.name(name).uid(name).sink_to(sink).name("scores sink").uid(f"{name}-out")
 
 
 def main(argv: list[str] | None = None) -> None:

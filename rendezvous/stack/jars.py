@@ -1,16 +1,20 @@
-"""Fetch the Maven Central jars listed in ``deps/pom.xml`` once, and reuse them."""
+"""Fetch the Maven Central jars listed in ``deps/pom.xml`` once, and reuse them; compile the
+project's own Flink functions (``java/``) into one more jar beside them."""
 
 from __future__ import annotations
 
 import hashlib
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from rendezvous.errors import MissingTool, StackError
 from rendezvous.settings import REPO_ROOT, StackSettings
 
 POM = REPO_ROOT / "deps" / "pom.xml"
+JAVA_SOURCES = REPO_ROOT / "java" / "src" / "main" / "java"
+PROJECT_JAR = "rendezvous-flink.jar"
 
 
 def _maven_properties(settings: StackSettings) -> dict[str, str]:
@@ -25,6 +29,9 @@ def _maven_properties(settings: StackSettings) -> dict[str, str]:
 
 def _fingerprint(settings: StackSettings) -> str:
     digest = hashlib.sha256(POM.read_bytes())
+    for source in _java_sources():
+        digest.update(source.relative_to(JAVA_SOURCES).as_posix().encode())
+        digest.update(source.read_bytes())
     for key, value in sorted(_maven_properties(settings).items()):
         if key == "deps.dir":  # where the jars live is not what they are
             continue
@@ -57,5 +64,33 @@ def ensure_jars(settings: StackSettings, *, log=print) -> Path:
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
         raise StackError(f"Maven could not fetch the jars listed in {POM}:\n{tail}")
+    build_project_jar(settings.jars_dir / "flink" / PROJECT_JAR)
     stamp.write_text(wanted)
     return settings.jars_dir
+
+
+def _java_sources() -> list[Path]:
+    return sorted(JAVA_SOURCES.rglob("*.java"))
+
+
+def build_project_jar(out: Path) -> Path:
+    """Compile ``java/`` against the PyFlink distribution's jars into ``out``."""
+    from rendezvous.stack.flink import pyflink_home
+
+    javac, jar = shutil.which("javac"), shutil.which("jar")
+    if javac is None or jar is None:
+        raise MissingTool(
+            "javac is not on PATH; the project's Flink functions need a JDK 17, not only a JRE "
+            "(e.g. `apt-get install openjdk-17-jdk-headless`)"
+        )
+    with tempfile.TemporaryDirectory() as classes:
+        steps = (
+            [javac, "--release", "17", "-cp", str(pyflink_home() / "lib" / "*"), "-d", classes,
+             *map(str, _java_sources())],
+            [jar, "--create", "--file", str(out), "-C", classes, "."],
+        )  # fmt: skip
+        for argv in steps:
+            done = subprocess.run(argv, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise StackError(f"building {out.name} failed:\n{done.stdout}{done.stderr}")
+    return out
