@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 VEGETA := $(BIN)/vegeta
 VEGETA_VERSION := v12.13.0
 
-.PHONY: install demo up down status test unit lint bench bench-quick clean
+.PHONY: install demo up down status test unit lint bench bench-quick chaos clean
 
 # A virtual environment with the project and its pinned dependencies (re-run when pyproject changes).
 $(STAMP): pyproject.toml
@@ -30,6 +30,10 @@ bench: install $(VEGETA)
 
 bench-quick: install $(VEGETA)
 	$(BIN)/python -m bench.latency --quick
+
+# Faults at load (TaskManager, broker, proxy), audited against the archive.
+chaos: install $(VEGETA)
+	$(BIN)/python -m bench.chaos
 
 up: install
 	$(BIN)/rendezvous up

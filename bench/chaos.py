@@ -1,0 +1,288 @@
+"""Faults at load, audited against the archive.
+
+    python -m bench.chaos [--faults taskmanager,broker,proxy] [--rate 20] [--before 15]
+                          [--after 45]
+
+For each fault, on the demo service (prepared as ``rendezvous demo`` would): light load until
+answers are in time, then ``vegeta attack`` open loop at ``--rate`` for ``--before`` +
+``--after`` seconds, every request with an ``X-Request-ID`` of its own; ``--before`` seconds in,
+the fault:
+
+- ``taskmanager``: SIGKILL to the Flink TaskManager, started again one second later (what a
+  supervisor such as systemd or Kubernetes does);
+- ``broker``: SIGKILL to the Kafka broker, started again at once;
+- ``proxy``: the proxy stopped (SIGTERM: it answers what it has accepted, then exits) and
+  started again.
+
+Then the archive is queried with SQL until every accepted request (answered 200, or given an
+explicit ``504 deadline_exceeded`` / ``502 no_answer``: the proxy had produced it) is in the
+``requests`` and ``decisions`` tables, or a timeout passes. Printed per fault: sent, answered
+(200), explicit errors by status, refused connections (the proxy was down), responses later
+than SLA + 20 ms, accepted requests **lost** (missing from a table), **duplicated** (more than
+one row), answers that **differ** from the archived decision (model, reason or output), and the
+**recovery** time: from the fault to the send time of the last request that did not get a 200.
+Results go to ``bench/results/chaos-<UTC time>.json``. A script, not a test: the numbers depend
+on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench.vegeta import Attack, find_vegeta
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+FAULTS = ("taskmanager", "broker", "proxy")
+ACCEPTED = {200, 502, 504}
+LATE_MS = 20
+
+
+def targets(url: str, prefix: str, bodies: list[dict], n: int) -> str:
+    """``n`` vegeta targets, request ``i`` with ID ``<prefix>-<i>``: vegeta sends target ``i``
+    as hit ``i`` when there are exactly as many targets as hits."""
+    lines = []
+    for i in range(n):
+        raw = json.dumps(bodies[i % len(bodies)], separators=(",", ":")).encode()
+        lines.append(
+            json.dumps(
+                {
+                    "method": "POST",
+                    "url": url,
+                    "header": {
+                        "Content-Type": ["application/json"],
+                        "X-Request-ID": [f"{prefix}-{i}"],
+                    },
+                    "body": base64.b64encode(raw).decode(),
+                }
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
+def answer_note(code: int, body: bytes, error: str) -> str:
+    """The parts of a response the audit compares, as JSON (vegeta's note slot)."""
+    try:
+        doc = json.loads(body) if body else None
+    except ValueError:
+        doc = None
+    out: dict = {"code": code, "json": isinstance(doc, dict), "error": error}
+    if code == 200 and isinstance(doc, dict):
+        out.update(model=doc.get("model"), reason=doc.get("reason"), output=doc.get("output"))
+    elif isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+        out["code_name"] = doc["error"].get("code")
+    return json.dumps(out)
+
+
+def recovery_s(hits, fault_ns: int) -> float:
+    """From the fault to the send time of the last request after it without a 200."""
+    bad = [h.sent_ns for h in hits if h.sent_ns >= fault_ns and h.code != 200]
+    return round((max(bad) - fault_ns) / 1e9, 1) if bad else 0.0
+
+
+def inject(fault: str, stack, settings) -> None:
+    from rendezvous import demo
+    from rendezvous.stack.procs import Service
+
+    if fault == "taskmanager":
+        for tm in stack.flink.taskmanagers:
+            tm.kill()
+        time.sleep(1)
+        stack.flink.start_taskmanagers()
+    elif fault == "broker":
+        stack.kafka.service.kill()
+        stack.kafka.start()
+    elif fault == "proxy":
+        Service("proxy", settings.run_dir, settings.logs_dir).stop()
+        demo.prepare(settings, print=lambda *a, **k: None)
+    else:
+        raise ValueError(f"unknown fault {fault!r}; expected one of {', '.join(FAULTS)}")
+
+
+def audit(settings, answers: dict[str, dict], *, timeout_s: float) -> dict:
+    """Wait until every accepted request is in ``requests`` and ``decisions`` (or the timeout
+    passes); count the lost, the duplicated and the answers unlike their decision."""
+    from rendezvous.archive.sql import ArchiveSQL
+
+    accepted = {rid for rid, a in answers.items() if a["code"] in ACCEPTED}
+    prefix = next(iter(answers)).rsplit("-", 1)[0] if answers else "-"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with ArchiveSQL(settings.archive_dir) as db:
+            counts = {}
+            for table in ("requests", "decisions"):
+                rows = db.con.execute(
+                    f"SELECT request_id, count(*) FROM {table} WHERE request_id LIKE ? GROUP BY 1",
+                    [prefix + "-%"],
+                ).fetchall()
+                counts[table] = dict(rows)
+            decided = {
+                rid: (model, reason, output)
+                for rid, model, reason, output in db.con.execute(
+                    "SELECT request_id, model, reason, output FROM decisions "
+                    "WHERE request_id LIKE ?",
+                    [prefix + "-%"],
+                ).fetchall()
+            }
+        missing = {t: accepted - set(c) for t, c in counts.items()}
+        if not any(missing.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    differ = []
+    for rid in sorted(accepted):
+        a = answers[rid]
+        if a["code"] != 200 or rid not in decided:
+            continue
+        model, reason, output = decided[rid]
+        got = (a.get("model"), a.get("reason"), a.get("output"))
+        if got != (model, reason, None if output is None else json.loads(output)):
+            differ.append({"request_id": rid, "answer": got, "decision": decided[rid]})
+    return {
+        "accepted": len(accepted),
+        "lost": {t: len(m) for t, m in missing.items()},
+        "lost_ids": {t: sorted(m)[:10] for t, m in missing.items()},
+        "duplicated": {t: sum(1 for n in c.values() if n > 1) for t, c in counts.items()},
+        "differ": len(differ),
+        "differ_sample": differ[:5],
+    }
+
+
+def run_fault(fault: str, args, settings, stack, url: str, vegeta: str, work: Path) -> dict:
+    from bench.vegeta import rendezvous_note
+    from rendezvous.demo_models import SLA_MS, demo_requests
+
+    bodies = demo_requests(500, seed=13)
+    # Light load until answers are in time again (after the previous fault).
+    probe_file = work / "probe.jsonl"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < args.settle:
+        probe_file.write_text(targets(url, f"probe{uuid.uuid4().hex[:6]}", bodies, 30))
+        atk = Attack(vegeta, probe_file, 10, 3, timeout_s=5, workdir=work)
+        atk.wait()
+        if all(h.note == "preferred" for h in atk.results(rendezvous_note)):
+            break
+    prefix = f"chaos-{fault}-{uuid.uuid4().hex[:6]}"
+    seconds = args.before + args.after
+    n = int(round(args.rate * seconds))
+    path = work / f"{fault}.jsonl"
+    path.write_text(targets(url, prefix, bodies, n))
+    atk = Attack(vegeta, path, args.rate, seconds, timeout_s=5, workdir=work)
+    time.sleep(args.before)
+    fault_ns = time.time_ns()
+    t_inject = time.monotonic()
+    injector = threading.Thread(target=inject, args=(fault, stack, settings), daemon=True)
+    injector.start()
+    injector.join()
+    inject_s = time.monotonic() - t_inject
+    atk.wait()
+    hits = atk.results(answer_note)
+    answers = {}
+    for h in hits:
+        a = json.loads(h.note)
+        a["latency_ms"] = h.latency_ms
+        answers[f"{prefix}-{h.seq}"] = a
+    codes: dict[str, int] = {}
+    for a in answers.values():
+        key = str(a["code"]) + (f" {a['code_name']}" if a.get("code_name") else "")
+        if a["code"] == 0:
+            key = "refused" if "refused" in a["error"] else f"transport: {a['error'][:40]}"
+        codes[key] = codes.get(key, 0) + 1
+    late = sum(1 for a in answers.values() if a["code"] and a["latency_ms"] > SLA_MS + LATE_MS)
+    not_json = sum(1 for a in answers.values() if a["code"] and not a["json"])
+    result = {
+        "fault": fault,
+        "rate": args.rate,
+        "seconds": seconds,
+        "sent": len(hits),
+        "answered": codes.get("200", 0),
+        "codes": codes,
+        "late": late,
+        "not_json": not_json,
+        "inject_s": round(inject_s, 1),
+        "recovery_s": recovery_s(hits, fault_ns),
+    }
+    result.update(audit(settings, answers, timeout_s=args.audit_timeout))
+    return result
+
+
+def line(r: dict) -> str:
+    errors = sum(v for k, v in r["codes"].items() if k != "200" and k[0].isdigit())
+    refused = sum(v for k, v in r["codes"].items() if not k[0].isdigit())
+    return (
+        f"{r['fault']:<12} {r['sent']:>5} {r['answered']:>6} {errors:>6} {refused:>7} "
+        f"{r['late']:>5} {r['lost']['requests']:>5}/{r['lost']['decisions']:<5} "
+        f"{r['duplicated']['requests']:>4}/{r['duplicated']['decisions']:<4} {r['differ']:>6} "
+        f"{r['recovery_s']:>9.1f}"
+    )
+
+
+HEADER = (
+    f"{'fault':<12} {'sent':>5} {'200':>6} {'errors':>6} {'refused':>7} {'late':>5} "
+    f"{'lost r/d':>11} {'dup r/d':>9} {'differ':>6} {'recovery':>9}"
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
+    p.add_argument("--faults", default=",".join(FAULTS), help="comma-separated, in order")
+    p.add_argument("--rate", type=float, default=20.0, help="requests per second")
+    p.add_argument("--before", type=float, default=15.0, help="seconds of load before the fault")
+    p.add_argument("--after", type=float, default=45.0, help="seconds of load after the fault")
+    p.add_argument("--settle", type=float, default=60.0, help="at most this long of light load")
+    p.add_argument("--audit-timeout", type=float, default=180.0)
+    p.add_argument("--vegeta", default=None)
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    args = p.parse_args(argv)
+    args.faults = [f for f in args.faults.split(",") if f]
+    unknown = set(args.faults) - set(FAULTS)
+    if unknown:
+        p.error(f"unknown fault(s) {', '.join(sorted(unknown))}; expected {', '.join(FAULTS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from rendezvous import demo
+    from rendezvous.settings import StackSettings
+    from rendezvous.stack import Stack
+
+    settings = StackSettings.from_env()
+    vegeta = find_vegeta(args.vegeta)
+    started = datetime.now(timezone.utc)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    out_path = args.results_dir / f"chaos-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    print("preparing the demo (stack, models, jobs, proxy) ...", flush=True)
+    url = demo.prepare(settings, print=lambda *a, **k: None)
+    stack = Stack(settings, log=lambda m: None)
+    doc = {"command": [sys.executable, "-m", "bench.chaos", *(argv or sys.argv[1:])],
+           "started": started.isoformat(), "runs": []}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="rdv-chaos-") as tmp:
+        for fault in args.faults:
+            print(f"\n{fault}: {args.rate:g} req/s, fault after {args.before:g} s ...", flush=True)
+            r = run_fault(fault, args, settings, stack, url, vegeta, Path(tmp))
+            doc["runs"].append(r)
+            out_path.write_text(json.dumps(doc, indent=1, default=str))
+            print(HEADER)
+            print(line(r), flush=True)
+            print(f"    codes {r['codes']}; fault injected in {r['inject_s']} s")
+            if r["differ"]:
+                print(f"    differing answers, e.g. {r['differ_sample'][:2]}")
+            if any(r["lost"].values()):
+                print(f"    lost, e.g. {r['lost_ids']}")
+    print("\n" + HEADER)
+    for r in doc["runs"]:
+        print(line(r))
+    print(f"\nwritten to {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
