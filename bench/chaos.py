@@ -90,7 +90,7 @@ def recovery_s(hits, fault_ns: int) -> float:
 
 def inject(fault: str, stack, settings) -> None:
     from rendezvous import demo
-    from rendezvous.stack.procs import Service
+    from rendezvous.stack.procs import Service, port_open
 
     if fault == "taskmanager":
         for tm in stack.flink.taskmanagers:
@@ -99,7 +99,12 @@ def inject(fault: str, stack, settings) -> None:
         stack.flink.start_taskmanagers()
     elif fault == "broker":
         stack.kafka.service.kill()
+        # The dead broker's listening sockets close a moment after the process is gone.
+        deadline = time.monotonic() + 10
+        while port_open(settings.host, settings.kafka_port) and time.monotonic() < deadline:
+            time.sleep(0.05)
         stack.kafka.start()
+        stack.kafka.service.wait_ready(stack.kafka.ready, timeout_s=60, what="Kafka")
     elif fault == "proxy":
         Service("proxy", settings.run_dir, settings.logs_dir).stop()
         demo.prepare(settings, print=lambda *a, **k: None)
@@ -114,7 +119,8 @@ def audit(settings, answers: dict[str, dict], *, timeout_s: float) -> dict:
 
     accepted = {rid for rid, a in answers.items() if a["code"] in ACCEPTED}
     prefix = next(iter(answers)).rsplit("-", 1)[0] if answers else "-"
-    deadline = time.monotonic() + timeout_s
+    t0 = time.monotonic()
+    deadline = t0 + timeout_s
     while True:
         with ArchiveSQL(settings.archive_dir) as db:
             counts = {}
@@ -147,6 +153,7 @@ def audit(settings, answers: dict[str, dict], *, timeout_s: float) -> dict:
             differ.append({"request_id": rid, "answer": got, "decision": decided[rid]})
     return {
         "accepted": len(accepted),
+        "archived_after_s": round(time.monotonic() - t0, 1),
         "lost": {t: len(m) for t, m in missing.items()},
         "lost_ids": {t: sorted(m)[:10] for t, m in missing.items()},
         "duplicated": {t: sum(1 for n in c.values() if n > 1) for t, c in counts.items()},
@@ -272,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             out_path.write_text(json.dumps(doc, indent=1, default=str))
             print(HEADER)
             print(line(r), flush=True)
-            print(f"    codes {r['codes']}; fault injected in {r['inject_s']} s")
+            print(f"    codes {r['codes']}; fault injected in {r['inject_s']} s; "
+                  f"archive audited {r['archived_after_s']} s after the load")  # fmt: skip
             if r["differ"]:
                 print(f"    differing answers, e.g. {r['differ_sample'][:2]}")
             if any(r["lost"].values()):

@@ -145,7 +145,10 @@ def kafka_ddl(table: str, *, bootstrap: str, group: str, start: str = "committed
         "properties.fetch.max.wait.ms": "500",
         "properties.client.id.prefix": group,
         "scan.topic-partition-discovery.interval": "10 s",
-        "format": "avro",
+        # Flink's Avro format behind a kind check: a value that is not a batch of this kind
+        # is skipped and counted instead of failing the job (java/, BatchAvroFormatFactory).
+        "format": "rdv-batch",
+        "rdv-batch.kind": str(int(serde.BATCH_OF[topics.ITEM_KIND[SOURCES[table]]])),
         **_STARTUP[start],
     }
     with_ = ",\n".join(f"  '{k}' = '{v}'" for k, v in options.items())

@@ -4,6 +4,7 @@ project's own Flink functions (``java/``) into one more jar beside them."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -14,6 +15,7 @@ from rendezvous.settings import REPO_ROOT, StackSettings
 
 POM = REPO_ROOT / "deps" / "pom.xml"
 JAVA_SOURCES = REPO_ROOT / "java" / "src" / "main" / "java"
+JAVA_RESOURCES = REPO_ROOT / "java" / "src" / "main" / "resources"
 PROJECT_JAR = "rendezvous-flink.jar"
 
 
@@ -29,8 +31,8 @@ def _maven_properties(settings: StackSettings) -> dict[str, str]:
 
 def _fingerprint(settings: StackSettings) -> str:
     digest = hashlib.sha256(POM.read_bytes())
-    for source in _java_sources():
-        digest.update(source.relative_to(JAVA_SOURCES).as_posix().encode())
+    for source in _java_files():
+        digest.update(source.relative_to(REPO_ROOT).as_posix().encode())
         digest.update(source.read_bytes())
     for key, value in sorted(_maven_properties(settings).items()):
         if key == "deps.dir":  # where the jars live is not what they are
@@ -64,7 +66,7 @@ def ensure_jars(settings: StackSettings, *, log=print) -> Path:
     if done.returncode != 0:
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-20:])
         raise StackError(f"Maven could not fetch the jars listed in {POM}:\n{tail}")
-    build_project_jar(settings.jars_dir / "flink" / PROJECT_JAR)
+    build_project_jar(settings.jars_dir / "flink" / PROJECT_JAR, settings.jars_dir / "flink")
     stamp.write_text(wanted)
     return settings.jars_dir
 
@@ -73,8 +75,14 @@ def _java_sources() -> list[Path]:
     return sorted(JAVA_SOURCES.rglob("*.java"))
 
 
-def build_project_jar(out: Path) -> Path:
-    """Compile ``java/`` against the PyFlink distribution's jars into ``out``."""
+def _java_files() -> list[Path]:
+    return _java_sources() + sorted(p for p in JAVA_RESOURCES.rglob("*") if p.is_file())
+
+
+def build_project_jar(out: Path, connectors: Path) -> Path:
+    """Compile ``java/`` against the PyFlink distribution's jars and the connector and format
+    jars in ``connectors`` into ``out``, with its resources (the format factory's service
+    file)."""
     from rendezvous.stack.flink import pyflink_home
 
     javac, jar = shutil.which("javac"), shutil.which("jar")
@@ -85,9 +93,10 @@ def build_project_jar(out: Path) -> Path:
         )
     with tempfile.TemporaryDirectory() as classes:
         steps = (
-            [javac, "--release", "17", "-cp", str(pyflink_home() / "lib" / "*"), "-d", classes,
-             *map(str, _java_sources())],
-            [jar, "--create", "--file", str(out), "-C", classes, "."],
+            [javac, "--release", "17", "-cp",
+             os.pathsep.join([str(pyflink_home() / "lib" / "*"), str(connectors / "*")]),
+             "-d", classes, *map(str, _java_sources())],
+            [jar, "--create", "--file", str(out), "-C", classes, ".", "-C", str(JAVA_RESOURCES), "."],
         )  # fmt: skip
         for argv in steps:
             done = subprocess.run(argv, capture_output=True, text=True)

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from rendezvous import archiving, deploy, serde
+from rendezvous import archiving, deploy, serde, topics
 from rendezvous.archive.sql import ArchiveSQL
 from rendezvous.heartbeat import Heartbeat
 from tests.integration.feed import RequestFeed, wait_archived, write_service
@@ -42,6 +42,7 @@ def archived(stack, tmp_path_factory):
     ids = []
     with Heartbeat(stack.settings.kafka_bootstrap, source="archive-test"):
         feed.warm_up()
+        stray_records(stack.settings.kafka_bootstrap, name)
         for i in range(N):
             rid = f"{name}-{i}"
             is_late = i >= N - LATE
@@ -58,6 +59,24 @@ def archived(stack, tmp_path_factory):
     yield name, ids, late
     for jid in jobs.values():
         stack.flink.cancel(jid)
+
+
+def stray_records(bootstrap: str, service: str) -> None:
+    """Values the archive cannot take, in each of its topics ahead of the requests: a record of
+    the right kind that is not Avro, a single score where batches belong, bytes of no kind, an
+    empty value. The archive skips them (the rdv-batch format) instead of failing for good."""
+    from confluent_kafka import Producer
+
+    score = {"request_id": f"stray-{service}", "service": f"stray{service}", "model": "m", "version": "1",
+             "role": "champion", "status": "ok", "output": "1", "error": None, "received_ms": 1,
+             "deadline_ms": 2, "started_ms": 1, "scored_ms": 1}  # fmt: skip
+    p = Producer({"bootstrap.servers": bootstrap})
+    for topic in archiving.SOURCES.values():
+        kind = serde.BATCH_OF[topics.ITEM_KIND[topic]]
+        for value in (bytes([kind]) + b"not avro", serde.encode(serde.Kind.SCORE, score),
+                      b"\xff\xfe", b""):  # fmt: skip
+            p.produce(topic, value)
+    assert p.flush(10) == 0
 
 
 def test_each_request_appears_once_in_each_table(archived, stack):

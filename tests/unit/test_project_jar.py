@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import zipfile
+from pathlib import Path
 
 import pytest
 
 from rendezvous import serde
+from rendezvous.settings import StackSettings
 from rendezvous.stack import jars
 from rendezvous.stack.flink import pyflink_home
 
@@ -29,8 +32,14 @@ public class Harness {
 """
 
 
-def test_drop_heartbeats_drops_exactly_the_empty_batches(tmp_path):
-    jar = jars.build_project_jar(tmp_path / jars.PROJECT_JAR)
+@pytest.fixture(scope="module")
+def connectors() -> Path:
+    """The fetched connector and format jars (Maven runs only when they are missing)."""
+    return jars.ensure_jars(StackSettings.from_env(), log=lambda msg: None) / "flink"
+
+
+def test_drop_heartbeats_drops_exactly_the_empty_batches(tmp_path, connectors):
+    jar = jars.build_project_jar(tmp_path / jars.PROJECT_JAR, connectors)
     (tmp_path / "Harness.java").write_text(HARNESS)
     heartbeats = [serde.empty_batch(kind) for kind in serde.BATCH_OF]
     request = {"request_id": "r-1", "service": "s", "received_ms": 1, "deadline_ms": 2,
@@ -51,3 +60,12 @@ def test_drop_heartbeats_drops_exactly_the_empty_batches(tmp_path):
     assert done.stdout.split() == ["drop"] * len(heartbeats) + ["keep"] * len(records)
     assert all(serde.is_heartbeat(v) for v in heartbeats)
     assert not any(serde.is_heartbeat(v) for v in records)
+
+
+def test_the_batch_format_is_registered_for_flink_sql(tmp_path, connectors):
+    jar = jars.build_project_jar(tmp_path / jars.PROJECT_JAR, connectors)
+    with zipfile.ZipFile(jar) as z:
+        names = set(z.namelist())
+        services = z.read("META-INF/services/org.apache.flink.table.factories.Factory").decode()
+    assert "dev/rendezvous/flink/BatchAvroFormatFactory.class" in names
+    assert services.split() == ["dev.rendezvous.flink.BatchAvroFormatFactory"]
