@@ -186,7 +186,10 @@ class Proxy:
             interval_ms=settings.batch_interval_ms,
             max_items=settings.batch_max_requests,
             on_flushed=self._flushed,
+            on_delivered=self._delivered,
         )
+        # Requests produced that the broker has not acknowledged yet.
+        self.unconfirmed: set[str] = set()
         # Heartbeats stay fast until this time: the last deadline plus its decision grace.
         self.busy_until_ms = 0
         self.openapi_json = orjson.dumps(openapi(config), option=orjson.OPT_INDENT_2)
@@ -302,7 +305,11 @@ class Proxy:
             self.metrics.results_matched += 1
         self.accepted.pop(rid, None)
 
+    def _delivered(self, rids: list[str]) -> None:
+        self.unconfirmed.difference_update(rids)
+
     def _delivery_failed(self, rid: str, text: str) -> None:
+        self.unconfirmed.discard(rid)
         self.metrics.delivery_failures += 1
         fut = self.pending.get(rid)
         if fut is not None and not fut.done():
@@ -382,6 +389,7 @@ class Proxy:
             )
         received_ms = self.clock()
         deadline_ms = received_ms + spec.sla_ms
+        self.unconfirmed.add(rid)
         self.batcher.add(
             {
                 "request_id": rid,
@@ -493,6 +501,14 @@ class Proxy:
                 timer.cancel()
             if not judged:
                 admission.leave_unjudged()
+        if outcome is None and rid in self.unconfirmed:
+            raise KafkaUnavailable(
+                f"Kafka had not acknowledged request {rid} by its deadline ({spec.sla_ms} ms "
+                f"SLA) plus {self.settings.result_grace_ms} ms grace: it may never reach the "
+                f"pipeline (or reach it late, and then be decided and archived as "
+                f"deadline_exceeded); Kafka at {self.settings.bootstrap} is slow or down",
+                request_id=rid,
+            )
         if outcome is None:
             raise AnswerTimeout(
                 f"no result for request {rid} of service {spec.name!r} by its deadline "
@@ -712,8 +728,9 @@ def openapi(config: Config) -> dict[str, Any]:
         "413": _err("body larger than max_body_bytes"),
         "422": _err("body does not match the service's input fields"),
         "503": _err(
-            "Kafka unavailable (code kafka_unavailable) or this replica at its "
-            "admission limit (code overloaded, with a Retry-After header)"
+            "Kafka unavailable, or it had not acknowledged the request by its deadline (code "
+            "kafka_unavailable), or this replica at its admission limit (code overloaded, with a "
+            "Retry-After header)"
         ),
     }
     schemas: dict[str, Any] = {

@@ -35,6 +35,7 @@ class RequestBatcher:
         interval_ms: int,
         max_items: int,
         on_flushed: Callable[[list[dict[str, Any]]], None] | None = None,
+        on_delivered: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.transport = transport
         self.clock = clock
@@ -42,6 +43,7 @@ class RequestBatcher:
         self.interval_ms = interval_ms
         self.max_items = max_items
         self.on_flushed = on_flushed
+        self.on_delivered = on_delivered
         self.items: list[dict[str, Any]] = []
         self.last_flush_ms = -(1 << 62)
         self.batches = 0
@@ -79,8 +81,14 @@ class RequestBatcher:
         rids = [r["request_id"] for r in items]
         try:
             value = serde.encode_batch(serde.Kind.REQUEST, batch_id, items)
+            delivered = self.on_delivered
             self.transport.produce(
-                topics.REQUESTS, batch_id.encode(), value, now, lambda why: self._failed(rids, why)
+                topics.REQUESTS,
+                batch_id.encode(),
+                value,
+                now,
+                lambda why: self._failed(rids, why),
+                None if delivered is None else lambda: delivered(rids),
             )
         except Exception as exc:  # KafkaUnavailable, or a record serde refused
             self._failed(rids, str(exc))

@@ -54,8 +54,10 @@ class Transport:
         value: bytes,
         timestamp_ms: int,
         on_error: ErrorHandler | None = None,
+        on_delivered: Callable[[], None] | None = None,
     ) -> None:
-        """Queue one record; ``on_error(text)`` runs on the loop if delivery fails later."""
+        """Queue one record; ``on_error(text)`` runs on the loop if delivery fails later,
+        ``on_delivered()`` once the broker has acknowledged it."""
         raise NotImplementedError
 
     def tick(self, at_ms: int) -> int:
@@ -164,6 +166,7 @@ class KafkaTransport(Transport):
         value: bytes,
         timestamp_ms: int,
         on_error: ErrorHandler | None = None,
+        on_delivered: Callable[[], None] | None = None,
     ) -> None:
         producer = self._producer
         if producer is None:
@@ -176,7 +179,7 @@ class KafkaTransport(Transport):
                     topic,
                     value,
                     key,
-                    on_delivery=partial(self._delivered, on_error),
+                    on_delivery=partial(self._delivered, on_error, on_delivered),
                     timestamp=timestamp_ms,
                 )
         except BufferError:
@@ -208,10 +211,16 @@ class KafkaTransport(Transport):
         return "" if self.ready() else self._problem
 
     # -- background threads and callbacks (never on the event loop)
-    def _delivered(self, on_error: ErrorHandler, err: Any, msg: Any) -> None:
-        if err is not None and self._loop is not None:
+    def _delivered(
+        self, on_error: ErrorHandler, on_delivered: Callable[[], None] | None, err: Any, msg: Any
+    ) -> None:
+        if self._loop is None:
+            return
+        if err is not None:
             text = f"delivery to {msg.topic()} failed: {err.str()}"
             self._loop.call_soon_threadsafe(on_error, text)
+        elif on_delivered is not None:
+            self._loop.call_soon_threadsafe(on_delivered)
 
     def _on_client_error(self, err: Any) -> None:
         from confluent_kafka import KafkaError
@@ -350,7 +359,8 @@ class InMemoryTransport(Transport):
 
     ``on_produce(transport, record)`` runs (on the event loop) after each record is kept, so a
     test can answer a request as soon as the proxy produces it. Set :attr:`fail_produce` to make
-    ``produce`` raise, :attr:`fail_delivery` to report a delivery failure, and call
+    ``produce`` raise, :attr:`fail_delivery` to report a delivery failure,
+    :attr:`hold_delivery` to leave records unacknowledged (a broker that is down), and call
     :meth:`set_ready` to flip readiness.
     """
 
@@ -364,6 +374,7 @@ class InMemoryTransport(Transport):
         self.on_produce = on_produce
         self.fail_produce: str | None = None
         self.fail_delivery: str | None = None
+        self.hold_delivery = False
         self.started = False
         self.closed = False
         self._ready = ready
@@ -396,6 +407,7 @@ class InMemoryTransport(Transport):
         value: bytes,
         timestamp_ms: int,
         on_error: ErrorHandler | None = None,
+        on_delivered: Callable[[], None] | None = None,
     ) -> None:
         if self.fail_produce is not None:
             raise KafkaUnavailable(self.fail_produce)
@@ -403,6 +415,11 @@ class InMemoryTransport(Transport):
         self.records.append(record)
         if self.fail_delivery is not None and on_error is not None and self._loop is not None:
             self._loop.call_soon(on_error, self.fail_delivery)
+        elif self.fail_delivery is None and on_delivered is not None and not self.hold_delivery:
+            if self._loop is not None:
+                self._loop.call_soon(on_delivered)
+            else:
+                on_delivered()
         if self.on_produce is not None:
             self.on_produce(self, record)
 

@@ -134,6 +134,24 @@ def test_sync_happy_path_produces_request_and_returns_answer() -> None:
     run(go())
 
 
+def test_a_request_kafka_never_acknowledged_is_503_not_504_at_its_deadline() -> None:
+    async def go() -> None:
+        async with proxy(result_grace_ms=10) as (client, t, p):
+            t.hold_delivery = True  # the broker took the connection but never answered
+            r = await client.post("/v1/services/fast/score", json={"x": 1})
+            assert r.status_code == 503
+            err = error_of(r)
+            assert err["code"] == "kafka_unavailable"
+            assert "had not acknowledged" in err["message"]
+            assert err["request_id"] == r.headers["x-request-id"]
+            t.hold_delivery = False
+            r = await client.post("/v1/services/fast/score", json={"x": 1})
+            assert r.status_code == 504  # acknowledged, then no answer: the pipeline is late
+            assert p.unconfirmed == {err["request_id"]}  # still waiting for the first one
+
+    run(go())
+
+
 def test_sync_timeout_is_504_after_deadline_plus_grace() -> None:
     async def go() -> None:
         async with proxy(result_grace_ms=10) as (client, t, p):
