@@ -28,17 +28,15 @@ on the machine.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.vegeta import Attack, find_vegeta
+from bench.vegeta import Attack, find_vegeta, targets_jsonl
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FAULTS = ("taskmanager", "broker", "proxy")
@@ -47,25 +45,12 @@ LATE_MS = 20
 
 
 def targets(url: str, prefix: str, bodies: list[dict], n: int) -> str:
-    """``n`` vegeta targets, request ``i`` with ID ``<prefix>-<i>``: vegeta sends target ``i``
-    as hit ``i`` when there are exactly as many targets as hits."""
-    lines = []
-    for i in range(n):
-        raw = json.dumps(bodies[i % len(bodies)], separators=(",", ":")).encode()
-        lines.append(
-            json.dumps(
-                {
-                    "method": "POST",
-                    "url": url,
-                    "header": {
-                        "Content-Type": ["application/json"],
-                        "X-Request-ID": [f"{prefix}-{i}"],
-                    },
-                    "body": base64.b64encode(raw).decode(),
-                }
-            )
-        )
-    return "\n".join(lines) + "\n"
+    """``n`` vegeta targets, request ``i`` with ID ``<prefix>-<i>``."""
+    return targets_jsonl(
+        url,
+        (bodies[i % len(bodies)] for i in range(n)),
+        request_ids=(f"{prefix}-{i}" for i in range(n)),
+    )
 
 
 def answer_note(code: int, body: bytes, error: str) -> str:
@@ -111,13 +96,12 @@ def inject(fault: str, stack, settings) -> None:
         raise ValueError(f"unknown fault {fault!r}; expected one of {', '.join(FAULTS)}")
 
 
-def audit(settings, answers: dict[str, dict], *, timeout_s: float) -> dict:
+def audit(settings, prefix: str, answers: dict[str, dict], *, timeout_s: float) -> dict:
     """Wait until every accepted request is in ``requests`` and ``decisions`` (or the timeout
     passes); count the lost, the duplicated and the answers unlike their decision."""
     from rendezvous.archive.sql import ArchiveSQL
 
     accepted = {rid for rid, a in answers.items() if a["code"] in ACCEPTED}
-    prefix = next(iter(answers)).rsplit("-", 1)[0] if answers else "-"
     t0 = time.monotonic()
     deadline = t0 + timeout_s
     while True:
@@ -184,9 +168,7 @@ def run_fault(fault: str, args, settings, stack, url: str, vegeta: str, work: Pa
     time.sleep(args.before)
     fault_ns = time.time_ns()
     t_inject = time.monotonic()
-    injector = threading.Thread(target=inject, args=(fault, stack, settings), daemon=True)
-    injector.start()
-    injector.join()
+    inject(fault, stack, settings)  # vegeta keeps sending meanwhile
     inject_s = time.monotonic() - t_inject
     atk.wait()
     hits = atk.results(answer_note)
@@ -215,7 +197,7 @@ def run_fault(fault: str, args, settings, stack, url: str, vegeta: str, work: Pa
         "inject_s": round(inject_s, 1),
         "recovery_s": recovery_s(hits, fault_ns),
     }
-    result.update(audit(settings, answers, timeout_s=args.audit_timeout))
+    result.update(audit(settings, prefix, answers, timeout_s=args.audit_timeout))
     return result
 
 

@@ -48,17 +48,29 @@ class Hit:
 
 
 # ---- targets --------------------------------------------------------------------------------
-def targets_jsonl(url: str, bodies: Iterable[object], *, method: str = "POST") -> str:
-    """vegeta's JSON target format: one object a line, the body base64-encoded."""
+def targets_jsonl(
+    url: str,
+    bodies: Iterable[object],
+    *,
+    method: str = "POST",
+    request_ids: Iterable[str] | None = None,
+) -> str:
+    """vegeta's JSON target format: one object a line, the body base64-encoded; with
+    ``request_ids``, target *i* carries the *i*-th as its ``X-Request-ID`` (vegeta sends target
+    *i* as hit *i* when there are as many targets as hits)."""
+    ids = iter(request_ids) if request_ids is not None else None
     lines = []
     for body in bodies:
         raw = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+        header = {"Content-Type": ["application/json"]}
+        if ids is not None:
+            header["X-Request-ID"] = [next(ids)]
         lines.append(
             json.dumps(
                 {
                     "method": method,
                     "url": url,
-                    "header": {"Content-Type": ["application/json"]},
+                    "header": header,
                     "body": base64.b64encode(raw).decode(),
                 }
             )

@@ -67,9 +67,9 @@ def stray_records(bootstrap: str, service: str) -> None:
     empty value. The archive skips them (the rdv-batch format) instead of failing for good."""
     from confluent_kafka import Producer
 
-    score = {"request_id": f"stray-{service}", "service": f"stray{service}", "model": "m", "version": "1",
-             "role": "champion", "status": "ok", "output": "1", "error": None, "received_ms": 1,
-             "deadline_ms": 2, "started_ms": 1, "scored_ms": 1}  # fmt: skip
+    score = {"request_id": f"stray-{service}", "service": f"stray{service}", "model": "m",
+             "version": "1", "role": "champion", "status": "ok", "output": "1", "error": None,
+             "received_ms": 1, "deadline_ms": 2, "started_ms": 1, "scored_ms": 1}  # fmt: skip
     p = Producer({"bootstrap.servers": bootstrap})
     for topic in archiving.SOURCES.values():
         kind = serde.BATCH_OF[topics.ITEM_KIND[topic]]

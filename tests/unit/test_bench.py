@@ -121,6 +121,11 @@ def test_targets_are_json_lines_with_base64_bodies():
     assert base64.b64decode(second["body"]) == b"raw"
 
 
+def test_targets_can_carry_a_request_id_each():
+    lines = targets_jsonl("http://h/x", [{"a": 1}] * 2, request_ids=["r-0", "r-1"]).splitlines()
+    assert [json.loads(line)["header"]["X-Request-ID"] for line in lines] == [["r-0"], ["r-1"]]
+
+
 # ---- percentiles and run figures ------------------------------------------------------------
 def test_percentile_is_nearest_rank():
     xs = [float(i) for i in range(1, 101)]

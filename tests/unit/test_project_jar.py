@@ -38,8 +38,12 @@ def connectors() -> Path:
     return jars.ensure_jars(StackSettings.from_env(), log=lambda msg: None) / "flink"
 
 
-def test_drop_heartbeats_drops_exactly_the_empty_batches(tmp_path, connectors):
-    jar = jars.build_project_jar(tmp_path / jars.PROJECT_JAR, connectors)
+@pytest.fixture(scope="module")
+def jar(connectors, tmp_path_factory) -> Path:
+    return jars.build_project_jar(tmp_path_factory.mktemp("jar") / jars.PROJECT_JAR, connectors)
+
+
+def test_drop_heartbeats_drops_exactly_the_empty_batches(tmp_path, jar):
     (tmp_path / "Harness.java").write_text(HARNESS)
     heartbeats = [serde.empty_batch(kind) for kind in serde.BATCH_OF]
     request = {"request_id": "r-1", "service": "s", "received_ms": 1, "deadline_ms": 2,
@@ -62,8 +66,7 @@ def test_drop_heartbeats_drops_exactly_the_empty_batches(tmp_path, connectors):
     assert not any(serde.is_heartbeat(v) for v in records)
 
 
-def test_the_batch_format_is_registered_for_flink_sql(tmp_path, connectors):
-    jar = jars.build_project_jar(tmp_path / jars.PROJECT_JAR, connectors)
+def test_the_batch_format_is_registered_for_flink_sql(jar):
     with zipfile.ZipFile(jar) as z:
         names = set(z.namelist())
         services = z.read("META-INF/services/org.apache.flink.table.factories.Factory").decode()
