@@ -304,6 +304,8 @@ class Proxy:
             fut.set_result(result)
             self.metrics.results_matched += 1
         self.accepted.pop(rid, None)
+        # A result proves Kafka took the request, whether or not its acknowledgement came first.
+        self.unconfirmed.discard(rid)
 
     def _delivered(self, rids: list[str]) -> None:
         self.unconfirmed.difference_update(rids)
@@ -501,7 +503,9 @@ class Proxy:
                 timer.cancel()
             if not judged:
                 admission.leave_unjudged()
-        if outcome is None and rid in self.unconfirmed:
+        unacknowledged = rid in self.unconfirmed
+        self.unconfirmed.discard(rid)  # judged now: a later acknowledgement changes nothing
+        if outcome is None and unacknowledged:
             raise KafkaUnavailable(
                 f"Kafka had not acknowledged request {rid} by its deadline ({spec.sla_ms} ms "
                 f"SLA) plus {self.settings.result_grace_ms} ms grace: it may never reach the "

@@ -124,8 +124,10 @@ class KafkaTransport(Transport):
             "enable.idempotence": False,
             "compression.type": "none",
             "message.timeout.ms": self.settings.delivery_timeout_ms,
-            # Only failures call back: no Python call per delivered record.
-            "delivery.report.only.error": True,
+            # Every delivery reports back: a request batch's acknowledgement is what lets a
+            # timed-out request be told apart from one Kafka never took (503 against 504).
+            # Records produced without a callback (heartbeats) cost one C-level no-op each.
+            "delivery.report.only.error": False,
             # Producing to a missing topic is an error, not a silently auto-created topic.
             "allow.auto.create.topics": False,
             "error_cb": self._on_client_error,
