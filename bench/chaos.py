@@ -8,8 +8,8 @@ answers are in time, then ``vegeta attack`` open loop at ``--rate`` for ``--befo
 ``--after`` seconds, every request with an ``X-Request-ID`` of its own; ``--before`` seconds in,
 the fault:
 
-- ``taskmanager``: SIGKILL to the (first) Flink TaskManager, started again one second later
-  (what a supervisor such as systemd or Kubernetes does);
+- ``taskmanager``: SIGKILL to the Flink TaskManager running the most tasks, started again one
+  second later (what a supervisor such as systemd or Kubernetes does; ``--tm-restart-s``);
 - ``broker``: SIGKILL to the Kafka broker, started again at once;
 - ``proxy``: the proxy stopped (SIGTERM: it answers what it has accepted, then exits) and
   started again.
@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+
+import httpx
 
 from bench.vegeta import Attack, find_vegeta, targets_jsonl
 
@@ -73,14 +76,54 @@ def recovery_s(hits, fault_ns: int) -> float:
     return round((max(bad) - fault_ns) / 1e9, 1) if bad else 0.0
 
 
-def inject(fault: str, stack, settings) -> None:
+def _listening_pid(port: int, pids: list[int]) -> int | None:
+    """Which of ``pids`` listens on TCP ``port`` (read from /proc, Linux)."""
+    inodes: set[str] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f[9])
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return pid
+    return None
+
+
+def busiest_taskmanager(stack):
+    """The TaskManager service running the most tasks (the worst one to lose)."""
+    tms = httpx.get(f"{stack.settings.flink_url}/taskmanagers", timeout=10).json()["taskmanagers"]
+    services = {svc.pid(): svc for svc in stack.flink.taskmanagers if svc.pid() is not None}
+    for tm in sorted(tms, key=lambda t: t["freeSlots"] - t["slotsNumber"]):
+        port = int(tm["id"].split(":", 1)[1].split("-", 1)[0])
+        pid = _listening_pid(port, list(services))
+        if pid is not None:
+            return services[pid]
+    return stack.flink.taskmanagers[0]
+
+
+def inject(fault: str, stack, settings, *, tm_restart_s: float = 1.0) -> None:
     from rendezvous import demo
     from rendezvous.stack.procs import Service, port_open
 
     if fault == "taskmanager":
-        stack.flink.taskmanagers[0].kill()  # with several, the others stay up
-        time.sleep(1)
-        stack.flink.start_taskmanagers()
+        busiest_taskmanager(stack).kill()  # with several, the others stay up
+        if tm_restart_s >= 0:
+            time.sleep(tm_restart_s)
+            stack.flink.start_taskmanagers()
     elif fault == "broker":
         stack.kafka.service.kill()
         # The dead broker's listening sockets close a moment after the process is gone.
@@ -168,9 +211,11 @@ def run_fault(fault: str, args, settings, stack, url: str, vegeta: str, work: Pa
     time.sleep(args.before)
     fault_ns = time.time_ns()
     t_inject = time.monotonic()
-    inject(fault, stack, settings)  # vegeta keeps sending meanwhile
+    inject(fault, stack, settings, tm_restart_s=args.tm_restart_s)  # vegeta keeps sending
     inject_s = time.monotonic() - t_inject
     atk.wait()
+    if fault == "taskmanager" and args.tm_restart_s < 0:
+        stack.flink.start_taskmanagers()  # back to full strength for what comes next
     hits = atk.results(answer_note)
     answers = {}
     for h in hits:
@@ -226,6 +271,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--after", type=float, default=45.0, help="seconds of load after the fault")
     p.add_argument("--settle", type=float, default=60.0, help="at most this long of light load")
     p.add_argument("--audit-timeout", type=float, default=180.0)
+    p.add_argument(
+        "--tm-restart-s",
+        type=float,
+        default=1.0,
+        help="start the killed TaskManager again after this long (negative: after the load)",
+    )
     p.add_argument("--vegeta", default=None)
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = p.parse_args(argv)
