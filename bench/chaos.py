@@ -37,8 +37,6 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-import httpx
-
 from bench.vegeta import Attack, find_vegeta, targets_jsonl
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -105,7 +103,7 @@ def _listening_pid(port: int, pids: list[int]) -> int | None:
 
 def busiest_taskmanager(stack):
     """The TaskManager service running the most tasks (the worst one to lose)."""
-    tms = httpx.get(f"{stack.settings.flink_url}/taskmanagers", timeout=10).json()["taskmanagers"]
+    tms = stack.flink.rest("/taskmanagers", timeout_s=10)["taskmanagers"]
     services = {svc.pid(): svc for svc in stack.flink.taskmanagers if svc.pid() is not None}
     for tm in sorted(tms, key=lambda t: t["freeSlots"] - t["slotsNumber"]):
         port = int(tm["id"].split(":", 1)[1].split("-", 1)[0])
