@@ -23,6 +23,7 @@ class ConfigError(RendezvousError):
     """A setting or configuration file is invalid."""
 
     code = "config"
+    problems: tuple = ()  # a configuration file's problems, one per field (see rendezvous.config)
 
 
 class StackError(RendezvousError):

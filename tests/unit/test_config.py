@@ -221,8 +221,8 @@ INVALID = {
         "services.credit.preference[1]",
         "'lr' is the decoy",
     ),
-    "input missing": ("input", DELETE, "services.credit.input", "declare the input fields"),
-    "input empty": ("input", {}, "services.credit.input", "declare the input fields"),
+    "input missing": ("input", DELETE, "services.credit.input", "required: expected the input fields"),
+    "input empty": ("input", {}, "services.credit.input", "expected the input fields"),
     "input from unknown model": (
         "input",
         {"from_model": "nn"},
@@ -238,7 +238,7 @@ INVALID = {
         "expected one of thread, process, got 'container'",
     ),
     "enrich op": ("enrich.0.op", "sqrt", "services.credit.enrich[0].op", "got 'sqrt'"),
-    "enrich not a mapping": ("enrich.0", "log1p", "services.credit.enrich[0].op", "got 'log1p'"),
+    "enrich not a mapping": ("enrich.0", "log1p", "services.credit.enrich[0]", "got 'log1p'"),
     "enrich argument": (
         "enrich.1",
         {"op": "lookup", "key": "region"},
@@ -251,7 +251,7 @@ INVALID = {
 @pytest.mark.parametrize(("change", "value", "field_path", "phrase"), INVALID.values(), ids=INVALID)
 def test_each_invalid_input_names_its_field_path(change, value, field_path, phrase):
     data = valid()
-    _set(data, change, copy.deepcopy(value))
+    _set(data, change, value if value is DELETE else copy.deepcopy(value))
     with pytest.raises(ConfigError) as err:
         config.parse(data, source="services.yaml")
     message = err.value.message

@@ -1,0 +1,315 @@
+"""The configuration file's format, declared once.
+
+The loader validates with these definitions, ``rendezvous config schema`` prints their JSON
+Schema, and ``docs/configuration.md`` is generated from them: a key exists only if it is here.
+
+Each field carries two small annotations besides its pydantic constraints: ``Expect`` (the phrase
+an error uses for what the field takes) and, for keys added after the first format version,
+``Since`` (the format version that introduced the key).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
+
+FORMAT_VERSION = 2
+"""The newest format version this release reads. A file without ``version`` is read as this."""
+
+ROLES = ("champion", "challenger", "canary", "backstop", "decoy")
+FIELD_TYPES = ("double", "long", "string", "boolean")
+ISOLATION = ("thread", "process")
+DEFAULT_GRACE_MS = 2000
+NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a field takes, as an error message says it: ``expected <phrase>, got ...``."""
+
+    phrase: str
+
+
+@dataclass(frozen=True)
+class Since:
+    """The format version that introduced a key."""
+
+    version: int
+
+
+class Strict(BaseModel):
+    """No coercion (``"100"`` is not an integer) and no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    __expect__ = "a mapping"
+
+
+class Model(Strict):
+    """One model of a service: what scores requests, and the part it plays."""
+
+    __expect__ = "a mapping {name, role, uri | callable}"
+
+    name: Annotated[
+        str,
+        Field(pattern=NAME_PATTERN, description="The model's name in scores, decisions and SQL."),
+        Expect("a name of letters, digits, - and _"),
+    ]
+    role: Annotated[
+        Literal[ROLES],
+        Field(
+            description=(
+                "`champion` answers first; `canary` answers when the champion is late; "
+                "`challenger` scores as a shadow unless named in `preference`; `backstop` is the "
+                "fast fallback; `decoy` scores nothing and only archives what the models saw."
+            )
+        ),
+        Expect(f"one of {', '.join(ROLES)}"),
+    ]
+    uri: Annotated[
+        str | None,
+        Field(
+            pattern=r"^(models:|runs:|file:|/)",
+            description=(
+                "An MLflow model URI: `models:/name@alias`, `models:/name/3`, "
+                "`runs:/<run id>/path`, `file:` or an absolute path. Exactly one of `uri` and "
+                "`callable` (neither for a decoy)."
+            ),
+        ),
+        Expect("models:/name@alias, models:/name/3, runs:/<id>/path or a path"),
+    ] = None
+    callable: Annotated[
+        str | None,
+        Field(
+            pattern=r"^[^:\s]+:[^:\s]+$",
+            description=(
+                "A Python function `package.module:function` that takes the features and "
+                "returns a score. Exactly one of `uri` and `callable`."
+            ),
+        ),
+        Expect("'package.module:function'"),
+    ] = None
+    params: Annotated[
+        dict[str, Any],
+        Field(description="Keyword arguments passed to the callable."),
+        Expect("a mapping"),
+    ] = {}
+    isolation: Annotated[
+        Literal[ISOLATION],
+        Field(
+            description=(
+                "`thread`: the scoring job's Python runs in the TaskManager's shared interpreter "
+                "(cheapest). `process`: in a Python process of its own, so a model that holds "
+                "the CPU does not hold every other job's interpreter lock."
+            )
+        ),
+        Expect(f"one of {', '.join(ISOLATION)}"),
+        Since(2),
+    ] = "thread"
+
+
+class InputField(Strict):
+    """One field of the request body: its type, and whether a request must carry it."""
+
+    __expect__ = "a type name or {type, required, default}"
+
+    type: Annotated[
+        Literal[FIELD_TYPES],
+        Field(description="The field's type."),
+        Expect(f"one of {', '.join(FIELD_TYPES)}"),
+    ]
+    required: Annotated[
+        bool | None,
+        Field(description="Whether a request must carry the field. Default: true unless `default` is set."),
+        Expect("true or false"),
+    ] = None
+    default: Annotated[
+        Any, Field(description="The value used when a request omits the field.")
+    ] = None
+
+
+def _type_name(value: Any) -> Any:
+    return {"type": value} if isinstance(value, str) else value
+
+
+InputFieldOrType = Annotated[
+    InputField,
+    BeforeValidator(_type_name, json_schema_input_type=Union[Literal[FIELD_TYPES], InputField]),
+]
+
+
+class FromModel(Strict):
+    """Take the input fields from a model's MLflow signature."""
+
+    __expect__ = "{from_model: <model name>}"
+
+    from_model: Annotated[
+        str,
+        Field(description="The model (by name) whose MLflow signature defines the input."),
+        Expect("the name of one of the service's models"),
+    ]
+
+
+def _input_kind(value: Any) -> str:
+    return "from_model" if isinstance(value, dict) and "from_model" in value else "fields"
+
+
+Input = Annotated[
+    Union[
+        Annotated[FromModel, Tag("from_model")],
+        Annotated[
+            dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], InputFieldOrType],
+            Field(min_length=1),
+            Tag("fields"),
+        ],
+    ],
+    Discriminator(_input_kind),
+]
+
+
+class _Step(Strict):
+    __expect__ = "a mapping {op, ...}"
+
+
+class Rename(_Step):
+    """Rename field `from` to `to` (nothing happens when the request lacks `from`)."""
+
+    op: Literal["rename"]
+    from_: Annotated[str, Field(alias="from", description="The field to rename."), Expect("a field name")]
+    to: Annotated[str, Field(description="Its new name."), Expect("a field name")]
+
+
+class Default(_Step):
+    """Set `field` to `value` when the request omits it or sends null."""
+
+    op: Literal["default"]
+    field: Annotated[str, Field(description="The field to fill in."), Expect("a field name")]
+    value: Annotated[Any, Field(description="The value to use.")]
+
+
+class Log1p(_Step):
+    """`to` = ln(1 + `field`); `field` must be a number > -1."""
+
+    op: Literal["log1p"]
+    field: Annotated[str, Field(description="The numeric field to read."), Expect("a field name")]
+    to: Annotated[
+        str | None, Field(description="Where to write the result (default: `field` itself)."), Expect("a field name")
+    ] = None
+
+
+class Scale(_Step):
+    """`to` = `field` × `factor`."""
+
+    op: Literal["scale"]
+    field: Annotated[str, Field(description="The numeric field to read."), Expect("a field name")]
+    factor: Annotated[float, Field(description="The multiplier."), Expect("a number")]
+    to: Annotated[
+        str | None, Field(description="Where to write the result (default: `field` itself)."), Expect("a field name")
+    ] = None
+
+
+class Lookup(_Step):
+    """Join a row of a CSV or JSON table on `key` and add its columns to the features."""
+
+    op: Literal["lookup"]
+    key: Annotated[str, Field(description="The request field to look up."), Expect("a field name")]
+    table: Annotated[
+        str,
+        Field(description="A CSV file with a header row; a relative path is read from the configuration file's directory."),
+        Expect("a path to a CSV file"),
+    ]
+    table_key: Annotated[
+        str | None, Field(description="The table's column to match (default: `key`)."), Expect("a column name")
+    ] = None
+    prefix: Annotated[
+        str, Field(description="Prefix for the added columns' names."), Expect("a string")
+    ] = ""
+    missing: Annotated[
+        dict[str, Any] | None,
+        Field(description="The columns to add when no row matches (default: the request fails with an enrichment error)."),
+        Expect("a mapping of column to value"),
+    ] = None
+
+
+class Drop(_Step):
+    """Remove `field` from the features."""
+
+    op: Literal["drop"]
+    field: Annotated[str, Field(description="The field to remove."), Expect("a field name")]
+
+
+STEPS = (Rename, Default, Log1p, Scale, Lookup, Drop)
+ENRICH_OPS = tuple(s.model_fields["op"].annotation.__args__[0] for s in STEPS)
+Step = Annotated[Union[STEPS], Field(discriminator="op")]
+
+
+class Service(Strict):
+    """One service: its deadline, its models and how the answer is chosen."""
+
+    __expect__ = "a mapping with sla_ms and models"
+
+    sla_ms: Annotated[
+        int,
+        Field(ge=1, le=600_000, description="The deadline: every request is answered by this many milliseconds after the proxy accepted it."),
+        Expect("an integer number of milliseconds between 1 and 600000"),
+    ]
+    grace_ms: Annotated[
+        int,
+        Field(ge=0, description="How long after the deadline late scores are still joined and archived (they never change the answer)."),
+        Expect("milliseconds >= 0"),
+    ] = DEFAULT_GRACE_MS
+    models: Annotated[
+        list[Model],
+        Field(min_length=1, description="The models that score every request (and the decoy)."),
+        Expect("a non-empty list of {name, role, uri | callable}"),
+    ]
+    preference: Annotated[
+        list[str] | None,
+        Field(min_length=1, description=(
+            "The order in which scores answer: the first model that scored by the deadline "
+            "wins. Default: the champion, canaries, then the backstop; challengers not listed "
+            "are shadows."
+        )),
+        Expect("a non-empty list of model names"),
+    ] = None
+    input: Annotated[
+        Input,
+        Field(description=(
+            "The request body's fields, `{field: type}` or `{field: {type, required, default}}`, "
+            "or `{from_model: <model>}` to take them from that model's MLflow signature."
+        )),
+        Expect("the input fields ({field: type}) or {from_model: <model name>}"),
+    ]
+    enrich: Annotated[
+        list[Step],
+        Field(description="Steps applied in order to each request's features before scoring."),
+        Expect("a list of enrichment steps {op, ...}"),
+    ] = []
+
+
+class File(Strict):
+    """A configuration file: the services this deployment serves."""
+
+    __expect__ = "a top-level mapping with a 'services' mapping"
+
+    version: Annotated[
+        int,
+        Field(ge=1, description=f"The format version the file is written for (1 to {FORMAT_VERSION}; default {FORMAT_VERSION}). A key introduced in a later version than the file declares is an error."),
+        Expect(f"a format version between 1 and {FORMAT_VERSION}"),
+    ] = FORMAT_VERSION
+    services: Annotated[
+        dict[Annotated[str, Field(pattern=NAME_PATTERN)], Service],
+        Field(min_length=1, description="The services, by name (letters, digits, - and _). The name is the proxy's path: `POST /v1/<service>`."),
+        Expect("a mapping of service name to service"),
+    ]
+
+
+def json_schema() -> dict[str, Any]:
+    """The format as a JSON Schema (draft 2020-12), for editors and other tools."""
+    schema = File.model_json_schema(by_alias=True)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        **schema,
+        "title": "Rendezvous service configuration",
+    }
