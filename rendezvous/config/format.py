@@ -11,7 +11,7 @@ an error uses for what the field takes) and, for keys added after the first form
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
@@ -121,12 +121,14 @@ class InputField(Strict):
     ]
     required: Annotated[
         bool | None,
-        Field(description="Whether a request must carry the field. Default: true unless `default` is set."),
+        Field(
+            description="Whether a request must carry the field. Default: true unless `default` is set."
+        ),
         Expect("true or false"),
     ] = None
-    default: Annotated[
-        Any, Field(description="The value used when a request omits the field.")
-    ] = None
+    default: Annotated[Any, Field(description="The value used when a request omits the field.")] = (
+        None
+    )
 
 
 def _type_name(value: Any) -> Any:
@@ -135,7 +137,7 @@ def _type_name(value: Any) -> Any:
 
 InputFieldOrType = Annotated[
     InputField,
-    BeforeValidator(_type_name, json_schema_input_type=Union[Literal[FIELD_TYPES], InputField]),
+    BeforeValidator(_type_name, json_schema_input_type=Literal[FIELD_TYPES] | InputField),
 ]
 
 
@@ -156,14 +158,8 @@ def _input_kind(value: Any) -> str:
 
 
 Input = Annotated[
-    Union[
-        Annotated[FromModel, Tag("from_model")],
-        Annotated[
-            dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], InputFieldOrType],
-            Field(min_length=1),
-            Tag("fields"),
-        ],
-    ],
+    Annotated[FromModel, Tag("from_model")]
+    | Annotated[dict[str, InputFieldOrType], Field(min_length=1), Tag("fields")],
     Discriminator(_input_kind),
 ]
 
@@ -176,7 +172,9 @@ class Rename(_Step):
     """Rename field `from` to `to` (nothing happens when the request lacks `from`)."""
 
     op: Literal["rename"]
-    from_: Annotated[str, Field(alias="from", description="The field to rename."), Expect("a field name")]
+    from_: Annotated[
+        str, Field(alias="from", description="The field to rename."), Expect("a field name")
+    ]
     to: Annotated[str, Field(description="Its new name."), Expect("a field name")]
 
 
@@ -194,7 +192,9 @@ class Log1p(_Step):
     op: Literal["log1p"]
     field: Annotated[str, Field(description="The numeric field to read."), Expect("a field name")]
     to: Annotated[
-        str | None, Field(description="Where to write the result (default: `field` itself)."), Expect("a field name")
+        str | None,
+        Field(description="Where to write the result (default: `field` itself)."),
+        Expect("a field name"),
     ] = None
 
 
@@ -205,7 +205,9 @@ class Scale(_Step):
     field: Annotated[str, Field(description="The numeric field to read."), Expect("a field name")]
     factor: Annotated[float, Field(description="The multiplier."), Expect("a number")]
     to: Annotated[
-        str | None, Field(description="Where to write the result (default: `field` itself)."), Expect("a field name")
+        str | None,
+        Field(description="Where to write the result (default: `field` itself)."),
+        Expect("a field name"),
     ] = None
 
 
@@ -216,18 +218,24 @@ class Lookup(_Step):
     key: Annotated[str, Field(description="The request field to look up."), Expect("a field name")]
     table: Annotated[
         str,
-        Field(description="A CSV file with a header row; a relative path is read from the configuration file's directory."),
+        Field(
+            description="A CSV file with a header row; a relative path is read from the configuration file's directory."
+        ),
         Expect("a path to a CSV file"),
     ]
     table_key: Annotated[
-        str | None, Field(description="The table's column to match (default: `key`)."), Expect("a column name")
+        str | None,
+        Field(description="The table's column to match (default: `key`)."),
+        Expect("a column name"),
     ] = None
     prefix: Annotated[
         str, Field(description="Prefix for the added columns' names."), Expect("a string")
     ] = ""
     missing: Annotated[
         dict[str, Any] | None,
-        Field(description="The columns to add when no row matches (default: the request fails with an enrichment error)."),
+        Field(
+            description="The columns to add when no row matches (default: the request fails with an enrichment error)."
+        ),
         Expect("a mapping of column to value"),
     ] = None
 
@@ -241,7 +249,7 @@ class Drop(_Step):
 
 STEPS = (Rename, Default, Log1p, Scale, Lookup, Drop)
 ENRICH_OPS = tuple(s.model_fields["op"].annotation.__args__[0] for s in STEPS)
-Step = Annotated[Union[STEPS], Field(discriminator="op")]
+Step = Annotated[Rename | Default | Log1p | Scale | Lookup | Drop, Field(discriminator="op")]
 
 
 class Service(Strict):
@@ -251,12 +259,19 @@ class Service(Strict):
 
     sla_ms: Annotated[
         int,
-        Field(ge=1, le=600_000, description="The deadline: every request is answered by this many milliseconds after the proxy accepted it."),
+        Field(
+            ge=1,
+            le=600_000,
+            description="The deadline: every request is answered by this many milliseconds after the proxy accepted it.",
+        ),
         Expect("an integer number of milliseconds between 1 and 600000"),
     ]
     grace_ms: Annotated[
         int,
-        Field(ge=0, description="How long after the deadline late scores are still joined and archived (they never change the answer)."),
+        Field(
+            ge=0,
+            description="How long after the deadline late scores are still joined and archived (they never change the answer).",
+        ),
         Expect("milliseconds >= 0"),
     ] = DEFAULT_GRACE_MS
     models: Annotated[
@@ -266,19 +281,24 @@ class Service(Strict):
     ]
     preference: Annotated[
         list[str] | None,
-        Field(min_length=1, description=(
-            "The order in which scores answer: the first model that scored by the deadline "
-            "wins. Default: the champion, canaries, then the backstop; challengers not listed "
-            "are shadows."
-        )),
+        Field(
+            min_length=1,
+            description=(
+                "The order in which scores answer: the first model that scored by the deadline "
+                "wins. Default: the champion, canaries, then the backstop; challengers not listed "
+                "are shadows."
+            ),
+        ),
         Expect("a non-empty list of model names"),
     ] = None
     input: Annotated[
         Input,
-        Field(description=(
-            "The request body's fields, `{field: type}` or `{field: {type, required, default}}`, "
-            "or `{from_model: <model>}` to take them from that model's MLflow signature."
-        )),
+        Field(
+            description=(
+                "The request body's fields, `{field: type}` or `{field: {type, required, default}}`, "
+                "or `{from_model: <model>}` to take them from that model's MLflow signature."
+            )
+        ),
         Expect("the input fields ({field: type}) or {from_model: <model name>}"),
     ]
     enrich: Annotated[
@@ -295,12 +315,18 @@ class File(Strict):
 
     version: Annotated[
         int,
-        Field(ge=1, description=f"The format version the file is written for (1 to {FORMAT_VERSION}; default {FORMAT_VERSION}). A key introduced in a later version than the file declares is an error."),
+        Field(
+            ge=1,
+            description=f"The format version the file is written for (1 to {FORMAT_VERSION}; default {FORMAT_VERSION}). A key introduced in a later version than the file declares is an error.",
+        ),
         Expect(f"a format version between 1 and {FORMAT_VERSION}"),
     ] = FORMAT_VERSION
     services: Annotated[
         dict[Annotated[str, Field(pattern=NAME_PATTERN)], Service],
-        Field(min_length=1, description="The services, by name (letters, digits, - and _). The name is the proxy's path: `POST /v1/<service>`."),
+        Field(
+            min_length=1,
+            description="The services, by name (letters, digits, - and _). The name is the proxy's path: `POST /v1/<service>`.",
+        ),
         Expect("a mapping of service name to service"),
     ]
 

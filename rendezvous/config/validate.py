@@ -46,14 +46,14 @@ def check(data: Any, *, source: str = "<inline>") -> tuple[Config | None, list[P
     broken = {p.path.split(".")[1] for p in problems if p.path.startswith("services.")}
     services: dict[str, ServiceSpec] = {}
     for name, raw in data["services"].items():
-        if str(name) in broken:
-            continue
-        svc = fmt.Service.model_validate(raw)
         path = f"services.{name}"
-        found = _newer_keys(svc, path, version) + _semantics(svc, path)
+        found = _semantics(raw, path)
+        if str(name) not in broken:
+            svc = fmt.Service.model_validate(raw)
+            found += _newer_keys(svc, path, version)
+            if not found:
+                services[str(name)] = _to_spec(str(name), svc)
         problems += found
-        if not found:
-            services[str(name)] = _to_spec(str(name), svc)
     if problems:
         return None, problems
     return Config(services=services, source=source), []
@@ -105,14 +105,16 @@ def _translate(error: Mapping[str, Any]) -> Problem:
         return Problem(path, f"invalid key {value!r}")
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         op = value.get("op") if isinstance(value, Mapping) else value
-        return Problem(
-            f"{path}.op", f"expected one of {', '.join(fmt.ENRICH_OPS)}, got {op!r}"
-        )
+        return Problem(f"{path}.op", f"expected one of {', '.join(fmt.ENRICH_OPS)}, got {op!r}")
     if kind == "missing":
         parent = _parent_model(loc)
         if isinstance(parent, type) and issubclass(parent, fmt._Step):
             op = parent.model_fields["op"].annotation.__args__[0]
-            needs = [f.alias or n for n, f in parent.model_fields.items() if f.is_required() and n != "op"]
+            needs = [
+                f.alias or n
+                for n, f in parent.model_fields.items()
+                if f.is_required() and n != "op"
+            ]
             return Problem(path, f"the {op} step needs {', '.join(needs)}")
         return Problem(path, f"required: expected {expect}")
     return Problem(path, f"expected {expect}, got {value!r}")
@@ -135,7 +137,9 @@ def _expect(target: Any, info: Any) -> str:
     model = _model_of(target)
     if model is not None:
         return model.__expect__
-    if _is_union(target) and any(_model_of(a) and issubclass(_model_of(a), fmt._Step) for a in _args(target)):
+    if _is_union(target) and any(
+        _model_of(a) and issubclass(_model_of(a), fmt._Step) for a in _args(target)
+    ):
         return f"an enrichment step {{op: {' | '.join(fmt.ENRICH_OPS)}, ...}}"
     return "a valid value"
 
@@ -222,9 +226,9 @@ def _union_member(ann: Any, part: Any) -> Any:
         if any(getattr(m, "tag", None) == part for m in metas):
             return arg
         model = _model_of(inner)
-        if model is not None and "op" in model.model_fields:
-            if part in typing.get_args(model.model_fields["op"].annotation):
-                return arg
+        op = model.model_fields.get("op") if model is not None else None
+        if op is not None and part in typing.get_args(op.annotation):
+            return arg
     return None
 
 
@@ -265,35 +269,46 @@ def _newer_keys(node: Any, path: str, version: int) -> list[Problem]:
     return found
 
 
-def _semantics(svc: fmt.Service, path: str) -> list[Problem]:
+def _semantics(raw: Any, path: str) -> list[Problem]:
+    """Cross-references within one service. Reads the raw data defensively, so that these are
+    reported beside shape errors elsewhere in the same service."""
+    if not isinstance(raw, Mapping):
+        return []
     problems: list[Problem] = []
-    for i, m in enumerate(svc.models):
-        if m.role == "decoy":
-            if m.uri is not None or m.callable is not None:
+    listed = raw.get("models") if isinstance(raw.get("models"), list) else []
+    models = [m for m in listed if isinstance(m, Mapping)]
+    for i, m in enumerate(listed):
+        if not isinstance(m, Mapping):
+            continue
+        uri, func = m.get("uri"), m.get("callable")
+        if m.get("role") == "decoy":
+            if uri is not None or func is not None:
                 problems.append(Problem(f"{path}.models[{i}]", "a decoy has no uri or callable; it only archives"))  # fmt: skip
-        elif (m.uri is None) == (m.callable is None):
+        elif (uri is None) == (func is None):
             problems.append(Problem(
                 f"{path}.models[{i}]",
                 "set exactly one of uri (an MLflow model URI) or callable ('module:function')",
             ))  # fmt: skip
-    names = [m.name for m in svc.models]
+    names = [m.get("name") for m in models if isinstance(m.get("name"), str)]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         problems.append(Problem(f"{path}.models", f"model names must be unique; repeated: {', '.join(dup)}"))  # fmt: skip
-    champions = [m.name for m in svc.models if m.role == "champion"]
+    champions = [str(m.get("name")) for m in models if m.get("role") == "champion"]
     if len(champions) > 1:
         problems.append(Problem(f"{path}.models", f"at most one champion; found {', '.join(champions)}"))  # fmt: skip
-    roles = {m.name: m.role for m in svc.models}
-    for i, n in enumerate(svc.preference or ()):
+    roles = {m.get("name"): m.get("role") for m in models if isinstance(m.get("name"), str)}
+    preference = raw.get("preference")
+    for i, n in enumerate(preference if isinstance(preference, list) else ()):
         where = f"{path}.preference[{i}]"
         if n not in roles:
-            problems.append(Problem(where, f"{n!r} is not one of the models ({', '.join(names)})"))
+            problems.append(Problem(where, f"{n!r} is not one of the models ({', '.join(roles)})"))
         elif roles[n] == "decoy":
             problems.append(Problem(where, f"{n!r} is the decoy; a decoy only archives and cannot answer"))  # fmt: skip
-    if isinstance(svc.input, fmt.FromModel) and svc.input.from_model not in roles:
+    source = raw.get("input")
+    if isinstance(source, Mapping) and "from_model" in source and source["from_model"] not in roles:
         problems.append(Problem(
             f"{path}.input.from_model",
-            f"{svc.input.from_model!r} is not one of the models ({', '.join(names)})",
+            f"{source['from_model']!r} is not one of the models ({', '.join(roles)})",
         ))  # fmt: skip
     return problems
 
@@ -306,7 +321,11 @@ _DEFAULT_ORDER = {"champion": 0, "canary": 1, "backstop": 3}
 def _to_spec(name: str, svc: fmt.Service) -> ServiceSpec:
     models = tuple(
         ModelSpec(
-            name=m.name, role=m.role, uri=m.uri, callable=m.callable, params=dict(m.params),
+            name=m.name,
+            role=m.role,
+            uri=m.uri,
+            callable=m.callable,
+            params=dict(m.params),
             isolation=m.isolation,
         )  # fmt: skip
         for m in svc.models
@@ -315,7 +334,9 @@ def _to_spec(name: str, svc: fmt.Service) -> ServiceSpec:
         preference = tuple(svc.preference)
     else:
         # Champion, canaries, backstop; challengers are shadows unless listed explicitly.
-        ranked = sorted((m for m in models if m.role in _DEFAULT_ORDER), key=lambda m: _DEFAULT_ORDER[m.role])
+        ranked = sorted(
+            (m for m in models if m.role in _DEFAULT_ORDER), key=lambda m: _DEFAULT_ORDER[m.role]
+        )
         preference = tuple(m.name for m in ranked)
     if isinstance(svc.input, fmt.FromModel):
         input_fields, from_model = None, svc.input.from_model
@@ -324,7 +345,9 @@ def _to_spec(name: str, svc: fmt.Service) -> ServiceSpec:
             FieldSpec(
                 name=fname,
                 type=f.type,
-                required=f.required if f.required is not None else "default" not in f.model_fields_set,
+                required=f.required
+                if f.required is not None
+                else "default" not in f.model_fields_set,
                 default=f.default,
             )
             for fname, f in svc.input.items()

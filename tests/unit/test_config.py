@@ -221,7 +221,12 @@ INVALID = {
         "services.credit.preference[1]",
         "'lr' is the decoy",
     ),
-    "input missing": ("input", DELETE, "services.credit.input", "required: expected the input fields"),
+    "input missing": (
+        "input",
+        DELETE,
+        "services.credit.input",
+        "required: expected the input fields",
+    ),
     "input empty": ("input", {}, "services.credit.input", "expected the input fields"),
     "input from unknown model": (
         "input",
