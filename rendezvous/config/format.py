@@ -171,7 +171,7 @@ class _Step(Strict):
 class Rename(_Step):
     """Rename field `from` to `to` (nothing happens when the request lacks `from`)."""
 
-    op: Literal["rename"]
+    op: Annotated[Literal["rename"], Field(description="The step's kind.")]
     from_: Annotated[
         str, Field(alias="from", description="The field to rename."), Expect("a field name")
     ]
@@ -181,7 +181,7 @@ class Rename(_Step):
 class Default(_Step):
     """Set `field` to `value` when the request omits it or sends null."""
 
-    op: Literal["default"]
+    op: Annotated[Literal["default"], Field(description="The step's kind.")]
     field: Annotated[str, Field(description="The field to fill in."), Expect("a field name")]
     value: Annotated[Any, Field(description="The value to use.")]
 
@@ -189,7 +189,7 @@ class Default(_Step):
 class Log1p(_Step):
     """`to` = ln(1 + `field`); `field` must be a number > -1."""
 
-    op: Literal["log1p"]
+    op: Annotated[Literal["log1p"], Field(description="The step's kind.")]
     field: Annotated[str, Field(description="The numeric field to read."), Expect("a field name")]
     to: Annotated[
         str | None,
@@ -201,7 +201,7 @@ class Log1p(_Step):
 class Scale(_Step):
     """`to` = `field` × `factor`."""
 
-    op: Literal["scale"]
+    op: Annotated[Literal["scale"], Field(description="The step's kind.")]
     field: Annotated[str, Field(description="The numeric field to read."), Expect("a field name")]
     factor: Annotated[float, Field(description="The multiplier."), Expect("a number")]
     to: Annotated[
@@ -214,7 +214,7 @@ class Scale(_Step):
 class Lookup(_Step):
     """Join a row of a CSV or JSON table on `key` and add its columns to the features."""
 
-    op: Literal["lookup"]
+    op: Annotated[Literal["lookup"], Field(description="The step's kind.")]
     key: Annotated[str, Field(description="The request field to look up."), Expect("a field name")]
     table: Annotated[
         str,
@@ -243,7 +243,7 @@ class Lookup(_Step):
 class Drop(_Step):
     """Remove `field` from the features."""
 
-    op: Literal["drop"]
+    op: Annotated[Literal["drop"], Field(description="The step's kind.")]
     field: Annotated[str, Field(description="The field to remove."), Expect("a field name")]
 
 
@@ -326,6 +326,8 @@ class File(Strict):
         Field(
             min_length=1,
             description="The services, by name (letters, digits, - and _). The name is the proxy's path: `POST /v1/<service>`.",
+            # A name outside the pattern is an error, in the schema as in the loader.
+            json_schema_extra={"additionalProperties": False},
         ),
         Expect("a mapping of service name to service"),
     ]
