@@ -129,3 +129,40 @@ def test_the_proxy_validates_bodies_against_the_champion_signature(stack, regist
     body.pop("worst_radius")
     with pytest.raises(Exception, match="worst_radius"):
         Validator(spec)(body)
+
+
+def test_config_check_resolve_asks_the_registry_for_each_model(
+    stack, stack_env, registered_name, tmp_path
+):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    demo_models.register_demo_models(stack.settings.mlflow_url, name=registered_name)
+    service = demo_models.demo_service_config(registered_name)
+    path = tmp_path / "services.yaml"
+    path.write_text(yaml.safe_dump({"services": {"bc": service}}))
+
+    def check() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "rendezvous.cli", "config", "check", "--resolve", str(path)],
+            capture_output=True, text=True, timeout=120, env={**os.environ, **stack_env},
+        )  # fmt: skip
+
+    ok = check()
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "valid, and its models, callables and tables resolve" in ok.stdout
+
+    service["models"][1]["uri"] = f"models:/{registered_name}@nosuch"  # the challenger
+    service["models"].append({"name": "gone", "role": "challenger", "uri": "models:/nosuch-model@x"})
+    path.write_text(yaml.safe_dump({"services": {"bc": service}}))
+    bad = check()
+    assert bad.returncode == 1
+    lines = bad.stdout.splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith(f"{path}: services.bc.models[1].uri: ")
+    assert f"no alias 'nosuch' on registered model '{registered_name}'" in lines[0]
+    assert lines[1].startswith(f"{path}: services.bc.models[5].uri: ")
+    assert "nosuch-model" in lines[1]
