@@ -10,6 +10,7 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import yaml
 
@@ -24,7 +25,9 @@ def prepare(settings: StackSettings, *, retrain: bool = False, print=print) -> s
     scoring URL of the demo service."""
     import httpx
 
+    import schemas
     from rendezvous import deploy
+    from rendezvous.config import FORMAT_VERSION
     from rendezvous.demo_models import demo_service_config, register_demo_models
     from rendezvous.stack import Stack
     from rendezvous.stack.procs import Service, ensure_port_free
@@ -48,8 +51,13 @@ def prepare(settings: StackSettings, *, retrain: bool = False, print=print) -> s
     demo_dir = settings.home / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
     config_path = demo_dir / "rendezvous.yaml"
+    schema = Path(schemas.__file__).parent / "config.schema.json"
     config_path.write_text(
-        yaml.safe_dump({"services": {SERVICE: demo_service_config(SERVICE)}}, sort_keys=False)
+        f"# yaml-language-server: $schema={schema}\n"
+        + yaml.safe_dump(
+            {"version": FORMAT_VERSION, "services": {SERVICE: demo_service_config(SERVICE)}},
+            sort_keys=False,
+        )
     )
     print(f"    configuration written to {config_path}")
 
