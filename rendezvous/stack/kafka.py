@@ -74,6 +74,13 @@ class KafkaBroker:
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
             "log.retention.hours": "168",
+            # A restarted broker registers under a new incarnation, and the controller refuses
+            # it while the previous incarnation's lease is valid; a controller that starts (as it
+            # does with the broker, on one node) grants every registered broker a fresh lease.
+            # With the default 9 s lease that wait was 10 of a restart's 14 s. The broker
+            # renews its lease every 0.5 s, so a 3 s lease still rides out a stall of seconds.
+            "broker.session.timeout.ms": "3000",
+            "broker.heartbeat.interval.ms": "500",
             # A single broker on a small machine: the default 3 network and 8 I/O threads
             # hand every request between more threads than there are cores.
             "num.network.threads": "1",
