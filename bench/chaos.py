@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -74,54 +73,31 @@ def recovery_s(hits, fault_ns: int) -> float:
     return round((max(bad) - fault_ns) / 1e9, 1) if bad else 0.0
 
 
-def _listening_pid(port: int, pids: list[int]) -> int | None:
-    """Which of ``pids`` listens on TCP ``port`` (read from /proc, Linux)."""
-    inodes: set[str] = set()
-    for name in ("tcp", "tcp6"):
-        try:
-            lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
-        except OSError:
+def back_s(hits, fault_ns: int, window_s: float = 5.0) -> float:
+    """From the fault to the first request after it from which ``window_s`` seconds of
+    requests all got a 200: when answers came back, not counting a stray miss later on."""
+    after = sorted((h for h in hits if h.sent_ns >= fault_ns), key=lambda h: h.sent_ns)
+    window_ns = int(window_s * 1e9)
+    for i, h in enumerate(after):
+        if h.code != 200:
             continue
-        for line in lines:
-            f = line.split()
-            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(f[9])
-    for pid in pids:
-        try:
-            fds = list(Path(f"/proc/{pid}/fd").iterdir())
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:[") and target[8:-1] in inodes:
-                return pid
-    return None
+        j = i
+        while j < len(after) and after[j].sent_ns - h.sent_ns < window_ns and after[j].code == 200:
+            j += 1
+        if j == len(after) or after[j].sent_ns - h.sent_ns >= window_ns:
+            return round((h.sent_ns - fault_ns) / 1e9, 1)
+    return round((after[-1].sent_ns - fault_ns) / 1e9, 1) if after else 0.0
 
 
-def busiest_taskmanager(stack):
-    """The TaskManager service running the most tasks (the worst one to lose)."""
-    tms = stack.flink.rest("/taskmanagers", timeout_s=10)["taskmanagers"]
-    services = {svc.pid(): svc for svc in stack.flink.taskmanagers if svc.pid() is not None}
-    for tm in sorted(tms, key=lambda t: t["freeSlots"] - t["slotsNumber"]):
-        port = int(tm["id"].split(":", 1)[1].split("-", 1)[0])
-        pid = _listening_pid(port, list(services))
-        if pid is not None:
-            return services[pid]
-    return stack.flink.taskmanagers[0]
-
-
-def inject(fault: str, stack, settings, *, tm_restart_s: float = 1.0) -> None:
+def inject(fault: str, stack, settings, *, tm_restart_s: float = 1.0, tm_nice: int = 0) -> None:
     from rendezvous import demo
     from rendezvous.stack.procs import Service, port_open
 
     if fault == "taskmanager":
-        busiest_taskmanager(stack).kill()  # with several, the others stay up
+        stack.flink.busiest_taskmanager().kill()  # with several, the others stay up
         if tm_restart_s >= 0:
             time.sleep(tm_restart_s)
-            stack.flink.start_taskmanagers()
+            stack.flink.start_taskmanagers(nice=tm_nice)
     elif fault == "broker":
         stack.kafka.service.kill()
         # The dead broker's listening sockets close a moment after the process is gone.
@@ -209,7 +185,9 @@ def run_fault(fault: str, args, settings, stack, url: str, vegeta: str, work: Pa
     time.sleep(args.before)
     fault_ns = time.time_ns()
     t_inject = time.monotonic()
-    inject(fault, stack, settings, tm_restart_s=args.tm_restart_s)  # vegeta keeps sending
+    inject(
+        fault, stack, settings, tm_restart_s=args.tm_restart_s, tm_nice=args.tm_nice
+    )  # vegeta keeps sending
     inject_s = time.monotonic() - t_inject
     atk.wait()
     if fault == "taskmanager" and args.tm_restart_s < 0:
@@ -226,7 +204,12 @@ def run_fault(fault: str, args, settings, stack, url: str, vegeta: str, work: Pa
         if a["code"] == 0:
             key = "refused" if "refused" in a["error"] else f"transport: {a['error'][:40]}"
         codes[key] = codes.get(key, 0) + 1
-    late = sum(1 for a in answers.values() if a["code"] and a["latency_ms"] > SLA_MS + LATE_MS)
+    late_ms = sorted(
+        a["latency_ms"]
+        for a in answers.values()
+        if a["code"] and a["latency_ms"] > SLA_MS + LATE_MS
+    )
+    late = len(late_ms)
     not_json = sum(1 for a in answers.values() if a["code"] and not a["json"])
     result = {
         "fault": fault,
@@ -236,9 +219,12 @@ def run_fault(fault: str, args, settings, stack, url: str, vegeta: str, work: Pa
         "answered": codes.get("200", 0),
         "codes": codes,
         "late": late,
+        "late_max_ms": round(late_ms[-1], 1) if late_ms else None,
+        "late_median_ms": round(late_ms[len(late_ms) // 2], 1) if late_ms else None,
         "not_json": not_json,
         "inject_s": round(inject_s, 1),
         "recovery_s": recovery_s(hits, fault_ns),
+        "back_s": back_s(hits, fault_ns),
     }
     result.update(audit(settings, prefix, answers, timeout_s=args.audit_timeout))
     return result
@@ -251,13 +237,13 @@ def line(r: dict) -> str:
         f"{r['fault']:<12} {r['sent']:>5} {r['answered']:>6} {errors:>6} {refused:>7} "
         f"{r['late']:>5} {r['lost']['requests']:>5}/{r['lost']['decisions']:<5} "
         f"{r['duplicated']['requests']:>4}/{r['duplicated']['decisions']:<4} {r['differ']:>6} "
-        f"{r['recovery_s']:>9.1f}"
+        f"{r['recovery_s']:>9.1f} {r['back_s']:>6.1f} {r['late_max_ms'] or 0:>9.0f}"
     )
 
 
 HEADER = (
     f"{'fault':<12} {'sent':>5} {'200':>6} {'errors':>6} {'refused':>7} {'late':>5} "
-    f"{'lost r/d':>11} {'dup r/d':>9} {'differ':>6} {'recovery':>9}"
+    f"{'lost r/d':>11} {'dup r/d':>9} {'differ':>6} {'recovery':>9} {'back':>6} {'late max':>9}"
 )
 
 
@@ -274,6 +260,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=1.0,
         help="start the killed TaskManager again after this long (negative: after the load)",
+    )
+    p.add_argument(
+        "--tm-nice",
+        type=int,
+        default=0,
+        help="start the replacement TaskManager at this nice level (as a replacement on "
+        "another machine would, it then leaves the serving path's CPU alone)",
     )
     p.add_argument("--vegeta", default=None)
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)

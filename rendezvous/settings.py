@@ -43,8 +43,11 @@ class StackSettings:
     flink_rest_port: int = 8081
     flink_rpc_port: int = 6123
     # TaskManager processes: each embeds its own Python interpreter (thread mode), so with
-    # several the Python operators of different jobs no longer share one GIL.
-    flink_taskmanagers: int = 1
+    # several the Python operators of different jobs no longer share one GIL. Jobs spread
+    # over them (taskmanager.load-balance.mode: slots), and each has slots for every job: when
+    # one dies, its jobs restart at once on the other, whose interpreter has already imported
+    # the model libraries (a warm standby; see docs/reliability.md).
+    flink_taskmanagers: int = 2
     flink_taskmanager_slots: int = 8
     flink_jobmanager_memory: str = "1024m"
     flink_taskmanager_memory: str = "3072m"

@@ -14,7 +14,7 @@ import yaml
 
 from rendezvous.errors import MissingTool
 from rendezvous.settings import REPO_ROOT, StackSettings
-from rendezvous.stack.procs import Service, ensure_port_free
+from rendezvous.stack.procs import Service, ensure_port_free, listening_pid
 
 PROJECT_CONF = REPO_ROOT / "flink-conf.yaml"
 
@@ -170,17 +170,53 @@ class FlinkCluster:
             )
         self.start_taskmanagers()
 
-    def start_taskmanagers(self) -> list[str]:
-        """Start the TaskManagers that are not running (after a crash, say); their names."""
+    def start_taskmanagers(self, *, nice: int = 0) -> list[str]:
+        """Start the TaskManagers that are not running (after a crash, say); their names.
+
+        ``nice`` > 0 starts them at a lower CPU priority: a replacement booting on the cores
+        that serve traffic then takes only what the serving path leaves.
+        """
         env = self.env()
         started = []
+        prefix = ["nice", "-n", str(nice)] if nice else []
         for taskmanager in self.taskmanagers:
             if taskmanager.pid() is None:
                 taskmanager.start(
-                    ["bash", self.bin("taskmanager.sh"), "start-foreground"], env=env, cwd=self.dir
+                    [*prefix, "bash", self.bin("taskmanager.sh"), "start-foreground"],
+                    env=env,
+                    cwd=self.dir,
                 )
                 started.append(taskmanager.name)
         return started
+
+    def taskmanager_services(self) -> dict[str, Service]:
+        """Each registered TaskManager's resource ID, and the local service that runs it."""
+        registered = self.rest("/taskmanagers", timeout_s=10)["taskmanagers"]
+        running = {svc.pid(): svc for svc in self.taskmanagers if svc.pid() is not None}
+        found = {}
+        for tm in registered:  # IDs read "<host>:<rpc port>-<suffix>"
+            port = int(tm["id"].split(":", 1)[1].split("-", 1)[0])
+            pid = listening_pid(port, [p for p in running if p is not None])
+            if pid is not None:
+                found[tm["id"]] = running[pid]
+        return found
+
+    def busiest_taskmanager(self, job_id: str | None = None) -> Service:
+        """The TaskManager running the most tasks (of one job, or of all): the worst to lose."""
+        services = self.taskmanager_services()
+        tasks = dict.fromkeys(services, 0)
+        jobs = [job_id] if job_id else [j["jid"] for j in self.jobs() if j["state"] == "RUNNING"]
+        for jid in jobs:
+            for vertex in self.rest(f"/jobs/{jid}", timeout_s=10)["vertices"]:
+                placed = self.rest(
+                    f"/jobs/{jid}/vertices/{vertex['id']}/taskmanagers", timeout_s=10
+                )
+                for tm in placed["taskmanagers"]:
+                    if tm["taskmanager-id"] in tasks:
+                        tasks[tm["taskmanager-id"]] += 1
+        if not tasks:
+            return self.taskmanagers[0]
+        return services[max(tasks, key=tasks.get)]
 
     def rest(self, path: str, timeout_s: float = 2.0) -> dict:
         with urllib.request.urlopen(self.address + path, timeout=timeout_s) as resp:

@@ -156,7 +156,9 @@ def test_config_check_resolve_asks_the_registry_for_each_model(
     assert "valid, and its models, callables and tables resolve" in ok.stdout
 
     service["models"][1]["uri"] = f"models:/{registered_name}@nosuch"  # the challenger
-    service["models"].append({"name": "gone", "role": "challenger", "uri": "models:/nosuch-model@x"})
+    service["models"].append(
+        {"name": "gone", "role": "challenger", "uri": "models:/nosuch-model@x"}
+    )
     path.write_text(yaml.safe_dump({"services": {"bc": service}}))
     bad = check()
     assert bad.returncode == 1

@@ -375,3 +375,23 @@ def test_quick_presets_and_explicit_options():
     assert quick.overload_seconds == 10 and quick.recovery_seconds == 15
     mine = parse_args(["--quick", "--seconds", "5", "--rates", "50,20", "--skip", "kafka"])
     assert (mine.rates, mine.seconds, mine.skip) == ([20, 50], 5, {"kafka"})
+
+
+def test_chaos_recovery_and_back_times():
+    from bench.chaos import back_s, recovery_s
+    from bench.vegeta import Hit
+
+    def hits(codes: str) -> list[Hit]:  # one request every 0.5 s from t=0, "." a 200, "x" not
+        return [
+            Hit(seq=i, sent_ns=int(i * 0.5e9), latency_ms=5.0, code=200 if c == "." else 504,
+                note="", retry_after=False)
+            for i, c in enumerate(codes)
+        ]  # fmt: skip
+
+    # errors for 2 s, then 200s, one stray miss at 9 s
+    run = hits("..xxxx" + "." * 12 + "x" + "." * 12)
+    fault = int(1e9)
+    assert recovery_s(run, fault) == 8.0  # the stray miss counts
+    assert back_s(run, fault) == 2.0  # 200s from 3 s on for 5 s straight
+    assert back_s(hits("." * 20), fault) == 0.0
+    assert recovery_s(hits("." * 20), fault) == 0.0
