@@ -212,7 +212,7 @@ class Scale(_Step):
 
 
 class Lookup(_Step):
-    """Join a row of a CSV or JSON table on `key` and add its columns to the features."""
+    """Join a row of a CSV table on `key` and add its columns to the features."""
 
     op: Annotated[Literal["lookup"], Field(description="The step's kind.")]
     key: Annotated[str, Field(description="The request field to look up."), Expect("a field name")]
