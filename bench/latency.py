@@ -383,6 +383,25 @@ def kafka_run(ctx: Context, rate: float, seconds: float, hops: int = 4) -> RunSt
 
 
 # ---- idle -----------------------------------------------------------------------------------
+def settle_to_idle(ctx: Context, window_s: float = 5.0, budget_s: float = 120.0) -> list[float]:
+    """Wait until the stack's CPU stops falling; the % of one core in each window waited.
+
+    JVMs that have just started keep compiling and loading classes for a minute or more after
+    they answer: an idle figure, or a first load point, taken then measures their start-up.
+    """
+    roots, procs = _roots(ctx)
+    history: list[float] = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < budget_s:
+        before = cpu.snapshot(roots, procs)
+        time.sleep(window_s)
+        delta = cpu.cpu_delta(before, cpu.snapshot(roots, cpu.scan()))
+        history.append(100.0 * sum(v for v in delta.values() if v) / window_s)
+        if len(history) >= 2 and history[-1] >= 0.8 * history[-2]:
+            break  # no longer falling
+    return history
+
+
 def idle_cpu(ctx: Context, seconds: float) -> dict[str, float | None]:
     roots, procs = _roots(ctx)
     before = cpu.snapshot(roots, procs)
@@ -609,6 +628,13 @@ def main(argv: list[str] | None = None) -> int:
         out.save()
 
     print()
+    settling = settle_to_idle(ctx)
+    out.doc["settling_cpu_percent"] = settling
+    print(
+        f"settled in {5 * len(settling)} s (stack CPU per 5 s window, % of one core: "
+        + ", ".join(f"{v:.0f}" for v in settling)
+        + ")"
+    )
     idle = idle_cpu(ctx, args.idle_seconds)
     out.doc["idle_cpu_percent"] = idle
     out.save()

@@ -56,6 +56,15 @@ class Stack:
             if all(running) and component.ready():
                 self.log(f"  {component.name:<7} already running at {component.address}")
                 continue
+            start_missing = getattr(component, "start_missing", None)
+            if any(running) and start_missing is not None:
+                # A TaskManager lost beside a live JobManager: start only it, so the jobs and
+                # their state survive (they are already running again on the other one).
+                restarted = start_missing()
+                if restarted:
+                    self.log(f"  {component.name:<7} starting {', '.join(restarted)} ...")
+                    pending.append((component, services))
+                    continue
             if any(running):
                 for svc in services:
                     svc.stop()

@@ -170,6 +170,17 @@ class FlinkCluster:
             )
         self.start_taskmanagers()
 
+    def start_missing(self) -> list[str]:
+        """With the JobManager up and answering, start the TaskManagers that are not running
+        and return their names; otherwise start nothing and return []."""
+        if self.jobmanager.pid() is None:
+            return []
+        try:
+            self.rest("/overview")
+        except Exception:
+            return []
+        return self.start_taskmanagers()
+
     def start_taskmanagers(self, *, nice: int = 0) -> list[str]:
         """Start the TaskManagers that are not running (after a crash, say); their names.
 

@@ -176,7 +176,22 @@ def test_smoke_job_relabels_ticks_on_flink(stack, unique_topic, kafka_producer, 
          "--group", group],
     )  # fmt: skip
     try:
-        got = kafka_consumer(tout, len(ticks), timeout_s=120)
+        try:
+            got = kafka_consumer(tout, len(ticks), timeout_s=120)
+        except AssertionError as exc:  # say where the job was, and why
+            job = _job(stack, job_id)
+            failures = stack.flink.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]
+            placed = {
+                v["name"]: [t["taskmanager-id"] for t in stack.flink.rest(
+                    f"/jobs/{job_id}/vertices/{v['id']}/taskmanagers")["taskmanagers"]]
+                for v in job["vertices"]
+            }  # fmt: skip
+            raise AssertionError(
+                f"{exc}; job {job['state']}, vertices "
+                f"{[(v['name'], v['status']) for v in job['vertices']]}, placed {placed}, "
+                f"taskmanagers {stack.flink.rest('/taskmanagers')['taskmanagers']}, "
+                f"exceptions {[e.get('exceptionName') for e in failures['entries']][:3]}"
+            ) from None
         out = [serde.decode_as(Kind.TICK, msg.value()) for msg in got]
         assert out == [{**t, "source": t["source"] + "+flink"} for t in ticks]
 
@@ -261,3 +276,19 @@ def test_a_registered_model_loads_by_alias(mlflow_tracking):
 
     loaded = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     np.testing.assert_array_equal(np.asarray(loaded.predict(X)), model.predict(X))
+
+
+def test_up_after_a_lost_taskmanager_starts_only_it(stack, stack_env, monkeypatch, capsys):
+    for name, value in stack_env.items():
+        monkeypatch.setenv(name, value)
+    flink = stack.flink
+    jobmanager_pid = flink.jobmanager.pid()
+    lost = flink.taskmanagers[-1]
+    old_pid = lost.pid()
+    assert lost.kill()
+    assert cli.main(["up"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"^\s+flink\s+starting {re.escape(lost.name)} \.\.\.$", out, re.M), out
+    assert flink.jobmanager.pid() == jobmanager_pid  # jobs and their state were kept
+    assert lost.pid() not in (None, old_pid)
+    assert flink.rest("/overview")["taskmanagers"] == len(flink.taskmanagers)
