@@ -383,22 +383,24 @@ def kafka_run(ctx: Context, rate: float, seconds: float, hops: int = 4) -> RunSt
 
 
 # ---- idle -----------------------------------------------------------------------------------
-def settle_to_idle(ctx: Context, window_s: float = 5.0, budget_s: float = 120.0) -> list[float]:
+def settle_to_idle(ctx: Context, window_s: float = 5.0, budget_s: float = 180.0) -> list[float]:
     """Wait until the stack's CPU stops falling; the % of one core in each window waited.
 
     JVMs that have just started keep compiling and loading classes for a minute or more after
     they answer: an idle figure, or a first load point, taken then measures their start-up.
     """
-    roots, procs = _roots(ctx)
+    roots, _ = _roots(ctx)
     history: list[float] = []
     t0 = time.monotonic()
     while time.monotonic() - t0 < budget_s:
-        before = cpu.snapshot(roots, procs)
+        before = cpu.snapshot(roots, cpu.scan())
         time.sleep(window_s)
         delta = cpu.cpu_delta(before, cpu.snapshot(roots, cpu.scan()))
         history.append(100.0 * sum(v for v in delta.values() if v) / window_s)
-        if len(history) >= 2 and history[-1] >= 0.8 * history[-2]:
-            break  # no longer falling
+        if len(history) >= 2:
+            last, before = history[-1], history[:-1]
+            if last >= 0.8 * before[-1] and last <= 1.25 * min(before):
+                break  # no longer falling, and at the lowest level seen
     return history
 
 
