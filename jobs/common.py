@@ -22,6 +22,7 @@ class JobSettings:
     tracking_uri: str | None
     group_prefix: str
     start: str
+    checkpoint_interval: str | None = None  # e.g. "30 s"; None: the cluster's
 
     def config(self) -> config.Config:
         return config.load(self.config_path)
@@ -40,6 +41,7 @@ def parse_args(
     parser.add_argument(
         "--start", default="committed", choices=["committed", "live", "earliest", "latest"]
     )
+    parser.add_argument("--checkpoint-interval", help='e.g. "30 s" (default: the cluster\'s)')
     args = parser.parse_args(argv)
     return JobSettings(
         bootstrap=args.bootstrap,
@@ -49,11 +51,16 @@ def parse_args(
         tracking_uri=args.tracking_uri,
         group_prefix=args.group_prefix,
         start=args.start,
+        checkpoint_interval=args.checkpoint_interval,
     )
 
 
 def environment(
-    *, latency_critical: bool = False, watermarks: bool = False, process: bool = False
+    *,
+    latency_critical: bool = False,
+    watermarks: bool = False,
+    process: bool = False,
+    checkpoint_interval: str | None = None,
 ) -> StreamExecutionEnvironment:
     """The job's environment. Python runs in thread mode (inside the TaskManager's JVM), or with
     ``process`` in a Python worker process of the job's own (its own interpreter lock, at the
@@ -64,6 +71,7 @@ def environment(
     second at most, so every network buffer is flushed as soon as a record is in it instead of
     on the cluster's buffer timeout. ``watermarks``: the job decides on event time and needs
     frequent watermarks; other jobs switch the periodic watermark timer off.
+    ``checkpoint_interval``: this job's, instead of the cluster's.
     """
     conf = Configuration()
     if process:
@@ -75,6 +83,8 @@ def environment(
     if latency_critical:
         conf.set_string("execution.buffer-timeout.interval", "0 ms")
     conf.set_string("pipeline.auto-watermark-interval", "5 ms" if watermarks else "0 ms")
+    if checkpoint_interval:
+        conf.set_string("execution.checkpointing.interval", checkpoint_interval)
     return StreamExecutionEnvironment.get_execution_environment(conf)
 
 

@@ -95,7 +95,7 @@ def build(env, requests_source, control_source, model_input_sink, dead_letter_si
 
 def main(argv: list[str] | None = None) -> None:
     s = common.parse_args(argv)
-    env = common.environment(latency_critical=True)
+    env = common.environment(latency_critical=True, checkpoint_interval=s.checkpoint_interval)
     build(
         env,
         kafka_source(s.bootstrap, [topics.REQUESTS], f"{s.group_prefix}-enrich", start=s.start),

@@ -106,7 +106,9 @@ def build(env, source, results_sink, decisions_sink) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     s = common.parse_args(argv)
-    env = common.environment(latency_critical=True, watermarks=True)
+    env = common.environment(
+        latency_critical=True, watermarks=True, checkpoint_interval=s.checkpoint_interval
+    )
     build(
         env,
         kafka_source(

@@ -59,7 +59,11 @@ def build(env, source, sink, settings: common.JobSettings) -> None:
 def main(argv: list[str] | None = None) -> None:
     s = common.parse_args(argv, needs_service=True, needs_model=True)
     spec = s.config().service(s.service).model(s.model)
-    env = common.environment(latency_critical=True, process=spec.isolation == "process")
+    env = common.environment(
+        latency_critical=True,
+        process=spec.isolation == "process",
+        checkpoint_interval=s.checkpoint_interval,
+    )
     group = f"{s.group_prefix}-score-{s.service}-{s.model}"
     build(
         env,

@@ -30,7 +30,8 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
     model."""
     cfg = config_mod.load(config_path)
     common = ("--bootstrap", settings.kafka_bootstrap, "--config", str(Path(config_path).resolve()),
-              "--tracking-uri", settings.mlflow_url, "--start", start)  # fmt: skip
+              "--tracking-uri", settings.mlflow_url, "--start", start,
+              "--checkpoint-interval", f"{settings.serving_checkpoint_s} s")  # fmt: skip
     jobs = [
         JobPlan("rendezvous-enrich", JOBS_DIR / "enrich.py", common),
         JobPlan(JOIN_JOB, JOBS_DIR / "join.py", common),

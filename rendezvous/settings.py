@@ -55,6 +55,12 @@ class StackSettings:
     # commit is a burst of CPU that delays answers on a small machine: longer is cheaper,
     # shorter makes the archive fresher.
     archive_commit_s: int = 10
+    # The serving jobs' (enrich, join, scoring) checkpoint interval. Each job's checkpoint
+    # stalls its records for tens of milliseconds, and with seven jobs on two cores one or
+    # another is checkpointing every second or two: the deadline misses at 500 req/s came in
+    # those windows. Longer means fewer stalls, more to replay after a failure, and decisions
+    # reaching the archive later (the join's decisions commit with its checkpoints).
+    serving_checkpoint_s: int = 30
 
     mlflow_port: int = 5000
     proxy_port: int = 8000
@@ -141,6 +147,11 @@ class StackSettings:
             raise ConfigError(
                 f"archive_commit_s={self.archive_commit_s} must be at least 1 (seconds between "
                 f"archive commits); set {ENV_PREFIX}ARCHIVE_COMMIT_S"
+            )
+        if self.serving_checkpoint_s < 1:
+            raise ConfigError(
+                f"serving_checkpoint_s={self.serving_checkpoint_s} must be at least 1 (seconds "
+                f"between the serving jobs' checkpoints); set {ENV_PREFIX}SERVING_CHECKPOINT_S"
             )
         seen: dict[int, str] = {}
         for name, port in ports.items():
