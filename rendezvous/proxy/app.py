@@ -390,7 +390,10 @@ class Proxy:
                 f"check GET /readyz and try again"
             )
         received_ms = self.clock()
-        deadline_ms = received_ms + spec.sla_ms
+        # The pipeline's deadline, a little before the SLA: see ProxySettings.decision_lead_ms.
+        deadline_ms = (
+            received_ms + spec.sla_ms - min(self.settings.decision_lead_ms, spec.sla_ms // 4)
+        )
         self.unconfirmed.add(rid)
         self.batcher.add(
             {
@@ -490,8 +493,8 @@ class Proxy:
         timer = None
         judged = False
         try:
-            received_ms, deadline_ms = self._produce(spec, rid, payload)
-            give_up_ms = deadline_ms + self.settings.result_grace_ms
+            received_ms, _ = self._produce(spec, rid, payload)
+            give_up_ms = received_ms + spec.sla_ms + self.settings.result_grace_ms
             timer = loop.call_later(max(give_up_ms - self.clock(), 0) / 1000, _resolve_none, fut)
             outcome = await fut
             if outcome is None or isinstance(outcome, dict):
@@ -535,9 +538,10 @@ class Proxy:
             label = name
             payload = validator(await self._body(request))
             if self._check_new(rid, name) is None:
-                _, deadline_ms = self._produce(spec, rid, payload)
+                received_ms, _ = self._produce(spec, rid, payload)
                 accepted = self.accepted
-                accepted[rid] = [deadline_ms + self.settings.result_grace_ms, name, None]
+                expires_ms = received_ms + spec.sla_ms + self.settings.result_grace_ms
+                accepted[rid] = [expires_ms, name, None]
                 if len(accepted) > self.settings.cache_size:
                     accepted.popitem(last=False)
         except Exception as exc:

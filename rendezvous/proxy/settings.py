@@ -38,6 +38,10 @@ class ProxySettings:
 
     max_body_bytes: int = 1 << 20
     result_grace_ms: int = 15
+    # The pipeline decides this long before the SLA (at most a quarter of it): a decision taken
+    # at its deadline, a fallback when the champion is silent, then still reaches the proxy by
+    # the SLA instead of after it (the result path is a watermark step and a Kafka hop).
+    decision_lead_ms: int = 15
     # At most one batch per interval under load: every batch costs the stack about as much CPU
     # whatever its size, so longer intervals buy capacity with latency (see docs/benchmark.md).
     batch_interval_ms: int = 40
@@ -97,6 +101,12 @@ class ProxySettings:
         need(self.max_body_bytes >= 64, "max_body_bytes", "at least 64 bytes", self.max_body_bytes)
         need(
             self.result_grace_ms >= 0, "result_grace_ms", "milliseconds >= 0", self.result_grace_ms
+        )
+        need(
+            self.decision_lead_ms >= 0,
+            "decision_lead_ms",
+            "milliseconds >= 0",
+            self.decision_lead_ms,
         )
         need(
             self.batch_interval_ms >= 0,

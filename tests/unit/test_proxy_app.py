@@ -126,7 +126,7 @@ def test_sync_happy_path_produces_request_and_returns_answer() -> None:
                 "request_id": rid,
                 "service": "credit",
                 "received_ms": T0,
-                "deadline_ms": T0 + 100,
+                "deadline_ms": T0 + 100 - 15,  # the pipeline decides 15 ms before the SLA
                 "payload": '{"amount":250.0,"age":40,"region":null}',
                 "reply_to": "r1",
             }
@@ -312,6 +312,38 @@ def test_async_request_without_result_turns_504_after_deadline() -> None:
             r = await client.get(url)
             assert r.status_code == 504
             assert error_of(r)["code"] == "deadline_exceeded"
+
+    run(go())
+
+
+def test_the_pipeline_decides_before_the_sla_and_the_proxy_waits_for_the_sla() -> None:
+    """A fallback is decided at the pipeline's deadline; it must still find the client waiting."""
+    clock = FakeClock()
+
+    async def go() -> None:
+        async with proxy(clock=clock, result_grace_ms=15, batch_interval_ms=0) as (client, t, _p):
+            r = await client.post("/v1/services/credit/requests", json={"amount": 3})
+            url = r.json()["status_url"]
+            await asyncio.sleep(0.01)
+            [req] = t.produced(serde.Kind.REQUEST)
+            assert req["deadline_ms"] == T0 + 100 - 15
+            clock.now += 110  # past the pipeline's deadline plus grace, not the SLA's
+            assert (await client.get(url)).status_code == 202
+            t.inject_result(t.result_for(req, reason="fallback: champion late"))
+            await asyncio.sleep(0)
+            r = await client.get(url)
+            assert r.status_code == 200 and r.json()["reason"] == "fallback: champion late"
+
+    run(go())
+
+
+def test_a_short_sla_gives_at_most_a_quarter_of_it_to_the_decision_lead() -> None:
+    async def go() -> None:
+        async with proxy(batch_interval_ms=0) as (client, t, _p):
+            await client.post("/v1/services/fast/requests", json={"x": 1})
+            await asyncio.sleep(0.01)
+            [req] = t.produced(serde.Kind.REQUEST)
+            assert req["deadline_ms"] - req["received_ms"] == 20 - 5  # SLA 20 ms
 
     run(go())
 
