@@ -113,7 +113,9 @@ def _test_settings() -> StackSettings:
     home = TESTS_HOME / uuid.uuid4().hex[:12]
     home.mkdir(parents=True)
     try:
-        settings = StackSettings.from_env(home=home, **free_ports())
+        # The serving jobs checkpoint every 10 s here, not every 30 s: the join's decisions
+        # reach the archive on its checkpoints, and the tests wait for them there.
+        settings = StackSettings.from_env(home=home, serving_checkpoint_s=10, **free_ports())
         settings.jars_dir.mkdir()
         for sub in ("kafka", "flink"):
             (settings.jars_dir / sub).symlink_to(shared / sub, target_is_directory=True)
