@@ -44,6 +44,7 @@ from rendezvous.proxy.errors import (
     Overloaded,
     UnknownRequest,
     UnknownService,
+    UnsupportedMediaType,
     code_for,
     status_for,
 )
@@ -341,6 +342,14 @@ class Proxy:
             ) from None
 
     async def _body(self, request: Request) -> Any:
+        kind = request.headers.get("content-type")
+        if kind is not None:
+            media = kind.split(";", 1)[0].strip().lower()
+            if media != "application/json" and not media.endswith("+json"):
+                raise UnsupportedMediaType(
+                    f"Content-Type {kind[:80]!r} is not JSON; send the body as JSON with "
+                    f"the header 'Content-Type: application/json'"
+                )
         limit = self.settings.max_body_bytes
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -734,6 +743,7 @@ def openapi(config: Config) -> dict[str, Any]:
         "404": _err("unknown service"),
         "409": _err("this request id is already in flight"),
         "413": _err("body larger than max_body_bytes"),
+        "415": _err("a Content-Type that is not JSON (application/json or */*+json)"),
         "422": _err("body does not match the service's input fields"),
         "503": _err(
             "Kafka unavailable, or it had not acknowledged the request by its deadline (code "
@@ -919,6 +929,9 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={HTTPException: proxy.http_error},
     )
+    # A path with a trailing slash is an unknown endpoint (404 with a JSON body), not a 307
+    # redirect with an empty one.
+    app.router.redirect_slashes = False
     app.state.proxy = proxy
     return app
 

@@ -53,6 +53,13 @@ class BodyTooLarge(ProxyError):
     code = "body_too_large"
 
 
+class UnsupportedMediaType(ProxyError):
+    """The body was sent with a Content-Type that is not JSON."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class SchemaViolation(ProxyError):
     """The body does not match the service's input fields."""
 
@@ -105,6 +112,7 @@ HTTP_STATUS: dict[type[BaseException], int] = {
         UnknownRequest,
         DuplicateRequest,
         BodyTooLarge,
+        UnsupportedMediaType,
         SchemaViolation,
         NoAnswer,
         KafkaUnavailable,

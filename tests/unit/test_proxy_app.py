@@ -697,3 +697,41 @@ def test_past_the_admission_limit_requests_get_503_with_retry_after_at_once() ->
             ]
 
     run(go())
+
+
+def test_a_body_that_is_not_sent_as_json_is_415_naming_the_header() -> None:
+    async def go() -> None:
+        async with proxy() as (client, t, _p):
+            body = b'{"x": 1}'
+            r = await client.post(
+                "/v1/services/fast/score", content=body, headers={"content-type": "image/png"}
+            )
+            assert r.status_code == 415
+            err = error_of(r)
+            assert err["code"] == "unsupported_media_type"
+            assert "'image/png' is not JSON" in err["message"]
+            assert "Content-Type: application/json" in err["message"]
+            r = await client.post(
+                "/v1/services/fast/requests", content=body,
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            )  # fmt: skip
+            assert r.status_code == 415
+            assert t.produced(serde.Kind.REQUEST) == []  # nothing reached the pipeline
+            for kind in ("application/json; charset=utf-8", "application/merge-patch+json"):
+                r = await client.post(
+                    "/v1/services/fast/requests", content=body, headers={"content-type": kind}
+                )
+                assert r.status_code == 202, (kind, r.text)
+
+    run(go())
+
+
+def test_a_trailing_slash_is_a_json_404_not_a_redirect() -> None:
+    async def go() -> None:
+        async with proxy() as (client, _t, _p):
+            r = await client.post("/v1/services/fast/score/", json={"x": 1})
+            assert r.status_code == 404
+            assert error_of(r)["code"] == "not_found"
+            assert "POST /v1/services/fast/score/" in error_of(r)["message"]
+
+    run(go())
