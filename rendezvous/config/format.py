@@ -186,29 +186,32 @@ class Default(_Step):
     value: Annotated[Any, Field(description="The value to use.")]
 
 
+# The arithmetic steps read a numeric field and write the result to another (or in place).
+_NumericField = Annotated[
+    str, Field(description="The numeric field to read."), Expect("a field name")
+]
+_Target = Annotated[
+    str | None,
+    Field(description="Where to write the result (default: `field` itself)."),
+    Expect("a field name"),
+]
+
+
 class Log1p(_Step):
     """`to` = ln(1 + `field`); `field` must be a number > -1."""
 
     op: Annotated[Literal["log1p"], Field(description="The step's kind.")]
-    field: Annotated[str, Field(description="The numeric field to read."), Expect("a field name")]
-    to: Annotated[
-        str | None,
-        Field(description="Where to write the result (default: `field` itself)."),
-        Expect("a field name"),
-    ] = None
+    field: _NumericField
+    to: _Target = None
 
 
 class Scale(_Step):
     """`to` = `field` × `factor`."""
 
     op: Annotated[Literal["scale"], Field(description="The step's kind.")]
-    field: Annotated[str, Field(description="The numeric field to read."), Expect("a field name")]
+    field: _NumericField
     factor: Annotated[float, Field(description="The multiplier."), Expect("a number")]
-    to: Annotated[
-        str | None,
-        Field(description="Where to write the result (default: `field` itself)."),
-        Expect("a field name"),
-    ] = None
+    to: _Target = None
 
 
 class Lookup(_Step):

@@ -158,7 +158,7 @@ def _walk(loc: tuple[Any, ...]) -> tuple[str, Any, Any]:
         if _is_union(ann):
             member = _union_member(ann, part)
             if member is not None:  # the part names the union's branch, not a key
-                ann, info = member, info
+                ann = member
                 continue
         model = _model_of(ann)
         if model is not None:

@@ -207,7 +207,7 @@ class FlinkCluster:
         found = {}
         for tm in registered:  # IDs read "<host>:<rpc port>-<suffix>"
             port = int(tm["id"].split(":", 1)[1].split("-", 1)[0])
-            pid = listening_pid(port, [p for p in running if p is not None])
+            pid = listening_pid(port, list(running))
             if pid is not None:
                 found[tm["id"]] = running[pid]
         return found
