@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import html
 import logging
-import re
 import time
 import uuid
 from bisect import bisect_left
@@ -30,7 +29,7 @@ from starlette.routing import Route
 
 from rendezvous import serde, topics
 from rendezvous.config import Config, ServiceSpec
-from rendezvous.errors import ConfigError, RendezvousError
+from rendezvous.errors import ConfigError
 from rendezvous.proxy.admission import Admission
 from rendezvous.proxy.batcher import RequestBatcher
 from rendezvous.proxy.errors import (
@@ -45,8 +44,13 @@ from rendezvous.proxy.errors import (
     UnknownRequest,
     UnknownService,
     UnsupportedMediaType,
-    code_for,
-    status_for,
+)
+from rendezvous.proxy.responses import (
+    JSON,
+    REQUEST_ID_RE,
+    error_response,
+    http_error,
+    json_response,
 )
 from rendezvous.proxy.settings import ProxySettings
 from rendezvous.proxy.transport import KafkaTransport, Transport
@@ -55,8 +59,6 @@ from rendezvous.proxy.validation import EXAMPLE, Validator
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]
-REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
-JSON = "application/json"
 UNKNOWN_SERVICE_LABEL = "_unknown"
 
 
@@ -448,24 +450,6 @@ class Proxy:
             }
         )
 
-    def _error(self, exc: Exception, rid: str | None) -> Response:
-        status = status_for(exc)
-        if isinstance(exc, RendezvousError):
-            message = exc.message
-            rid = exc.request_id or rid
-        else:
-            log.exception("unexpected error in the proxy (request %s)", rid, exc_info=exc)
-            message = f"internal error: {type(exc).__name__}: {exc}"
-        if rid is not None and REQUEST_ID_RE.fullmatch(rid) is None:
-            rid = None  # not an ID: the message quotes what was sent
-        body = orjson.dumps(
-            {"error": {"code": code_for(exc), "message": message, "request_id": rid}}
-        )
-        response = _json(body, status, rid)
-        if isinstance(exc, Overloaded):
-            response.headers["retry-after"] = str(exc.retry_after_s)
-        return response
-
     # -- endpoints
     async def score(self, request: Request) -> Response:
         name = request.path_params["service"]
@@ -481,11 +465,11 @@ class Proxy:
             else:
                 body = await self._wait(spec, rid, payload)
         except Exception as exc:
-            response = self._error(exc, rid)
+            response = error_response(exc, rid)
             self.metrics.count(label, "score", response.status_code)
             return response
         self.metrics.count(label, "score", 200)
-        return _json(body, 200, rid)
+        return json_response(body, 200, rid)
 
     async def _wait(self, spec: ServiceSpec, rid: str, payload: dict[str, Any]) -> bytes:
         admission = self.admission
@@ -554,11 +538,11 @@ class Proxy:
                 if len(accepted) > self.settings.cache_size:
                     accepted.popitem(last=False)
         except Exception as exc:
-            response = self._error(exc, rid)
+            response = error_response(exc, rid)
             self.metrics.count(label, "requests", response.status_code)
             return response
         self.metrics.count(label, "requests", 202)
-        return _json(
+        return json_response(
             orjson.dumps({"request_id": rid, "status_url": f"/v1/requests/{rid}"}), 202, rid
         )
 
@@ -572,11 +556,11 @@ class Proxy:
                 )
             body, status = self._status(rid)
         except Exception as exc:
-            response = self._error(exc, rid)
+            response = error_response(exc, rid)
             self.metrics.count("", "status", response.status_code)
             return response
         self.metrics.count("", "status", status)
-        return _json(body, status, rid)
+        return json_response(body, status, rid)
 
     def _status(self, rid: str) -> tuple[bytes, int]:
         now = self.clock()
@@ -609,16 +593,18 @@ class Proxy:
         )
 
     async def healthz(self, request: Request) -> Response:
-        return _json(orjson.dumps({"status": "ok", "replica_id": self.replica_id}), 200)
+        return json_response(orjson.dumps({"status": "ok", "replica_id": self.replica_id}), 200)
 
     async def readyz(self, request: Request) -> Response:
         if self.transport.ready():
-            return _json(orjson.dumps({"status": "ready", "replica_id": self.replica_id}), 200)
+            return json_response(
+                orjson.dumps({"status": "ready", "replica_id": self.replica_id}), 200
+            )
         exc = KafkaUnavailable(
             f"Kafka at {self.settings.bootstrap} is not ready: "
             f"{self.transport.detail() or 'no detail'}"
         )
-        return self._error(exc, None)
+        return error_response(exc, None)
 
     async def metrics_text(self, request: Request) -> Response:
         gauges = {
@@ -649,36 +635,15 @@ class Proxy:
         )
 
     async def openapi_doc(self, request: Request) -> Response:
-        return _json(self.openapi_json, 200)
+        return json_response(self.openapi_json, 200)
 
     async def docs(self, request: Request) -> Response:
         return Response(self.docs_html, 200, media_type="text/html; charset=utf-8")
-
-    async def http_error(self, request: Request, exc: Exception) -> Response:
-        """Starlette's own errors (no such route, wrong method) in the same body shape."""
-        status = exc.status_code if isinstance(exc, HTTPException) else 500
-        code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
-        if status == 404:
-            message = f"no endpoint {request.method} {request.url.path}; see GET /docs for the API"
-        elif status == 405:
-            message = f"{request.method} is not allowed on {request.url.path}; see GET /docs"
-        else:
-            message = str(getattr(exc, "detail", exc))
-        body = orjson.dumps({"error": {"code": code, "message": message, "request_id": None}})
-        headers = getattr(exc, "headers", None)
-        return Response(body, status, headers=headers, media_type=JSON)
 
 
 def _resolve_none(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-def _json(body: bytes, status: int, rid: str | None = None) -> Response:
-    # A request ID goes back as a header only when it is one: a rejected ID may hold any
-    # character, and a header can hold neither non-Latin-1 characters nor control bytes.
-    headers = {"x-request-id": rid} if rid and REQUEST_ID_RE.fullmatch(rid) else None
-    return Response(body, status, headers=headers, media_type=JSON)
 
 
 # ---- OpenAPI -------------------------------------------------------------------------------
@@ -927,7 +892,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={HTTPException: proxy.http_error},
+        exception_handlers={HTTPException: http_error},
     )
     # A path with a trailing slash is an unknown endpoint (404 with a JSON body), not a 307
     # redirect with an empty one.

@@ -1,13 +1,14 @@
-"""The proxy's exceptions and the one table that maps them to HTTP statuses.
+"""The proxy's exceptions: each class carries its HTTP ``status`` and a stable ``code``.
 
-Each class carries its HTTP ``status`` and a stable machine-readable ``code``; :data:`HTTP_STATUS`
-is the single table the proxy consults (walking the exception's class hierarchy), so an error
-body always reads ``{"error": {"code", "message", "request_id"}}``.
+The exception classes are the one table of HTTP statuses: :func:`status_for`, :func:`code_for`
+and :func:`headers_for` read them, and ``rendezvous.proxy.responses.error_response`` turns any
+exception into the one error body, ``{"error": {"code", "message", "request_id"}}``. Anything
+that is not a :class:`~rendezvous.errors.RendezvousError` is a 500 ``internal``.
 """
 
 from __future__ import annotations
 
-from rendezvous.errors import ConfigError, RendezvousError
+from rendezvous.errors import RendezvousError
 
 
 class ProxyError(RendezvousError):
@@ -15,6 +16,10 @@ class ProxyError(RendezvousError):
 
     status = 500
     code = "internal"
+
+    def headers(self) -> dict[str, str] | None:
+        """Response headers this error adds (besides the request id), or None."""
+        return None
 
 
 class BadJson(ProxyError):
@@ -94,6 +99,9 @@ class Overloaded(ProxyError):
     code = "overloaded"
     retry_after_s = 1
 
+    def headers(self) -> dict[str, str] | None:
+        return {"retry-after": str(self.retry_after_s)}
+
 
 class AnswerTimeout(ProxyError):
     """No result arrived by the request's deadline plus the result grace."""
@@ -102,37 +110,16 @@ class AnswerTimeout(ProxyError):
     code = "deadline_exceeded"
 
 
-# The one table: exception class -> HTTP status. Anything not listed (walking the MRO) is a 500.
-HTTP_STATUS: dict[type[BaseException], int] = {
-    cls: cls.status
-    for cls in (
-        BadJson,
-        BadRequestId,
-        UnknownService,
-        UnknownRequest,
-        DuplicateRequest,
-        BodyTooLarge,
-        UnsupportedMediaType,
-        SchemaViolation,
-        NoAnswer,
-        KafkaUnavailable,
-        Overloaded,
-        AnswerTimeout,
-        ProxyError,
-    )
-}
-HTTP_STATUS[ConfigError] = 500
-HTTP_STATUS[RendezvousError] = 500
-
-
 def status_for(exc: BaseException) -> int:
-    """The HTTP status for ``exc`` from :data:`HTTP_STATUS` (500 when nothing matches)."""
-    for cls in type(exc).__mro__:
-        status = HTTP_STATUS.get(cls)
-        if status is not None:
-            return status
-    return 500
+    """The HTTP status ``exc`` carries (500 for anything not raised on purpose)."""
+    return exc.status if isinstance(exc, RendezvousError) else 500
 
 
 def code_for(exc: BaseException) -> str:
+    """The machine-readable code ``exc`` carries (``internal`` for anything else)."""
     return exc.code if isinstance(exc, RendezvousError) else "internal"
+
+
+def headers_for(exc: BaseException) -> dict[str, str] | None:
+    """Extra response headers ``exc`` asks for, such as ``Retry-After``."""
+    return exc.headers() if isinstance(exc, ProxyError) else None

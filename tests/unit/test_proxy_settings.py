@@ -72,19 +72,24 @@ def test_one_table_maps_errors_to_statuses() -> None:
         errors.UnknownRequest: 404,
         errors.DuplicateRequest: 409,
         errors.BodyTooLarge: 413,
+        errors.UnsupportedMediaType: 415,
         errors.SchemaViolation: 422,
         errors.NoAnswer: 502,
         errors.KafkaUnavailable: 503,
+        errors.Overloaded: 503,
         errors.AnswerTimeout: 504,
     }
     for cls, status in expected.items():
         assert issubclass(cls, RendezvousError)
-        assert errors.HTTP_STATUS[cls] == status == cls.status
-        assert errors.status_for(cls("x")) == status
+        assert errors.status_for(cls("x")) == status == cls.status
         assert errors.code_for(cls("x")) == cls.code
     assert errors.status_for(ValueError("x")) == 500
     assert errors.code_for(ValueError("x")) == "internal"
     assert errors.status_for(ConfigError("x")) == 500
+    assert errors.headers_for(errors.Overloaded("x")) == {"retry-after": "1"}
+    assert errors.headers_for(errors.KafkaUnavailable("x")) is None
+    assert errors.headers_for(ValueError("x")) is None
+    assert not hasattr(errors, "HTTP_STATUS")  # the classes are the only table
 
 
 def test_cli_subcommand_builds_settings_from_stack_defaults_and_flags(
