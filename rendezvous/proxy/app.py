@@ -15,7 +15,6 @@ import html
 import logging
 import time
 import uuid
-from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -45,6 +44,7 @@ from rendezvous.proxy.errors import (
     UnknownService,
     UnsupportedMediaType,
 )
+from rendezvous.proxy.metrics import CONTENT_TYPE, Metrics
 from rendezvous.proxy.responses import (
     JSON,
     REQUEST_ID_RE,
@@ -73,88 +73,6 @@ class _Failed:
 
     def __init__(self, text: str) -> None:
         self.text = text
-
-
-# ---- metrics -------------------------------------------------------------------------------
-class Metrics:
-    """Counters and a latency histogram, rendered in the Prometheus text format."""
-
-    BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-    def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = {}
-        self.latency: dict[str, list[float]] = {}  # service -> per-bucket counts, +Inf, sum
-        self.results = 0
-        self.results_matched = 0
-        self.ticks = 0
-        self.tick_errors = 0
-        self.delivery_failures = 0
-
-    def count(self, service: str, endpoint: str, status: int) -> None:
-        key = (service, endpoint, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-
-    def observe(self, service: str, latency_ms: int) -> None:
-        hist = self.latency.get(service)
-        if hist is None:
-            hist = self.latency[service] = [0] * (len(self.BUCKETS_S) + 2)
-        seconds = latency_ms / 1000
-        hist[bisect_left(self.BUCKETS_S, seconds)] += 1
-        hist[-1] += seconds
-
-    def render(self, gauges: dict[str, tuple[str, int]]) -> bytes:
-        out = [
-            "# HELP rdv_proxy_requests_total HTTP requests by service, endpoint and status code.",
-            "# TYPE rdv_proxy_requests_total counter",
-        ]
-        for (service, endpoint, status), n in sorted(self.requests.items()):
-            out.append(
-                f'rdv_proxy_requests_total{{service="{service}",endpoint="{endpoint}",'
-                f'code="{status}"}} {n}'
-            )
-        out += [
-            "# HELP rdv_proxy_request_duration_seconds Time from accepting a sync request to its answer.",
-            "# TYPE rdv_proxy_request_duration_seconds histogram",
-        ]
-        for service, hist in sorted(self.latency.items()):
-            running = 0
-            for bound, n in zip(self.BUCKETS_S, hist, strict=False):
-                running += n
-                out.append(
-                    f'rdv_proxy_request_duration_seconds_bucket{{service="{service}",le="{bound}"}} {running}'
-                )
-            running += hist[len(self.BUCKETS_S)]
-            out.append(
-                f'rdv_proxy_request_duration_seconds_bucket{{service="{service}",le="+Inf"}} {running}'
-            )
-            out.append(
-                f'rdv_proxy_request_duration_seconds_sum{{service="{service}"}} {hist[-1]:.6f}'
-            )
-            out.append(f'rdv_proxy_request_duration_seconds_count{{service="{service}"}} {running}')
-        counters = {
-            "rdv_proxy_results_total": (
-                "RESULT records read from the results topic.",
-                self.results,
-            ),
-            "rdv_proxy_results_matched_total": (
-                "Results that answered a request waiting on this replica.",
-                self.results_matched,
-            ),
-            "rdv_proxy_ticks_total": ("Clock heartbeats produced.", self.ticks),
-            "rdv_proxy_tick_errors_total": (
-                "Clock heartbeats that could not be queued.",
-                self.tick_errors,
-            ),
-            "rdv_proxy_delivery_failures_total": (
-                "Requests Kafka failed to take after they were queued.",
-                self.delivery_failures,
-            ),
-        }
-        for name, (help_text, value) in counters.items():
-            out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]
-        for name, (help_text, value) in gauges.items():
-            out += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge", f"{name} {value}"]
-        return ("\n".join(out) + "\n").encode()
 
 
 # ---- the replica's state and handlers ------------------------------------------------------
@@ -201,6 +119,36 @@ class Proxy:
         self._heartbeat: asyncio.Task[None] | None = None
         # Event times (ms) for which a deadline heartbeat is scheduled.
         self._deadline_ticks: set[int] = set()
+        self._register_gauges()
+
+    def _register_gauges(self) -> None:
+        gauge = self.metrics.gauge
+        gauge(
+            "rdv_proxy_pending_requests",
+            "Sync requests waiting for their result on this replica.",
+            lambda: len(self.pending),
+        )
+        gauge(
+            "rdv_proxy_accepted_requests",
+            "Async requests accepted here and not answered yet (or expired, kept for status).",
+            lambda: len(self.accepted),
+        )
+        gauge(
+            "rdv_proxy_cached_results",
+            "Results kept for GET /v1/requests/{id}.",
+            lambda: len(self.cache),
+        )
+        gauge("rdv_proxy_ready", "1 when Kafka is reachable.", lambda: int(self.transport.ready()))
+        gauge(
+            "rdv_proxy_admission_limit",
+            "Sync requests this replica lets into the pipeline at once (adaptive).",
+            lambda: int(self.admission.limit),
+        )
+        gauge(
+            "rdv_proxy_admission_rejected",
+            "Requests answered 503 overloaded since start (a counter).",
+            lambda: self.admission.rejected,
+        )
 
     # -- lifespan
     async def start(self) -> None:
@@ -260,9 +208,9 @@ class Proxy:
 
     def _tick(self, at_ms: int) -> None:
         try:
-            self.metrics.ticks += self.transport.tick(at_ms)
+            self.metrics.ticks(self.transport.tick(at_ms))
         except KafkaUnavailable:
-            self.metrics.tick_errors += 1
+            self.metrics.tick_error()
 
     def _tick_at(self, at_ms: int) -> None:
         """One heartbeat as soon as the clock reaches ``at_ms``, stamped with the clock.
@@ -292,7 +240,6 @@ class Proxy:
     def on_result(self, result: dict[str, Any]) -> None:
         rid = result["request_id"]
         now = self.clock()
-        self.metrics.results += 1
         cache = self.cache
         if rid not in cache:  # the first answer wins; a duplicate changes nothing
             cache[rid] = (now, result)
@@ -303,9 +250,10 @@ class Proxy:
             if now - oldest[0] > self.settings.cache_ttl_ms:
                 cache.popitem(last=False)
         fut = self.pending.get(rid)
-        if fut is not None and not fut.done():
+        matched = fut is not None and not fut.done()
+        if matched:
             fut.set_result(result)
-            self.metrics.results_matched += 1
+        self.metrics.result(matched)
         self.accepted.pop(rid, None)
         # A result proves Kafka took the request, whether or not its acknowledgement came first.
         self.unconfirmed.discard(rid)
@@ -315,7 +263,7 @@ class Proxy:
 
     def _delivery_failed(self, rid: str, text: str) -> None:
         self.unconfirmed.discard(rid)
-        self.metrics.delivery_failures += 1
+        self.metrics.delivery_failure()
         fut = self.pending.get(rid)
         if fut is not None and not fut.done():
             fut.set_result(_Failed(text))
@@ -607,32 +555,7 @@ class Proxy:
         return error_response(exc, None)
 
     async def metrics_text(self, request: Request) -> Response:
-        gauges = {
-            "rdv_proxy_pending_requests": (
-                "Sync requests waiting for their result on this replica.",
-                len(self.pending),
-            ),
-            "rdv_proxy_accepted_requests": (
-                "Async requests accepted here and not answered yet (or expired, kept for status).",
-                len(self.accepted),
-            ),
-            "rdv_proxy_cached_results": (
-                "Results kept for GET /v1/requests/{id}.",
-                len(self.cache),
-            ),
-            "rdv_proxy_ready": ("1 when Kafka is reachable.", int(self.transport.ready())),
-            "rdv_proxy_admission_limit": (
-                "Sync requests this replica lets into the pipeline at once (adaptive).",
-                int(self.admission.limit),
-            ),
-            "rdv_proxy_admission_rejected": (
-                "Requests answered 503 overloaded since start (a counter).",
-                self.admission.rejected,
-            ),
-        }
-        return Response(
-            self.metrics.render(gauges), 200, media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        return Response(self.metrics.render(), 200, media_type=CONTENT_TYPE)
 
     async def openapi_doc(self, request: Request) -> Response:
         return json_response(self.openapi_json, 200)

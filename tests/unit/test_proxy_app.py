@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from rendezvous import config, serde, topics
 from rendezvous.proxy import InMemoryTransport, ProxySettings, create_app
@@ -630,6 +631,15 @@ def test_healthz_openapi_and_docs() -> None:
     run(go())
 
 
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a Prometheus text exposition, by name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def test_metrics_has_request_counters_latency_and_pending() -> None:
     async def go() -> None:
         async with proxy(InMemoryTransport(on_produce=answering(output=1))) as (client, _, _p):
@@ -640,19 +650,42 @@ def test_metrics_has_request_counters_latency_and_pending() -> None:
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/plain")
             text = r.text
-            assert (
-                'rdv_proxy_requests_total{service="credit",endpoint="score",code="200"} 1' in text
+            assert "# TYPE rdv_proxy_requests_total counter" in text
+            assert "# TYPE rdv_proxy_request_duration_seconds histogram" in text
+            assert "# TYPE rdv_proxy_pending_requests gauge" in text
+            samples = _samples(text)
+
+            def value(name: str, **labels: str) -> float:
+                return samples[(name, frozenset(labels.items()))]
+
+            requests = "rdv_proxy_requests_total"
+            assert value(requests, service="credit", endpoint="score", code="200") == 1
+            assert value(requests, service="credit", endpoint="score", code="422") == 1
+            assert value(requests, service="_unknown", endpoint="score", code="404") == 1
+            duration = "rdv_proxy_request_duration_seconds"
+            assert value(f"{duration}_bucket", service="credit", le="+Inf") == 1
+            assert value(f"{duration}_bucket", service="credit", le="0.005") == 1
+            assert value(f"{duration}_count", service="credit") == 1
+            assert value("rdv_proxy_pending_requests") == 0
+            assert value("rdv_proxy_cached_results") == 1
+            assert value("rdv_proxy_ready") == 1
+            assert value("rdv_proxy_results_total") == 1
+            assert value("rdv_proxy_results_matched_total") == 1
+
+    run(go())
+
+
+def test_each_replica_has_its_own_metrics() -> None:
+    async def go() -> None:
+        async with proxy() as (one, _t1, _p1), proxy() as (two, _t2, _p2):
+            await one.post("/v1/services/zzz/score", json={})
+            first = _samples((await one.get("/metrics")).text)
+            second = _samples((await two.get("/metrics")).text)
+            key = (
+                "rdv_proxy_requests_total",
+                frozenset({"service": "_unknown", "endpoint": "score", "code": "404"}.items()),
             )
-            assert (
-                'rdv_proxy_requests_total{service="credit",endpoint="score",code="422"} 1' in text
-            )
-            assert (
-                'rdv_proxy_requests_total{service="_unknown",endpoint="score",code="404"} 1' in text
-            )
-            assert 'rdv_proxy_request_duration_seconds_bucket{service="credit",le="+Inf"} 1' in text
-            assert 'rdv_proxy_request_duration_seconds_count{service="credit"} 1' in text
-            assert "rdv_proxy_pending_requests 0" in text
-            assert "rdv_proxy_results_total 1" in text
+            assert first[key] == 1 and key not in second
 
     run(go())
 
