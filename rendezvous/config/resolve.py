@@ -42,7 +42,8 @@ def _one_line(exc: Exception) -> str:
 
 
 def _check_uri(m: ModelSpec, where: str, tracking_uri: str | None) -> list[Problem]:
-    from rendezvous.models import _Source, parse_model_uri
+    from rendezvous.models import parse_model_uri
+    from rendezvous.models.registry import _Source
 
     try:
         ref = parse_model_uri(m.uri or "", model=m.name)
@@ -72,7 +73,7 @@ def _check_signature(m: ModelSpec, where: str, tracking_uri: str | None) -> list
 
 
 def _check_callable(m: ModelSpec, where: str, base_dir: Path) -> list[Problem]:
-    from rendezvous.models import _load_callable
+    from rendezvous.models.callables import _load_callable
 
     # The jobs run with the project folder on the Python path; so does this check.
     for folder in (str(Path.cwd()), str(base_dir)):
