@@ -8,7 +8,9 @@ from typing import Any, Protocol
 from rendezvous import serde
 
 
-class Scorer(Protocol):
+class ScoringModel(Protocol):
+    """What scoring needs of a model: :class:`rendezvous.models.Scorer` is one, a fake another."""
+
     name: str
     role: str
     version: str
@@ -23,7 +25,7 @@ def _error_text(exc: Exception) -> str:
 
 
 def score_records(
-    scorer: Scorer,
+    scorer: ScoringModel,
     service: str,
     records: Sequence[dict[str, Any]],
     now_ms: Callable[[], int],
@@ -77,7 +79,7 @@ def score_records(
 
 
 def score_record(
-    scorer: Scorer, service: str, record: dict[str, Any], now_ms: Callable[[], int]
+    scorer: ScoringModel, service: str, record: dict[str, Any], now_ms: Callable[[], int]
 ) -> dict[str, Any] | None:
     """The score record for one ``record``, or None when it is not this service's or failed
     upstream."""
