@@ -11,7 +11,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rendezvous.proxy.app import Proxy, create_app, openapi, serve
+    from rendezvous.proxy.apidoc import openapi
+    from rendezvous.proxy.app import Proxy, create_app, serve
     from rendezvous.proxy.settings import ProxySettings
     from rendezvous.proxy.transport import InMemoryTransport, KafkaTransport, Record, Transport
     from rendezvous.proxy.validation import Validator, validate
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "Proxy": "app",
     "create_app": "app",
-    "openapi": "app",
+    "openapi": "apidoc",
     "serve": "app",
     "ProxySettings": "settings",
     "InMemoryTransport": "transport",

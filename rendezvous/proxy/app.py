@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
 import time
 import uuid
@@ -30,6 +29,7 @@ from rendezvous import serde, topics
 from rendezvous.config import Config, ServiceSpec
 from rendezvous.errors import ConfigError
 from rendezvous.proxy.admission import Admission
+from rendezvous.proxy.apidoc import OPENAPI_URL, docs_routes, openapi
 from rendezvous.proxy.batcher import RequestBatcher
 from rendezvous.proxy.errors import (
     AnswerTimeout,
@@ -46,7 +46,6 @@ from rendezvous.proxy.errors import (
 )
 from rendezvous.proxy.metrics import CONTENT_TYPE, Metrics
 from rendezvous.proxy.responses import (
-    JSON,
     REQUEST_ID_RE,
     error_response,
     http_error,
@@ -54,7 +53,7 @@ from rendezvous.proxy.responses import (
 )
 from rendezvous.proxy.settings import ProxySettings
 from rendezvous.proxy.transport import KafkaTransport, Transport
-from rendezvous.proxy.validation import EXAMPLE, Validator
+from rendezvous.proxy.validation import Validator
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +113,6 @@ class Proxy:
         # Heartbeats stay fast until this time: the last deadline plus its decision grace.
         self.busy_until_ms = 0
         self.openapi_json = orjson.dumps(openapi(config), option=orjson.OPT_INDENT_2)
-        self.docs_html = _docs_page(self.openapi_json)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         # Event times (ms) for which a deadline heartbeat is scheduled.
@@ -560,219 +558,10 @@ class Proxy:
     async def openapi_doc(self, request: Request) -> Response:
         return json_response(self.openapi_json, 200)
 
-    async def docs(self, request: Request) -> Response:
-        return Response(self.docs_html, 200, media_type="text/html; charset=utf-8")
-
 
 def _resolve_none(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-# ---- OpenAPI -------------------------------------------------------------------------------
-_OPENAPI_TYPES = {
-    "double": {"type": "number", "format": "double"},
-    "long": {"type": "integer", "format": "int64"},
-    "string": {"type": "string"},
-    "boolean": {"type": "boolean"},
-}
-
-
-def _input_schema(spec: ServiceSpec) -> dict[str, Any]:
-    if spec.input_fields is None:
-        return {
-            "type": "object",
-            "description": f"the input of model {spec.input_from_model!r} (its MLflow signature); "
-            "not checked by the proxy",
-        }
-    props: dict[str, Any] = {}
-    for f in spec.input_fields:
-        prop = dict(_OPENAPI_TYPES[f.type])
-        if f.default is not None:
-            prop["default"] = f.default
-        if not f.required:
-            prop["nullable"] = True  # null, like a missing field, takes the default
-        props[f.name] = prop
-    schema: dict[str, Any] = {
-        "type": "object",
-        "properties": props,
-        "additionalProperties": False,
-        "example": {f.name: EXAMPLE[f.type] for f in spec.input_fields},
-    }
-    required = [f.name for f in spec.input_fields if f.required]
-    if required:
-        schema["required"] = required
-    return schema
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _content(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"content": {JSON: {"schema": schema}}}
-
-
-def _err(description: str) -> dict[str, Any]:
-    return {"description": description, **_content(_ref("Error"))}
-
-
-def openapi(config: Config) -> dict[str, Any]:
-    """An OpenAPI 3 document of the proxy, with one request body schema per service."""
-    rid_header = {
-        "name": "X-Request-ID",
-        "in": "header",
-        "required": False,
-        "description": "your own request id (1-128 of [A-Za-z0-9._-]); one is assigned if absent",
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
-    }
-    common_errors = {
-        "400": _err("malformed JSON (code bad_json) or a bad X-Request-ID"),
-        "404": _err("unknown service"),
-        "409": _err("this request id is already in flight"),
-        "413": _err("body larger than max_body_bytes"),
-        "415": _err("a Content-Type that is not JSON (application/json or */*+json)"),
-        "422": _err("body does not match the service's input fields"),
-        "503": _err(
-            "Kafka unavailable, or it had not acknowledged the request by its deadline (code "
-            "kafka_unavailable), or this replica at its admission limit (code overloaded, with a "
-            "Retry-After header)"
-        ),
-    }
-    schemas: dict[str, Any] = {
-        "Answer": {
-            "type": "object",
-            "properties": {
-                "request_id": {"type": "string"},
-                "service": {"type": "string"},
-                "model": {"type": "string", "nullable": True},
-                "model_version": {"type": "string", "nullable": True},
-                "role": {"type": "string", "nullable": True},
-                "output": {"description": "the model's output, as JSON"},
-                "reason": {"type": "string", "description": "why this model's answer was chosen"},
-                "latency_ms": {"type": "integer"},
-            },
-        },
-        "Accepted": {
-            "type": "object",
-            "properties": {"request_id": {"type": "string"}, "status_url": {"type": "string"}},
-        },
-        "Pending": {
-            "type": "object",
-            "properties": {
-                "request_id": {"type": "string"},
-                "status": {"type": "string", "enum": ["pending"]},
-            },
-        },
-        "Error": {
-            "type": "object",
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "properties": {
-                        "code": {"type": "string"},
-                        "message": {"type": "string"},
-                        "request_id": {"type": "string", "nullable": True},
-                    },
-                }
-            },
-        },
-    }
-    paths: dict[str, Any] = {}
-    for name, spec in sorted(config.services.items()):
-        schema_name = f"{name}_input"
-        schemas[schema_name] = _input_schema(spec)
-        body = {"required": True, **_content(_ref(schema_name))}
-        paths[f"/v1/services/{name}/score"] = {
-            "post": {
-                "summary": f"score one request for {name} and wait for the answer "
-                f"(SLA {spec.sla_ms} ms)",
-                "operationId": f"score_{name}",
-                "parameters": [rid_header],
-                "requestBody": body,
-                "responses": {
-                    "200": {"description": "the answer", **_content(_ref("Answer"))},
-                    **common_errors,
-                    "502": _err("no model could answer (error result)"),
-                    "504": _err(
-                        "no result by the deadline plus the result grace (code deadline_exceeded)"
-                    ),
-                },
-            }
-        }
-        paths[f"/v1/services/{name}/requests"] = {
-            "post": {
-                "summary": f"submit one request for {name}; poll its status URL",
-                "operationId": f"submit_{name}",
-                "parameters": [rid_header],
-                "requestBody": body,
-                "responses": {
-                    "202": {"description": "accepted", **_content(_ref("Accepted"))},
-                    **common_errors,
-                },
-            }
-        }
-    paths["/v1/requests/{request_id}"] = {
-        "get": {
-            "summary": "the answer to a request, if known",
-            "operationId": "get_request",
-            "parameters": [
-                {
-                    "name": "request_id",
-                    "in": "path",
-                    "required": True,
-                    "description": "the request_id a POST returned",
-                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
-                }
-            ],
-            "responses": {
-                "200": {"description": "the answer", **_content(_ref("Answer"))},
-                "202": {"description": "accepted here, no result yet", **_content(_ref("Pending"))},
-                "400": _err("not a request id (code bad_request_id)"),
-                "404": _err("unknown request"),
-                "503": _err("the request never reached Kafka (code kafka_unavailable)"),
-                "502": _err("no model could answer (error result)"),
-                "504": _err("no result by the deadline plus the result grace"),
-            },
-        }
-    }
-    paths["/healthz"] = {
-        "get": {"summary": "liveness", "responses": {"200": {"description": "ok"}}}
-    }
-    paths["/readyz"] = {
-        "get": {
-            "summary": "readiness: Kafka reachable",
-            "responses": {"200": {"description": "ready"}, "503": _err("Kafka unavailable")},
-        }
-    }
-    paths["/metrics"] = {
-        "get": {
-            "summary": "Prometheus metrics",
-            "responses": {
-                "200": {"description": "text exposition format", "content": {"text/plain": {}}}
-            },
-        }
-    }
-    return {
-        "openapi": "3.0.3",
-        "info": {
-            "title": "Rendezvous proxy",
-            "version": "1",
-            "description": f"services from {config.source}: {', '.join(sorted(config.services))}",
-        },
-        "paths": paths,
-        "components": {"schemas": schemas},
-    }
-
-
-def _docs_page(openapi_json: bytes) -> bytes:
-    text = html.escape(openapi_json.decode())
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>Rendezvous proxy API</title>"
-        "</head><body><h1>Rendezvous proxy API</h1>"
-        "<p>OpenAPI 3 document; raw JSON at <a href='/openapi.json'>/openapi.json</a>.</p>"
-        f"<pre>{text}</pre></body></html>"
-    ).encode()
 
 
 # ---- construction --------------------------------------------------------------------------
@@ -809,8 +598,8 @@ def create_app(
         Route("/healthz", proxy.healthz, methods=["GET"]),
         Route("/readyz", proxy.readyz, methods=["GET"]),
         Route("/metrics", proxy.metrics_text, methods=["GET"]),
-        Route("/openapi.json", proxy.openapi_doc, methods=["GET"]),
-        Route("/docs", proxy.docs, methods=["GET"]),
+        Route(OPENAPI_URL, proxy.openapi_doc, methods=["GET"]),
+        *docs_routes(),
     ]
     app = Starlette(
         routes=routes,

@@ -622,7 +622,15 @@ def test_healthz_openapi_and_docs() -> None:
             }
             r = await client.get("/docs")
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-            assert "<pre>" in r.text and "/v1/services/credit/score" in r.text
+            assert 'id="swagger-ui"' in r.text and 'url: "/openapi.json"' in r.text
+            # Swagger UI's own files come from the proxy, not from the Internet
+            page = r.text
+            for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+                assert f'"/docs/static/{asset}"' in page
+                r = await client.get(f"/docs/static/{asset}")
+                assert r.status_code == 200 and len(r.content) > 10_000, asset
+            r = await client.get("/docs/static/nothing.js")
+            assert r.status_code == 404 and error_of(r)["code"] == "not_found"
             r = await client.get("/v1/nothing")
             assert r.status_code == 404 and error_of(r)["code"] == "not_found"
             r = await client.get("/v1/services/credit/score")

@@ -1,0 +1,307 @@
+"""The proxy's OpenAPI 3.0 document and its Swagger UI page.
+
+The bodies the proxy answers with are pydantic models here, and their component schemas come
+from pydantic's JSON Schema (written the OpenAPI 3.0 way: ``nullable`` instead of a ``null``
+type, ``enum`` instead of ``const``). The models document; they are never used to build or
+check a response on the request path (the handlers encode plain dicts with orjson). Each
+service adds its own request body schema, from its configured input fields.
+
+``/docs`` is Swagger UI over ``/openapi.json``; its assets come from the ``swagger-ui-bundle``
+package and are served by the proxy itself, so the page works without Internet access.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+from pydantic_core import core_schema
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
+
+from rendezvous.config import Config, ServiceSpec
+from rendezvous.proxy.responses import JSON
+from rendezvous.proxy.validation import EXAMPLE
+
+REQUEST_ID_PATTERN = "^[A-Za-z0-9._-]{1,128}$"
+OPENAPI_URL = "/openapi.json"
+DOCS_URL = "/docs"
+DOCS_ASSETS_URL = "/docs/static"
+
+
+# ---- the bodies the proxy answers with ------------------------------------------------------
+class Answer(BaseModel):
+    """The answer to one request (200)."""
+
+    request_id: str
+    service: str
+    model: str | None
+    model_version: str | None
+    role: str | None
+    output: Any = Field(description="the model's output, as JSON")
+    reason: str = Field(description="why this model's answer was chosen")
+    latency_ms: int
+
+
+class Accepted(BaseModel):
+    """An async request was accepted (202): poll its status URL."""
+
+    request_id: str
+    status_url: str
+
+
+class Pending(BaseModel):
+    """An async request accepted on this replica has no result yet (202)."""
+
+    request_id: str
+    status: Literal["pending"]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable and machine-readable, such as deadline_exceeded")
+    message: str = Field(description="what happened and how to fix it")
+    request_id: str | None
+
+
+class Error(BaseModel):
+    """Every error response (4xx and 5xx) has this body."""
+
+    error: ErrorDetail
+
+
+class _OpenApi30(GenerateJsonSchema):
+    """JSON Schema in the dialect of OpenAPI 3.0, without generated titles."""
+
+    def nullable_schema(self, schema: core_schema.NullableSchema) -> dict[str, Any]:
+        return {**self.generate_inner(schema["schema"]), "nullable": True}
+
+    def literal_schema(self, schema: core_schema.LiteralSchema) -> dict[str, Any]:
+        out = super().literal_schema(schema)
+        out.pop("const", None)
+        out["enum"] = list(schema["expected"])
+        return out
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+def component_schemas() -> dict[str, Any]:
+    """The schemas of the proxy's response bodies, by name, as ``components/schemas``."""
+    _, top = models_json_schema(
+        [(model, "serialization") for model in (Answer, Accepted, Pending, Error)],
+        ref_template="#/components/schemas/{model}",
+        schema_generator=_OpenApi30,
+    )
+    schemas = top["$defs"]
+    for schema in schemas.values():
+        schema.pop("title", None)
+    return schemas
+
+
+# ---- the request bodies, one per service -------------------------------------------------
+_FIELD_TYPES = {
+    "double": {"type": "number", "format": "double"},
+    "long": {"type": "integer", "format": "int64"},
+    "string": {"type": "string"},
+    "boolean": {"type": "boolean"},
+}
+
+
+def input_schema(spec: ServiceSpec) -> dict[str, Any]:
+    """The request body schema of one service, from its configured input fields."""
+    if spec.input_fields is None:
+        return {
+            "type": "object",
+            "description": f"the input of model {spec.input_from_model!r} (its MLflow signature); "
+            "not checked by the proxy",
+        }
+    props: dict[str, Any] = {}
+    for f in spec.input_fields:
+        prop = dict(_FIELD_TYPES[f.type])
+        if f.default is not None:
+            prop["default"] = f.default
+        if not f.required:
+            prop["nullable"] = True  # null, like a missing field, takes the default
+        props[f.name] = prop
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": props,
+        "additionalProperties": False,
+        "example": {f.name: EXAMPLE[f.type] for f in spec.input_fields},
+    }
+    required = [f.name for f in spec.input_fields if f.required]
+    if required:
+        schema["required"] = required
+    return schema
+
+
+# ---- the document ----------------------------------------------------------------------------
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {JSON: {"schema": schema}}}
+
+
+def _ok(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description, **_content(_ref(schema))}
+
+
+def _err(description: str) -> dict[str, Any]:
+    return _ok(description, "Error")
+
+
+_RID_HEADER = {
+    "name": "X-Request-ID",
+    "in": "header",
+    "required": False,
+    "description": "your own request id (1-128 of [A-Za-z0-9._-]); one is assigned if absent",
+    "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
+}
+_RID_PATH = {
+    "name": "request_id",
+    "in": "path",
+    "required": True,
+    "description": "the request_id a POST returned",
+    "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
+}
+# The statuses of both POST endpoints, besides their success.
+_POST_ERRORS = {
+    "400": "malformed JSON (code bad_json) or a bad X-Request-ID",
+    "404": "unknown service",
+    "409": "this request id is already in flight",
+    "413": "body larger than max_body_bytes",
+    "415": "a Content-Type that is not JSON (application/json or */*+json)",
+    "422": "body does not match the service's input fields",
+    "503": "Kafka unavailable, or it had not acknowledged the request by its deadline (code "
+    "kafka_unavailable), or this replica at its admission limit (code overloaded, with a "
+    "Retry-After header)",
+}
+_SCORE_ERRORS = {
+    "502": "no model could answer (error result)",
+    "504": "no result by the deadline plus the result grace (code deadline_exceeded)",
+}
+_STATUS_ERRORS = {
+    "400": "not a request id (code bad_request_id)",
+    "404": "unknown request",
+    "503": "the request never reached Kafka (code kafka_unavailable)",
+    "502": "no model could answer (error result)",
+    "504": "no result by the deadline plus the result grace",
+}
+
+
+def _errors(table: dict[str, str]) -> dict[str, Any]:
+    return {status: _err(description) for status, description in table.items()}
+
+
+def _service_paths(name: str, spec: ServiceSpec) -> dict[str, Any]:
+    body = {"required": True, **_content(_ref(f"{name}_input"))}
+    score = {
+        "summary": f"score one request for {name} and wait for the answer (SLA {spec.sla_ms} ms)",
+        "operationId": f"score_{name}",
+        "parameters": [_RID_HEADER],
+        "requestBody": body,
+        "responses": {
+            "200": _ok("the answer", "Answer"),
+            **_errors(_POST_ERRORS),
+            **_errors(_SCORE_ERRORS),
+        },
+    }
+    submit = {
+        "summary": f"submit one request for {name}; poll its status URL",
+        "operationId": f"submit_{name}",
+        "parameters": [_RID_HEADER],
+        "requestBody": body,
+        "responses": {"202": _ok("accepted", "Accepted"), **_errors(_POST_ERRORS)},
+    }
+    return {
+        f"/v1/services/{name}/score": {"post": score},
+        f"/v1/services/{name}/requests": {"post": submit},
+    }
+
+
+def openapi(config: Config) -> dict[str, Any]:
+    """An OpenAPI 3 document of the proxy, with one request body schema per service."""
+    schemas = component_schemas()
+    paths: dict[str, Any] = {}
+    for name, spec in sorted(config.services.items()):
+        schemas[f"{name}_input"] = input_schema(spec)
+        paths.update(_service_paths(name, spec))
+    paths["/v1/requests/{request_id}"] = {
+        "get": {
+            "summary": "the answer to a request, if known",
+            "operationId": "get_request",
+            "parameters": [_RID_PATH],
+            "responses": {
+                "200": _ok("the answer", "Answer"),
+                "202": _ok("accepted here, no result yet", "Pending"),
+                **_errors(_STATUS_ERRORS),
+            },
+        }
+    }
+    paths["/healthz"] = {
+        "get": {"summary": "liveness", "responses": {"200": {"description": "ok"}}}
+    }
+    paths["/readyz"] = {
+        "get": {
+            "summary": "readiness: Kafka reachable",
+            "responses": {"200": {"description": "ready"}, "503": _err("Kafka unavailable")},
+        }
+    }
+    paths["/metrics"] = {
+        "get": {
+            "summary": "Prometheus metrics",
+            "responses": {
+                "200": {"description": "text exposition format", "content": {"text/plain": {}}}
+            },
+        }
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Rendezvous proxy",
+            "version": "1",
+            "description": f"services from {config.source}: {', '.join(sorted(config.services))}",
+        },
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
+
+
+# ---- Swagger UI ----------------------------------------------------------------------------
+DOCS_PAGE = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Rendezvous proxy API</title>
+<link rel="stylesheet" href="{DOCS_ASSETS_URL}/swagger-ui.css">
+<link rel="icon" type="image/png" href="{DOCS_ASSETS_URL}/favicon-32x32.png">
+</head>
+<body>
+<noscript>Swagger UI needs JavaScript; the OpenAPI document is at
+<a href="{OPENAPI_URL}">{OPENAPI_URL}</a>.</noscript>
+<div id="swagger-ui"></div>
+<script src="{DOCS_ASSETS_URL}/swagger-ui-bundle.js"></script>
+<script>
+window.ui = SwaggerUIBundle({{url: "{OPENAPI_URL}", dom_id: "#swagger-ui", deepLinking: true}});
+</script>
+</body>
+</html>
+""".encode()
+
+
+async def _docs(request: Request) -> Response:
+    return Response(DOCS_PAGE, 200, media_type="text/html; charset=utf-8")
+
+
+def docs_routes() -> list[BaseRoute]:
+    """``GET /docs`` (Swagger UI) and the assets it loads, from the swagger-ui-bundle package."""
+    return [
+        Route(DOCS_URL, _docs, methods=["GET"]),
+        Mount(DOCS_ASSETS_URL, app=StaticFiles(directory=swagger_ui_path), name="docs-assets"),
+    ]

@@ -1,0 +1,103 @@
+"""The proxy's OpenAPI document: built from the configuration and the response models."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from rendezvous import config
+from rendezvous.proxy import apidoc, errors
+
+pytestmark = pytest.mark.unit
+
+CONFIG = config.parse(
+    {
+        "services": {
+            "credit": {
+                "sla_ms": 100,
+                "models": [{"name": "m", "role": "champion", "callable": "udfs.rules:approve"}],
+                "input": {"amount": "double", "region": {"type": "string", "required": False}},
+            }
+        }
+    }
+)
+
+
+def _resolve(doc: dict, schema: dict) -> dict:
+    ref = schema.get("$ref")
+    return doc["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else schema
+
+
+def test_the_document_has_every_operation_and_is_json() -> None:
+    doc = apidoc.openapi(CONFIG)
+    orjson.dumps(doc)
+    assert doc["openapi"] == "3.0.3"
+    assert set(doc["paths"]) == {
+        "/v1/services/credit/score",
+        "/v1/services/credit/requests",
+        "/v1/requests/{request_id}",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
+    score = doc["paths"]["/v1/services/credit/score"]["post"]
+    assert set(score["responses"]) == {
+        "200", "400", "404", "409", "413", "415", "422", "502", "503", "504"
+    }  # fmt: skip
+    submit = doc["paths"]["/v1/services/credit/requests"]["post"]
+    assert set(submit["responses"]) == {"202", "400", "404", "409", "413", "415", "422", "503"}
+    status = doc["paths"]["/v1/requests/{request_id}"]["get"]
+    assert set(status["responses"]) == {"200", "202", "400", "404", "502", "503", "504"}
+
+
+def test_every_status_an_error_carries_is_documented() -> None:
+    doc = apidoc.openapi(CONFIG)
+    documented = {
+        int(status)
+        for item in doc["paths"].values()
+        for op in item.values()
+        for status in op["responses"]
+    }
+    carried = {cls.status for cls in vars(errors).values()
+               if isinstance(cls, type) and issubclass(cls, errors.ProxyError)}  # fmt: skip
+    assert carried - {500} <= documented
+
+
+def test_response_schemas_come_from_the_models_in_the_openapi_3_0_dialect() -> None:
+    doc = apidoc.openapi(CONFIG)
+    schemas = doc["components"]["schemas"]
+    answer = schemas["Answer"]
+    assert set(answer["properties"]) == set(apidoc.Answer.model_fields)
+    assert answer["properties"]["model"] == {"type": "string", "nullable": True}
+    assert answer["properties"]["latency_ms"] == {"type": "integer"}
+    assert schemas["Pending"]["properties"]["status"] == {"type": "string", "enum": ["pending"]}
+    error = _resolve(doc, schemas["Error"]["properties"]["error"])
+    assert set(error["required"]) == {"code", "message", "request_id"}
+    assert error["properties"]["request_id"] == {"type": "string", "nullable": True}
+    text = orjson.dumps(doc).decode()
+    assert '"null"' not in text and '"const"' not in text and '"$defs"' not in text
+    for item in doc["paths"].values():
+        for op in item.values():
+            for status, response in op["responses"].items():
+                if status[0] in "45":
+                    assert response["content"]["application/json"]["schema"] == {
+                        "$ref": "#/components/schemas/Error"
+                    }
+
+
+def test_a_real_answer_body_fits_its_model() -> None:
+    body = {
+        "request_id": "r1", "service": "credit", "model": None, "model_version": None,
+        "role": None, "output": {"p": 1}, "reason": "champion", "latency_ms": 3,
+    }  # fmt: skip
+    assert apidoc.Answer.model_validate(body).model_dump() == body
+    error = {"error": {"code": "schema", "message": "m", "request_id": None}}
+    assert apidoc.Error.model_validate(error).model_dump() == error
+
+
+def test_a_service_input_schema_follows_its_fields() -> None:
+    schema = apidoc.openapi(CONFIG)["components"]["schemas"]["credit_input"]
+    assert schema["required"] == ["amount"]
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["region"] == {"type": "string", "nullable": True}
+    assert schema["example"] == {"amount": 1.5, "region": "text"}
