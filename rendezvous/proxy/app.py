@@ -14,7 +14,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -31,16 +30,15 @@ from rendezvous.errors import ConfigError
 from rendezvous.proxy.admission import Admission
 from rendezvous.proxy.apidoc import OPENAPI_URL, docs_routes, openapi
 from rendezvous.proxy.batcher import RequestBatcher
+from rendezvous.proxy.book import ReplicaBook
 from rendezvous.proxy.errors import (
     AnswerTimeout,
     BadJson,
     BadRequestId,
     BodyTooLarge,
-    DuplicateRequest,
     KafkaUnavailable,
     NoAnswer,
     Overloaded,
-    UnknownRequest,
     UnknownService,
     UnsupportedMediaType,
 )
@@ -90,11 +88,17 @@ class Proxy:
             name: (spec, Validator(spec)) for name, spec in config.services.items()
         }
         self.known_services = ", ".join(sorted(self.services)) or "none"
-        self.pending: dict[str, asyncio.Future[Any]] = {}
-        # request id -> [expires_ms (deadline + grace), service, delivery error or None]
-        self.accepted: OrderedDict[str, list[Any]] = OrderedDict()
-        # request id -> (arrived_ms, result record)
-        self.cache: OrderedDict[str, tuple[int, dict[str, Any]]] = OrderedDict()
+        self.book: ReplicaBook[asyncio.Future[Any]] = ReplicaBook(
+            cache_size=settings.cache_size,
+            cache_ttl_ms=settings.cache_ttl_ms,
+            result_grace_ms=settings.result_grace_ms,
+            clock=clock,
+        )
+        # The book's maps, under the names the gauges and tests read.
+        self.pending = self.book.pending
+        self.accepted = self.book.accepted
+        self.cache = self.book.cache
+        self.unconfirmed = self.book.unconfirmed
         self.metrics = Metrics()
         self.admission = Admission(
             limit=settings.admission_initial, max_limit=settings.admission_max
@@ -108,8 +112,6 @@ class Proxy:
             on_flushed=self._flushed,
             on_delivered=self._delivered,
         )
-        # Requests produced that the broker has not acknowledged yet.
-        self.unconfirmed: set[str] = set()
         # Heartbeats stay fast until this time: the last deadline plus its decision grace.
         self.busy_until_ms = 0
         self.openapi_json = orjson.dumps(openapi(config), option=orjson.OPT_INDENT_2)
@@ -236,38 +238,20 @@ class Proxy:
 
     # -- results from the transport (on the event loop)
     def on_result(self, result: dict[str, Any]) -> None:
-        rid = result["request_id"]
-        now = self.clock()
-        cache = self.cache
-        if rid not in cache:  # the first answer wins; a duplicate changes nothing
-            cache[rid] = (now, result)
-            if len(cache) > self.settings.cache_size:
-                cache.popitem(last=False)
-            # Drop the oldest entry if it outlived the TTL (amortised expiry).
-            oldest = next(iter(cache.values()))
-            if now - oldest[0] > self.settings.cache_ttl_ms:
-                cache.popitem(last=False)
-        fut = self.pending.get(rid)
+        fut = self.book.on_result(result)
         matched = fut is not None and not fut.done()
         if matched:
             fut.set_result(result)
         self.metrics.result(matched)
-        self.accepted.pop(rid, None)
-        # A result proves Kafka took the request, whether or not its acknowledgement came first.
-        self.unconfirmed.discard(rid)
 
     def _delivered(self, rids: list[str]) -> None:
-        self.unconfirmed.difference_update(rids)
+        self.book.delivered(rids)
 
     def _delivery_failed(self, rid: str, text: str) -> None:
-        self.unconfirmed.discard(rid)
         self.metrics.delivery_failure()
-        fut = self.pending.get(rid)
+        fut = self.book.delivery_failed(rid, text)
         if fut is not None and not fut.done():
             fut.set_result(_Failed(text))
-        entry = self.accepted.get(rid)
-        if entry is not None:
-            entry[2] = text
 
     # -- shared steps
     def _request_id(self, request: Request) -> str:
@@ -324,21 +308,6 @@ class Proxy:
                 f"{exc.colno}; send a JSON object of the service's input fields"
             ) from None
 
-    def _check_new(self, rid: str, service: str) -> tuple[int, dict[str, Any]] | None:
-        """Refuse an id already in flight; return the cached answer of a finished one."""
-        if rid in self.pending or rid in self.accepted:
-            raise DuplicateRequest(
-                f"request {rid} is already in flight on this replica; wait for its answer "
-                f"(GET /v1/requests/{rid}) or send a new X-Request-ID"
-            )
-        hit = self.cache.get(rid)
-        if hit is not None and hit[1]["service"] != service:
-            raise DuplicateRequest(
-                f"request id {rid} was already used for service {hit[1]['service']!r}; "
-                f"send a new X-Request-ID"
-            )
-        return hit
-
     def _produce(self, spec: ServiceSpec, rid: str, payload: dict[str, Any]) -> tuple[int, int]:
         """Queue the request for the next batch; a failure to produce it resolves its waiter."""
         if not self.transport.ready():
@@ -351,7 +320,7 @@ class Proxy:
         deadline_ms = (
             received_ms + spec.sla_ms - min(self.settings.decision_lead_ms, spec.sla_ms // 4)
         )
-        self.unconfirmed.add(rid)
+        self.book.produced(rid)
         self.batcher.add(
             {
                 "request_id": rid,
@@ -405,7 +374,7 @@ class Proxy:
             spec, validator = self._service(name)
             label = name
             payload = validator(await self._body(request))
-            hit = self._check_new(rid, name)
+            hit = self.book.check_new(rid, name)
             if hit is not None:
                 body = self._answer(hit[1], hit[0] - hit[1]["received_ms"])
             else:
@@ -428,7 +397,7 @@ class Proxy:
             )
         loop = self._loop or asyncio.get_running_loop()
         fut = loop.create_future()
-        self.pending[rid] = fut
+        self.book.wait(rid, fut)
         timer = None
         judged = False
         try:
@@ -440,13 +409,12 @@ class Proxy:
                 judged = True
                 admission.leave(in_time=outcome is not None, now_ms=self.clock())
         finally:
-            self.pending.pop(rid, None)
+            self.book.stop_waiting(rid)
             if timer is not None:
                 timer.cancel()
             if not judged:
                 admission.leave_unjudged()
-        unacknowledged = rid in self.unconfirmed
-        self.unconfirmed.discard(rid)  # judged now: a later acknowledgement changes nothing
+        unacknowledged = self.book.judge(rid)
         if outcome is None and unacknowledged:
             raise KafkaUnavailable(
                 f"Kafka had not acknowledged request {rid} by its deadline ({spec.sla_ms} ms "
@@ -476,13 +444,11 @@ class Proxy:
             spec, validator = self._service(name)
             label = name
             payload = validator(await self._body(request))
-            if self._check_new(rid, name) is None:
+            if self.book.check_new(rid, name) is None:
                 received_ms, _ = self._produce(spec, rid, payload)
-                accepted = self.accepted
-                expires_ms = received_ms + spec.sla_ms + self.settings.result_grace_ms
-                accepted[rid] = [expires_ms, name, None]
-                if len(accepted) > self.settings.cache_size:
-                    accepted.popitem(last=False)
+                self.book.accept(
+                    rid, name, received_ms + spec.sla_ms + self.settings.result_grace_ms
+                )
         except Exception as exc:
             response = error_response(exc, rid)
             self.metrics.count(label, "requests", response.status_code)
@@ -509,34 +475,11 @@ class Proxy:
         return json_response(body, status, rid)
 
     def _status(self, rid: str) -> tuple[bytes, int]:
-        now = self.clock()
-        hit = self.cache.get(rid)
-        if hit is not None and now - hit[0] <= self.settings.cache_ttl_ms:
-            self.cache.move_to_end(rid)
-            arrived_ms, result = hit
-            return self._answer(result, arrived_ms - result["received_ms"]), 200
-        if rid in self.pending:
+        hit = self.book.status(rid)
+        if hit is None:
             return orjson.dumps({"request_id": rid, "status": "pending"}), 202
-        entry = self.accepted.get(rid)
-        if entry is not None:
-            expires_ms, service, failure = entry
-            if failure is not None:
-                raise KafkaUnavailable(f"request {rid} did not reach Kafka: {failure}")
-            if now <= expires_ms:
-                return orjson.dumps({"request_id": rid, "status": "pending"}), 202
-            if now - expires_ms <= self.settings.cache_ttl_ms:
-                raise AnswerTimeout(
-                    f"no result for request {rid} of service {service!r} by its deadline plus "
-                    f"{self.settings.result_grace_ms} ms grace; the request is still archived "
-                    f"downstream; check that the stream jobs run (`rendezvous status`)"
-                )
-            del self.accepted[rid]
-        raise UnknownRequest(
-            f"request {rid} is not known to this replica: it was never accepted here and no "
-            f"result for it was seen in the last {self.settings.cache_ttl_ms} ms (results "
-            f"are kept for that long, at most {self.settings.cache_size} of them); if it was "
-            f"just submitted to another replica, retry shortly"
-        )
+        arrived_ms, result = hit
+        return self._answer(result, arrived_ms - result["received_ms"]), 200
 
     async def healthz(self, request: Request) -> Response:
         return json_response(orjson.dumps({"status": "ok", "replica_id": self.replica_id}), 200)

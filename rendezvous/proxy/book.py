@@ -1,0 +1,156 @@
+"""One replica's book of requests and results: what it waits on, what it accepted, what it saw.
+
+Plain Python, with no event loop and no HTTP: the clock is passed in, a waiting sync request is
+an opaque *waiter* (the app's future), and every decision is a return value or one of the
+proxy's exceptions. The app applies them (resolves a future, writes a response).
+
+- ``pending``: sync requests waiting here, request id -> waiter.
+- ``accepted``: async requests accepted here and not answered yet, oldest first, at most
+  ``cache_size``; an expired one is kept ``cache_ttl_ms`` longer so its status is a 504.
+- ``cache``: every result seen on the results topic (so any replica can answer a status URL),
+  an LRU of at most ``cache_size`` where each result lives ``cache_ttl_ms``; the first answer
+  for a request id wins.
+- ``unconfirmed``: requests produced that the broker has not acknowledged yet.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from cachetools import TTLCache
+
+from rendezvous.proxy.errors import (
+    AnswerTimeout,
+    DuplicateRequest,
+    KafkaUnavailable,
+    UnknownRequest,
+)
+
+Clock = Callable[[], int]
+Result = dict[str, Any]
+Waiter = TypeVar("Waiter")
+
+
+@dataclass(slots=True)
+class Accepted:
+    """An async request accepted on this replica."""
+
+    expires_ms: int  # its SLA plus the result grace
+    service: str
+    failure: str | None = None  # why Kafka did not take it, once known
+
+
+class ReplicaBook(Generic[Waiter]):
+    """The bookkeeping of one proxy replica (see the module docstring)."""
+
+    def __init__(
+        self, *, cache_size: int, cache_ttl_ms: int, result_grace_ms: int, clock: Clock
+    ) -> None:
+        self.cache_size = cache_size
+        self.cache_ttl_ms = cache_ttl_ms
+        self.result_grace_ms = result_grace_ms
+        self.clock = clock
+        self.pending: dict[str, Waiter] = {}
+        self.accepted: OrderedDict[str, Accepted] = OrderedDict()
+        # request id -> (arrived_ms, result). A result is served while it is at most
+        # cache_ttl_ms old (the clock counts whole milliseconds; TTLCache expires at now >= ttl).
+        self.cache: TTLCache[str, tuple[int, Result]] = TTLCache(
+            maxsize=cache_size, ttl=cache_ttl_ms + 1, timer=clock
+        )
+        self.unconfirmed: set[str] = set()
+
+    # -- a new request
+    def check_new(self, rid: str, service: str) -> tuple[int, Result] | None:
+        """Refuse an id already in flight; return ``(arrived_ms, result)`` of a finished one."""
+        if rid in self.pending or rid in self.accepted:
+            raise DuplicateRequest(
+                f"request {rid} is already in flight on this replica; wait for its answer "
+                f"(GET /v1/requests/{rid}) or send a new X-Request-ID"
+            )
+        hit = self.cache.get(rid)
+        if hit is not None and hit[1]["service"] != service:
+            raise DuplicateRequest(
+                f"request id {rid} was already used for service {hit[1]['service']!r}; "
+                f"send a new X-Request-ID"
+            )
+        return hit
+
+    def produced(self, rid: str) -> None:
+        """The request was queued for Kafka; its acknowledgement is outstanding."""
+        self.unconfirmed.add(rid)
+
+    def accept(self, rid: str, service: str, expires_ms: int) -> None:
+        """Keep an async request until its result, or for a while after ``expires_ms``."""
+        accepted = self.accepted
+        accepted[rid] = Accepted(expires_ms, service)
+        if len(accepted) > self.cache_size:
+            accepted.popitem(last=False)
+
+    def wait(self, rid: str, waiter: Waiter) -> None:
+        self.pending[rid] = waiter
+
+    def stop_waiting(self, rid: str) -> None:
+        self.pending.pop(rid, None)
+
+    def judge(self, rid: str) -> bool:
+        """A sync request got its answer or gave up: whether Kafka had still not taken it.
+
+        A later acknowledgement changes nothing, so nothing is kept for it."""
+        unacknowledged = rid in self.unconfirmed
+        self.unconfirmed.discard(rid)
+        return unacknowledged
+
+    # -- from Kafka
+    def on_result(self, result: Result) -> Waiter | None:
+        """Record a result; return the waiter it answers on this replica, if any."""
+        rid = result["request_id"]
+        cache = self.cache
+        if rid not in cache:  # the first answer wins; a duplicate changes nothing
+            cache[rid] = (self.clock(), result)
+        self.accepted.pop(rid, None)
+        # A result proves Kafka took the request, whether or not its acknowledgement came first.
+        self.unconfirmed.discard(rid)
+        return self.pending.get(rid)
+
+    def delivered(self, rids: Iterable[str]) -> None:
+        self.unconfirmed.difference_update(rids)
+
+    def delivery_failed(self, rid: str, text: str) -> Waiter | None:
+        """Kafka refused the request: remember why; return the waiter to fail, if any."""
+        self.unconfirmed.discard(rid)
+        entry = self.accepted.get(rid)
+        if entry is not None:
+            entry.failure = text
+        return self.pending.get(rid)
+
+    # -- GET /v1/requests/{id}
+    def status(self, rid: str) -> tuple[int, Result] | None:
+        """``(arrived_ms, result)`` once known, None while pending, else the error to answer."""
+        hit = self.cache.get(rid)
+        if hit is not None:
+            return hit
+        if rid in self.pending:
+            return None
+        entry = self.accepted.get(rid)
+        if entry is not None:
+            if entry.failure is not None:
+                raise KafkaUnavailable(f"request {rid} did not reach Kafka: {entry.failure}")
+            now = self.clock()
+            if now <= entry.expires_ms:
+                return None
+            if now - entry.expires_ms <= self.cache_ttl_ms:
+                raise AnswerTimeout(
+                    f"no result for request {rid} of service {entry.service!r} by its deadline "
+                    f"plus {self.result_grace_ms} ms grace; the request is still archived "
+                    f"downstream; check that the stream jobs run (`rendezvous status`)"
+                )
+            del self.accepted[rid]
+        raise UnknownRequest(
+            f"request {rid} is not known to this replica: it was never accepted here and no "
+            f"result for it was seen in the last {self.cache_ttl_ms} ms (results "
+            f"are kept for that long, at most {self.cache_size} of them); if it was "
+            f"just submitted to another replica, retry shortly"
+        )

@@ -1,0 +1,178 @@
+"""A proxy replica's book of requests and results, with a fake clock and no event loop."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rendezvous.proxy import errors
+from rendezvous.proxy.book import ReplicaBook
+
+pytestmark = pytest.mark.unit
+
+T0 = 1_700_000_000_000
+TTL, GRACE = 1_000, 50
+
+
+class Clock:
+    def __init__(self, now: int = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def book(clock: Clock, cache_size: int = 10) -> ReplicaBook[str]:
+    return ReplicaBook(cache_size=cache_size, cache_ttl_ms=TTL, result_grace_ms=GRACE, clock=clock)
+
+
+def result(rid: str, service: str = "credit", **over: object) -> dict:
+    return {"request_id": rid, "service": service, "received_ms": T0, "output": "1", **over}
+
+
+def test_a_result_answers_its_waiter_and_is_served_for_the_ttl() -> None:
+    clock = Clock()
+    b = book(clock)
+    b.wait("r1", "waiter-1")
+    b.produced("r1")
+    clock.now += 7
+    assert b.on_result(result("r1")) == "waiter-1"
+    assert b.unconfirmed == set()  # a result proves Kafka took it
+    b.stop_waiting("r1")
+    assert b.status("r1") == (T0 + 7, result("r1"))
+    clock.now += TTL
+    assert b.status("r1") == (T0 + 7, result("r1"))  # at most TTL old: still served
+    clock.now += 1
+    with pytest.raises(errors.UnknownRequest, match=f"last {TTL} ms"):
+        b.status("r1")
+
+
+def test_the_first_answer_wins() -> None:
+    clock = Clock()
+    b = book(clock)
+    b.on_result(result("r1", output="first"))
+    clock.now += 5
+    b.on_result(result("r1", output="second"))
+    assert b.status("r1") == (T0, result("r1", output="first"))
+
+
+def test_the_cache_keeps_the_most_recently_used_results() -> None:
+    b = book(Clock(), cache_size=3)
+    for i in range(5):
+        b.on_result(result(f"r{i}"))
+    assert list(b.cache) == ["r2", "r3", "r4"]
+    b.status("r2")  # used: the oldest is now r3
+    b.on_result(result("r5"))
+    assert sorted(b.cache) == ["r2", "r4", "r5"]
+
+
+def test_an_in_flight_id_is_refused_and_a_finished_one_returns_its_answer() -> None:
+    b = book(Clock())
+    b.wait("sync", "w")
+    b.accept("async", "credit", T0 + 100)
+    for rid in ("sync", "async"):
+        with pytest.raises(errors.DuplicateRequest, match="already in flight"):
+            b.check_new(rid, "credit")
+    b.on_result(result("done"))
+    assert b.check_new("done", "credit") == (T0, result("done"))
+    with pytest.raises(errors.DuplicateRequest, match="already used for service 'credit'"):
+        b.check_new("done", "fraud")
+    assert b.check_new("new", "credit") is None
+
+
+def test_an_accepted_request_is_pending_then_late_then_forgotten() -> None:
+    clock = Clock()
+    b = book(clock)
+    b.accept("a1", "credit", T0 + 100)
+    assert b.status("a1") is None
+    clock.now = T0 + 100
+    assert b.status("a1") is None
+    clock.now += 1
+    with pytest.raises(errors.AnswerTimeout, match=f"{GRACE} ms grace"):
+        b.status("a1")
+    clock.now = T0 + 100 + TTL + 1
+    with pytest.raises(errors.UnknownRequest):
+        b.status("a1")
+    assert b.accepted == {}
+
+
+def test_a_delivery_failure_is_the_status_of_an_accepted_request() -> None:
+    b = book(Clock())
+    b.accept("a1", "credit", T0 + 100)
+    b.produced("a1")
+    assert b.delivery_failed("a1", "broker said no") is None  # nobody waits on it
+    assert b.unconfirmed == set()
+    with pytest.raises(errors.KafkaUnavailable, match="did not reach Kafka: broker said no"):
+        b.status("a1")
+    b.wait("s1", "w")
+    assert b.delivery_failed("s1", "x") == "w"
+
+
+def test_accepted_requests_are_bounded_oldest_first() -> None:
+    b = book(Clock(), cache_size=2)
+    for i in range(3):
+        b.accept(f"a{i}", "credit", T0 + 100)
+    assert list(b.accepted) == ["a1", "a2"]
+
+
+def test_judging_tells_whether_kafka_had_taken_the_request() -> None:
+    b = book(Clock())
+    b.produced("r1")
+    b.produced("r2")
+    b.delivered(["r2"])
+    assert b.judge("r1") is True
+    assert b.judge("r2") is False
+    assert b.unconfirmed == set()
+
+
+ids = st.sampled_from(["a", "b", "c", "d"])
+events = st.one_of(
+    st.tuples(st.just("wait"), ids),
+    st.tuples(st.just("accept"), ids),
+    st.tuples(st.just("result"), ids),
+    st.tuples(st.just("fail"), ids),
+    st.tuples(st.just("tick"), st.integers(0, 2 * TTL)),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(events, max_size=30))
+def test_any_interleaving_keeps_the_first_answer_and_bounded_maps(steps) -> None:
+    clock = Clock()
+    b = book(clock, cache_size=3)
+    first: dict[str, tuple[int, int]] = {}  # rid -> (arrived_ms, the answer's serial number)
+    for serial, (kind, arg) in enumerate(steps):
+        if kind == "tick":
+            clock.now += arg
+        elif kind == "wait":
+            b.wait(arg, arg)
+        elif kind == "accept":
+            b.accept(arg, "credit", clock.now + 100)
+        elif kind == "result":
+            known = arg in b.cache
+            waiter = b.on_result(result(arg, output=serial))
+            assert waiter == b.pending.get(arg)
+            if not known:
+                first[arg] = (clock.now, serial)
+            assert arg not in b.accepted and arg not in b.unconfirmed
+        else:
+            b.delivery_failed(arg, "no")
+        assert len(b.cache) <= 3 and len(b.accepted) <= 3
+        for rid, (arrived, answer) in first.items():
+            hit = b.cache.get(rid)
+            if hit is not None:
+                assert hit[0] == arrived and hit[1]["output"] == answer
+                assert clock.now - arrived <= TTL
+
+
+def test_the_book_needs_no_event_loop_nor_http() -> None:
+    code = (
+        "import sys, rendezvous.proxy.book; "
+        "print([m for m in ('asyncio', 'starlette', 'pyflink') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
