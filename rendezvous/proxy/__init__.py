@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rendezvous.proxy.apidoc import openapi
-    from rendezvous.proxy.app import Proxy, create_app, serve
+    from rendezvous.proxy.app import Proxy, create_app
+    from rendezvous.proxy.server import serve
     from rendezvous.proxy.settings import ProxySettings
     from rendezvous.proxy.transport import InMemoryTransport, KafkaTransport, Record, Transport
     from rendezvous.proxy.validation import Validator, validate
@@ -23,7 +24,7 @@ _LAZY = {
     "Proxy": "app",
     "create_app": "app",
     "openapi": "apidoc",
-    "serve": "app",
+    "serve": "server",
     "ProxySettings": "settings",
     "InMemoryTransport": "transport",
     "KafkaTransport": "transport",
@@ -59,7 +60,7 @@ def __getattr__(name: str) -> Any:
 
 def cmd_proxy(args: argparse.Namespace, stack_settings: StackSettings) -> int:
     """``rendezvous proxy``: run one replica in the foreground until Ctrl-C."""
-    from rendezvous.proxy.app import serve
+    from rendezvous.proxy.server import serve
     from rendezvous.proxy.settings import ProxySettings
 
     settings = ProxySettings.from_env(

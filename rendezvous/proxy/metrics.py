@@ -8,7 +8,7 @@ increment it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 
 from prometheus_client import (
     CONTENT_TYPE_PLAIN_0_0_4,
@@ -18,6 +18,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from rendezvous.proxy.admission import Admission
 
 # The text format generate_latest writes.
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
@@ -104,6 +106,42 @@ class Metrics:
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
         """A gauge whose value ``read()`` gives each time the metrics are scraped."""
         Gauge(name, help_text, registry=self.registry).set_function(read)
+
+    def replica_gauges(
+        self,
+        pending: Sized,
+        accepted: Sized,
+        cache: Sized,
+        ready: Callable[[], bool],
+        admission: Admission,
+    ) -> None:
+        """The gauges of a replica's book, its Kafka readiness and its admission control."""
+        self.gauge(
+            "rdv_proxy_pending_requests",
+            "Sync requests waiting for their result on this replica.",
+            lambda: len(pending),
+        )
+        self.gauge(
+            "rdv_proxy_accepted_requests",
+            "Async requests accepted here and not answered yet (or expired, kept for status).",
+            lambda: len(accepted),
+        )
+        self.gauge(
+            "rdv_proxy_cached_results",
+            "Results kept for GET /v1/requests/{id}.",
+            lambda: len(cache),
+        )
+        self.gauge("rdv_proxy_ready", "1 when Kafka is reachable.", lambda: int(ready()))
+        self.gauge(
+            "rdv_proxy_admission_limit",
+            "Sync requests this replica lets into the pipeline at once (adaptive).",
+            lambda: int(admission.limit),
+        )
+        self.gauge(
+            "rdv_proxy_admission_rejected",
+            "Requests answered 503 overloaded since start (a counter).",
+            lambda: admission.rejected,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rendezvous.errors import RendezvousError
-from rendezvous.proxy.errors import code_for, headers_for, status_for
+from rendezvous.proxy.errors import NoAnswer, code_for, headers_for, status_for
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,31 @@ def json_response(body: bytes, status: int, rid: str | None = None) -> Response:
     # character, and a header can hold neither non-Latin-1 characters nor control bytes.
     headers = {"x-request-id": rid} if rid and REQUEST_ID_RE.fullmatch(rid) else None
     return Response(body, status, headers=headers, media_type=JSON)
+
+
+def answer_body(result: dict[str, Any], latency_ms: int) -> bytes:
+    """The JSON body answering a request with its result; an error result raises NoAnswer."""
+    rid = result["request_id"]
+    if result["status"] != "ok":
+        detail = result.get("error")
+        raise NoAnswer(
+            f"no model answered request {rid} of service {result['service']!r}: "
+            f"{result['reason']}" + (f": {detail}" if detail else ""),
+            request_id=rid,
+        )
+    output = result["output"]
+    return orjson.dumps(
+        {
+            "request_id": rid,
+            "service": result["service"],
+            "model": result["model"],
+            "model_version": result["version"],
+            "role": result["role"],
+            "output": None if output is None else orjson.loads(output),
+            "reason": result["reason"],
+            "latency_ms": latency_ms,
+        }
+    )
 
 
 def error_response(exc: Exception, rid: str | None) -> Response:

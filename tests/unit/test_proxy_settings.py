@@ -98,7 +98,7 @@ def test_cli_subcommand_builds_settings_from_stack_defaults_and_flags(
     import argparse
     import os
 
-    import rendezvous.proxy.app as app_module
+    import rendezvous.proxy.server as server_module
     from rendezvous.proxy import add_cli
     from rendezvous.settings import StackSettings
 
@@ -106,7 +106,7 @@ def test_cli_subcommand_builds_settings_from_stack_defaults_and_flags(
         if name.startswith("RDV_PROXY_"):
             monkeypatch.delenv(name)
     seen: list[ProxySettings] = []
-    monkeypatch.setattr(app_module, "serve", seen.append)
+    monkeypatch.setattr(server_module, "serve", seen.append)
     parser = argparse.ArgumentParser()
     add_cli(parser.add_subparsers(dest="command"))
     conf = tmp_path / "services.yaml"

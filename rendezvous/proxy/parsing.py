@@ -1,0 +1,71 @@
+"""Reading a proxy request: its request id and its JSON body, or the error that says why not."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from rendezvous.proxy.errors import BadJson, BadRequestId, BodyTooLarge, UnsupportedMediaType
+from rendezvous.proxy.responses import REQUEST_ID_RE
+
+
+def request_id(request: Request) -> str:
+    """The request's ``X-Request-ID``, checked, or a new random one."""
+    given = request.headers.get("x-request-id")
+    if given is None:
+        return uuid.uuid4().hex
+    if REQUEST_ID_RE.fullmatch(given) is None:
+        raise BadRequestId(
+            f"X-Request-ID {given[:64]!r} is not 1-128 characters of letters, digits, "
+            f"'.', '_' or '-'; send such an id or leave the header out to get one assigned"
+        )
+    return given
+
+
+async def json_body(request: Request, limit: int) -> Any:
+    """The request's body as JSON: sent as JSON, at most ``limit`` bytes, well-formed."""
+    kind = request.headers.get("content-type")
+    if kind is not None:
+        media = kind.split(";", 1)[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            raise UnsupportedMediaType(
+                f"Content-Type {kind[:80]!r} is not JSON; send the body as JSON with "
+                f"the header 'Content-Type: application/json'"
+            )
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise BodyTooLarge(
+            f"request body is {int(length)} bytes, more than the limit of {limit}; send a "
+            f"smaller body or raise RDV_PROXY_MAX_BODY_BYTES"
+        )
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(
+                f"request body is more than the limit of {limit} bytes; send a smaller "
+                f"body or raise RDV_PROXY_MAX_BODY_BYTES"
+            )
+        chunks.append(chunk)
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadJson(
+            f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column "
+            f"{exc.colno}; send a JSON object of the service's input fields"
+        ) from None
+
+
+def path_request_id(rid: str) -> str:
+    """A request id from a status URL, checked."""
+    if REQUEST_ID_RE.fullmatch(rid) is None:
+        raise BadRequestId(
+            f"{rid[:64]!r} is not a request id (1-128 characters of letters, digits, "
+            f"'.', '_' or '-'); use the request_id a POST returned"
+        )
+    return rid
