@@ -10,9 +10,10 @@ reads it too: the kind byte, below 64, is a one-byte Avro int in front of the re
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from enum import IntEnum
 from importlib import resources
-from typing import Any
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import fastavro
 import orjson
@@ -113,6 +114,73 @@ def named_schemas() -> dict[str, Any]:
 
 def raw_schema(kind: Kind) -> dict[str, Any]:
     return next(RAW_SCHEMAS[n] for n, k in _FILES.items() if k == kind)
+
+
+# ---- Avro types in other type systems ----------------------------------------------------
+
+AVRO_PRIMITIVES = frozenset(
+    ("null", "boolean", "int", "long", "float", "double", "bytes", "string")
+)
+
+T = TypeVar("T")
+
+
+class TypeFold(Protocol[T]):
+    """What each kind of Avro type becomes in another type system (Flink SQL, Arrow, Flink's
+    type information); :func:`fold_type` applies it from the leaves up. ``path`` names the place
+    in the schema (``table.field``, ``table.field.item`` for an array's items) for messages.
+    Subclass it for the defaults of :meth:`nullable` and :meth:`unsupported`."""
+
+    def primitive(self, name: str, path: str) -> T:
+        raise NotImplementedError
+
+    def array(self, items: T, path: str) -> T:
+        raise NotImplementedError
+
+    def record(self, fields: list[tuple[str, T]], path: str) -> T:
+        raise NotImplementedError
+
+    def nullable(self, inner: T) -> T:
+        """A union of null and one type (``inner``, already folded)."""
+        return inner
+
+    def unsupported(self, avro: Any, path: str) -> NoReturn:
+        """A type with no counterpart: an enum, map or fixed, another union, an unknown name."""
+        raise SerdeError(f"{path}: Avro type {avro!r} has no mapping here")
+
+
+def fold_type(
+    avro: Any, fold: TypeFold[T], *, named: Mapping[str, Any] | None = None, path: str = ""
+) -> T:
+    """``avro`` (a type of a parsed-JSON schema) folded with ``fold``. ``named``: named types by
+    full name, for schemas that refer to them (see :func:`named_schemas`)."""
+    named = named or {}
+    if isinstance(avro, list):
+        others = [t for t in avro if t != "null"]
+        if len(others) != 1:
+            fold.unsupported(avro, path)
+        inner = fold_type(others[0], fold, named=named, path=path)
+        return fold.nullable(inner) if "null" in avro else inner
+    if isinstance(avro, dict):
+        kind = avro.get("type")
+        if kind == "array":
+            items = fold_type(avro["items"], fold, named=named, path=f"{path}.item")
+            return fold.array(items, path)
+        if kind == "record":
+            fields = [
+                (f["name"], fold_type(f["type"], fold, named=named, path=f"{path}.{f['name']}"))
+                for f in avro["fields"]
+            ]
+            return fold.record(fields, path)
+        if isinstance(kind, str) and (kind in AVRO_PRIMITIVES or kind in named):
+            # a primitive with a logicalType (its physical type), or a reference to a name
+            return fold_type(kind, fold, named=named, path=path)
+        fold.unsupported(avro, path)
+    if avro in AVRO_PRIMITIVES:
+        return fold.primitive(avro, path)
+    if isinstance(avro, str) and avro in named:
+        return fold_type(named[avro], fold, named=named, path=path)
+    fold.unsupported(avro, path)
 
 
 def encode(kind: Kind, record: dict[str, Any]) -> bytes:

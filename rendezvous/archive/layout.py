@@ -17,10 +17,10 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
@@ -80,28 +80,21 @@ def arrow_schema(table: str) -> pa.Schema:
     """The Arrow schema of the files of ``table``, derived from its Avro schema."""
     import pyarrow as pa
 
-    fields = [_arrow_field(f["name"], f["type"], table) for f in avro_schema(table)["fields"]]
+    from rendezvous import serde  # its schemas load on import: not for every CLI start
+
+    fields = []
+    for f in avro_schema(table)["fields"]:
+        arrow_type, nullable = serde.fold_type(
+            f["type"], _ArrowTypes(), path=f"{table}.{f['name']}"
+        )
+        fields.append(pa.field(f["name"], arrow_type, nullable=nullable))
     return pa.schema(fields)
 
 
+@cache
 def columns(table: str) -> tuple[str, ...]:
     """The columns a query sees: the file columns, then the partition columns."""
-    return (*arrow_schema(table).names, *PARTITIONS)
-
-
-def _arrow_field(name: str, avro_type: Any, where: str) -> pa.Field:
-    import pyarrow as pa
-
-    nullable = isinstance(avro_type, list) and "null" in avro_type
-    if isinstance(avro_type, list):
-        others = [t for t in avro_type if t != "null"]
-        if len(others) != 1:
-            raise ArchiveError(
-                f"{where}.{name}: only unions of null and one type map to a Parquet column, "
-                f"got {avro_type}"
-            )
-        avro_type = others[0]
-    return pa.field(name, _arrow_type(avro_type, f"{where}.{name}"), nullable=nullable)
+    return (*(f["name"] for f in avro_schema(table)["fields"]), *PARTITIONS)
 
 
 _PRIMITIVES = {
@@ -115,23 +108,38 @@ _PRIMITIVES = {
 }
 
 
-def _arrow_type(avro_type: Any, where: str) -> pa.DataType:
-    import pyarrow as pa
+class _ArrowTypes:
+    """The Arrow type of an Avro type, and whether it is nullable (in Arrow, a field's
+    property): a :class:`rendezvous.serde.TypeFold`."""
 
-    if isinstance(avro_type, str) and avro_type in _PRIMITIVES:
-        return getattr(pa, _PRIMITIVES[avro_type])()
-    if isinstance(avro_type, dict):
-        kind = avro_type.get("type")
-        if kind == "record":
-            return pa.struct(
-                [_arrow_field(f["name"], f["type"], where) for f in avro_type["fields"]]
+    def primitive(self, name: str, path: str) -> tuple[pa.DataType, bool]:
+        import pyarrow as pa
+
+        if name not in _PRIMITIVES:
+            self.unsupported(name, path)
+        return getattr(pa, _PRIMITIVES[name])(), False
+
+    def array(self, items: tuple[pa.DataType, bool], path: str) -> tuple[pa.DataType, bool]:
+        import pyarrow as pa
+
+        return pa.list_(pa.field("item", items[0], nullable=items[1])), False
+
+    def record(
+        self, fields: list[tuple[str, tuple[pa.DataType, bool]]], path: str
+    ) -> tuple[pa.DataType, bool]:
+        import pyarrow as pa
+
+        return pa.struct([pa.field(n, t, nullable=null) for n, (t, null) in fields]), False
+
+    def nullable(self, inner: tuple[pa.DataType, bool]) -> tuple[pa.DataType, bool]:
+        return inner[0], True
+
+    def unsupported(self, avro: Any, path: str) -> NoReturn:
+        if isinstance(avro, list):
+            raise ArchiveError(
+                f"{path}: only unions of null and one type map to a Parquet column, got {avro}"
             )
-        if kind == "array":
-            item = _arrow_field("item", avro_type["items"], where)
-            return pa.list_(item)
-        if kind in _PRIMITIVES:  # a primitive with a logicalType: keep the physical type
-            return _arrow_type(kind, where)
-    raise ArchiveError(f"{where}: Avro type {avro_type!r} has no Parquet mapping here")
+        raise ArchiveError(f"{path}: Avro type {avro!r} has no Parquet mapping here")
 
 
 def _check_table(table: str) -> None:
@@ -178,10 +186,22 @@ def _is_data_file(name: str) -> bool:
     return name.endswith(".parquet") or name.startswith("part-")
 
 
+def partition(service: str, received_ms: int) -> tuple[str, str, str]:
+    """The partition (service, dt, hr) of a row of ``service`` received at ``received_ms``."""
+    return (service, *_date_hour(received_ms // 3_600_000))
+
+
+@lru_cache(maxsize=64)
+def _date_hour(hour: int) -> tuple[str, str]:
+    """The UTC date and hour of an epoch hour (every archived row asks; few distinct hours)."""
+    at = datetime.fromtimestamp(hour * 3600, tz=timezone.utc)
+    return at.strftime("%Y-%m-%d"), at.strftime("%H")
+
+
 def partition_dir(root: Path, table: str, service: str, received_ms: int) -> Path:
     """The folder of a row of ``service`` received at ``received_ms`` (UTC date and hour)."""
-    at = datetime.fromtimestamp(received_ms / 1000, tz=timezone.utc)
-    return Path(root) / table / f"service={service}" / f"dt={at:%Y-%m-%d}" / f"hr={at:%H}"
+    service, dt, hr = partition(service, received_ms)
+    return Path(root) / table / f"service={service}" / f"dt={dt}" / f"hr={hr}"
 
 
 # ---- writing -----------------------------------------------------------------------------

@@ -93,7 +93,7 @@ class ArchiveSQL:
         schema_columns = layout.arrow_schema(table).names
         types = dict(zip(schema_columns, self._sql_types(table), strict=True))
         if not files:
-            select = ", ".join(f"CAST(NULL AS {types[c]}) AS {_ident(c)}" for c in schema_columns)
+            select = ", ".join(f"CAST(NULL AS {types[c]}) AS {ident(c)}" for c in schema_columns)
             partitions = ", ".join(
                 f"CAST(NULL AS {t}) AS {c}" for c, t in layout.PARTITION_TYPES.items()
             )
@@ -107,11 +107,11 @@ class ArchiveSQL:
         ]
         # Schema columns first (typed NULLs when no file has them yet), then any extra ones.
         select = [
-            _ident(c) if c in in_files else f"CAST(NULL AS {types[c]}) AS {_ident(c)}"
+            ident(c) if c in in_files else f"CAST(NULL AS {types[c]}) AS {ident(c)}"
             for c in schema_columns
         ]
         extra = [c for c in in_files if c not in types]
-        ordered = [*select, *map(_ident, extra), *layout.PARTITIONS]
+        ordered = [*select, *map(ident, extra), *layout.PARTITIONS]
         self.con.execute(f"CREATE VIEW {table} AS SELECT {', '.join(ordered)} FROM {source}")
         return (*schema_columns, *extra, *layout.PARTITIONS)
 
@@ -121,20 +121,23 @@ class ArchiveSQL:
 
 
 def _read_parquet(files: Sequence[Path]) -> str:
-    paths = ", ".join(_literal(str(p)) for p in files)
-    hive_types = ", ".join(f"'{c}': {t}" for c, t in layout.PARTITION_TYPES.items())
+    paths = ", ".join(literal(str(p)) for p in files)
+    hive_types = ", ".join(f"{literal(c)}: {t}" for c, t in layout.PARTITION_TYPES.items())
     return (
         f"read_parquet([{paths}], hive_partitioning = true, hive_types = {{{hive_types}}}, "
         f"union_by_name = true)"
     )
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
+    """``text`` as an SQL string literal (the same in DuckDB and Flink SQL)."""
     return "'" + text.replace("'", "''") + "'"
 
 
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+def ident(name: str, *, quote: str = '"') -> str:
+    """``name`` as a quoted SQL identifier: in DuckDB's double quotes, or with ``quote="`"`` in
+    Flink SQL's backticks."""
+    return quote + name.replace(quote, quote * 2) + quote
 
 
 def _one_line(exc: Exception) -> str:
@@ -207,7 +210,7 @@ def _copy(
     with tempfile.TemporaryDirectory(prefix="rdv-sql-") as tmp:
         target = Path(output) if output is not None else Path(tmp) / f"result.{fmt}"
         db.relation(
-            f"COPY (SELECT * FROM _rdv_result) TO {_literal(str(target))} ({_COPY_OPTIONS[fmt]})"
+            f"COPY (SELECT * FROM _rdv_result) TO {literal(str(target))} ({_COPY_OPTIONS[fmt]})"
         )
         if output is None:
             with target.open() as src:
