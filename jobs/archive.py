@@ -1,21 +1,39 @@
 """Archive job: model inputs (the decoy), scores and decisions from Kafka into Parquet tables.
 
 All Flink SQL, no Python at run time: each table is read from its Kafka topic with Flink's Avro
-format (:func:`rendezvous.archiving.kafka_ddl`), every item of every batch becomes a row
-(:func:`rendezvous.archiving.insert_sql`), and the filesystem sink writes Parquet partitioned by
-service, date and hour. The upstream jobs write these topics in Kafka transactions and the
-archive reads committed records only; files are committed on checkpoints and the Kafka offsets
-are part of the checkpoint. So after a failure anywhere, every request lands in each table
-exactly once, with no de-duplication state to outgrow.
+format (:func:`rendezvous.archive.tables.kafka_ddl`), every item of every batch becomes a row
+(:func:`rendezvous.archive.tables.insert_sql`), and the filesystem sink writes Parquet
+partitioned by service, date and hour. The upstream jobs write these topics in Kafka
+transactions and the archive reads committed records only; files are committed on checkpoints
+and the Kafka offsets are part of the checkpoint. So after a failure anywhere, every request
+lands in each table exactly once, with no de-duplication state to outgrow.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable, Mapping
 
-from pyflink.table import EnvironmentSettings, TableEnvironment
+from pyflink.table import EnvironmentSettings, TableEnvironment, TableResult
 
-from rendezvous import archiving
+from rendezvous.archive import layout, tables
+
+
+def build(t_env: TableEnvironment, sources: Mapping[str, str], sinks: Iterable[str]) -> TableResult:
+    """Fill each archive table from its source, in one job; submits it and returns its result.
+
+    ``sinks``: the CREATE TABLE statements of the archive tables (:func:`tables.filesystem_ddl`).
+    ``sources``: per archive table, the CREATE TABLE statement of ``kafka_<table>``, the table
+    its batches are read from (:func:`tables.kafka_ddl`: a ``kind`` column, then the batch
+    record's fields).
+    """
+    for statement in sinks:
+        t_env.execute_sql(statement)
+    inserts = t_env.create_statement_set()
+    for table, ddl in sources.items():
+        t_env.execute_sql(ddl)
+        inserts.add_insert_sql(tables.insert_sql(table))
+    return inserts.execute()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,17 +55,16 @@ def main(argv: list[str] | None = None) -> None:
     conf.set("pipeline.name", args.name)
     conf.set("execution.checkpointing.interval", args.checkpoint_interval)
     conf.set("table.local-time-zone", "UTC")  # dt and hr are UTC
-    for statement in archiving.flink_ddl(args.archive).split(";\n"):
-        if statement.strip():
-            t_env.execute_sql(statement)
-    inserts = t_env.create_statement_set()
-    for table in archiving.TABLES:
-        group = f"{args.group_prefix}-archive-{table}"
-        t_env.execute_sql(
-            archiving.kafka_ddl(table, bootstrap=args.bootstrap, group=group, start=args.start)
+    sources = {
+        table: tables.kafka_ddl(
+            table,
+            bootstrap=args.bootstrap,
+            group=f"{args.group_prefix}-archive-{table}",
+            start=args.start,
         )
-        inserts.add_insert_sql(archiving.insert_sql(table))
-    inserts.execute()
+        for table in layout.TABLES
+    }
+    build(t_env, sources, [tables.filesystem_ddl(args.archive, t) for t in layout.TABLES])
 
 
 if __name__ == "__main__":

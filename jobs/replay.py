@@ -11,37 +11,87 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 
 from pyflink.common import Row
 from pyflink.common.typeinfo import Types
 from pyflink.datastream import MapFunction, RuntimeContext, StreamExecutionEnvironment
 from pyflink.datastream.execution_mode import RuntimeExecutionMode
-from pyflink.table import StreamTableEnvironment
+from pyflink.table import StreamTableEnvironment, Table, TableResult
 
 from jobs.common import now_ms
-from rendezvous import archiving, models, scoring
+from rendezvous import models, scoring, serde
+from rendezvous.archive import layout, tables
 from rendezvous.config import ModelSpec
 
 
-def _type(avro):
-    if isinstance(avro, list):
-        (inner,) = [t for t in avro if t != "null"]
-        return _type(inner)
-    if isinstance(avro, dict):
-        if avro["type"] == "array":
-            return Types.OBJECT_ARRAY(_type(avro["items"]))
-        if avro["type"] == "record":
-            return Types.ROW_NAMED(
-                [f["name"] for f in avro["fields"]], [_type(f["type"]) for f in avro["fields"]]
-            )
-        return _type(avro["type"])
-    return {"string": Types.STRING(), "long": Types.LONG(), "boolean": Types.BOOLEAN(),
-            "int": Types.INT(), "double": Types.DOUBLE()}[avro]  # fmt: skip
+@dataclass(frozen=True)
+class ReplaySettings:
+    archive: str
+    service: str
+    spec: ModelSpec
+    replay_id: str
+    tracking_uri: str | None
+    since_ms: int | None
+    until_ms: int | None
+    parallelism: int
+
+
+def parse_args(argv: list[str] | None) -> ReplaySettings:
+    p = argparse.ArgumentParser()
+    p.add_argument("--archive", required=True, help="archive root (folder or filesystem URI)")
+    p.add_argument("--service", required=True)
+    p.add_argument("--model", required=True, help="the model as JSON: name, role, uri/callable")
+    p.add_argument("--replay-id", required=True)
+    p.add_argument("--tracking-uri")
+    p.add_argument("--since-ms", type=int)
+    p.add_argument("--until-ms", type=int)
+    p.add_argument("--parallelism", type=int, default=2)
+    args, _ = p.parse_known_args(argv)
+    model = json.loads(args.model)
+    spec = ModelSpec(
+        name=model["name"],
+        role=model["role"],
+        uri=model.get("uri"),
+        callable=model.get("callable"),
+        params=model.get("params") or {},
+    )
+    return ReplaySettings(
+        archive=args.archive,
+        service=args.service,
+        spec=spec,
+        replay_id=args.replay_id,
+        tracking_uri=args.tracking_uri,
+        since_ms=args.since_ms,
+        until_ms=args.until_ms,
+        parallelism=args.parallelism,
+    )
+
+
+class _FlinkTypes(serde.TypeFold):
+    """An Avro type as Flink type information (nullability is not part of it)."""
+
+    _PRIMITIVES = {"string": Types.STRING, "long": Types.LONG, "boolean": Types.BOOLEAN,
+                   "int": Types.INT, "double": Types.DOUBLE}  # fmt: skip
+
+    def primitive(self, name, path):
+        if name not in self._PRIMITIVES:
+            self.unsupported(name, path)
+        return self._PRIMITIVES[name]()
+
+    def array(self, items, path):
+        return Types.OBJECT_ARRAY(items)
+
+    def record(self, fields, path):
+        return Types.ROW_NAMED([n for n, _ in fields], [t for _, t in fields])
 
 
 def row_type(table: str):
-    cols = archiving.columns(table)
-    return Types.ROW_NAMED([n for n, _ in cols], [_type(t) for _, t in cols])
+    """The Flink row type of a row of ``table``: its columns, the partition columns as strings."""
+    types = [serde.fold_type(f["type"], _FlinkTypes(), path=f"{table}.{f['name']}")
+             for f in layout.avro_schema(table)["fields"]]  # fmt: skip
+    types += [Types.STRING() for _ in layout.PARTITIONS]
+    return Types.ROW_NAMED(list(layout.columns(table)), types)
 
 
 class ReplayScore(MapFunction):
@@ -67,74 +117,45 @@ class ReplayScore(MapFunction):
             "error": None,
         }
         score = scoring.score_record(self.scorer, value["service"], record, now_ms)
-        return Row(*archiving.replay_row(score, replay_id=self.replay_id, sla_ms=value["sla_ms"]))
+        return Row(*tables.replay_row(score, replay_id=self.replay_id, sla_ms=value["sla_ms"]))
 
     def close(self) -> None:
         if self.scorer is not None:
             self.scorer.close()
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def select_requests(service: str, since_ms: int | None, until_ms: int | None) -> str:
-    """The archived requests of ``service`` received in [since, until) that reached the models."""
-    where = [f"service = {_quote(service)}", "error IS NULL", "features IS NOT NULL"]
-    if since_ms is not None:
-        where.append(f"received_ms >= {int(since_ms)}")
-        # Partition pruning: no folder before the window's first day is read.
-        where.append(f"dt >= {_quote(archiving.partition(service, since_ms)[1])}")
-    if until_ms is not None:
-        where.append(f"received_ms < {int(until_ms)}")
-        where.append(f"dt <= {_quote(archiving.partition(service, until_ms)[1])}")
-    return (
-        "SELECT request_id, service, received_ms, deadline_ms, features, sla_ms FROM requests "
-        f"WHERE {' AND '.join(where)}"
+def build(
+    t_env: StreamTableEnvironment, requests: Table, sink: str, settings: ReplaySettings
+) -> TableResult:
+    """Score ``requests`` (the columns of :func:`tables.select_requests`) with the settings'
+    model and insert the ``replay`` rows into the table named ``sink``; submits the job and
+    returns its result."""
+    scored = (
+        t_env.to_data_stream(requests)
+        .map(
+            ReplayScore(settings.spec, settings.tracking_uri, settings.replay_id),
+            output_type=row_type(layout.REPLAY),
+        )
+        .name(f"score with {settings.spec.name}")
     )
+    return t_env.from_data_stream(scored).execute_insert(sink)
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--archive", required=True, help="archive root (folder or filesystem URI)")
-    p.add_argument("--service", required=True)
-    p.add_argument("--model", required=True, help="the model as JSON: name, role, uri/callable")
-    p.add_argument("--replay-id", required=True)
-    p.add_argument("--tracking-uri")
-    p.add_argument("--since-ms", type=int)
-    p.add_argument("--until-ms", type=int)
-    p.add_argument("--parallelism", type=int, default=2)
-    args, _ = p.parse_known_args(argv)
-    model = json.loads(args.model)
-    spec = ModelSpec(
-        name=model["name"],
-        role=model["role"],
-        uri=model.get("uri"),
-        callable=model.get("callable"),
-        params=model.get("params") or {},
-    )
-
+    s = parse_args(argv)
     env = StreamExecutionEnvironment.get_execution_environment()
     env.set_runtime_mode(RuntimeExecutionMode.BATCH)
-    env.set_parallelism(args.parallelism)
+    env.set_parallelism(s.parallelism)
     t_env = StreamTableEnvironment.create(env)
-    t_env.get_config().set("pipeline.name", f"rendezvous-replay {args.service} {args.replay_id}")
+    t_env.get_config().set("pipeline.name", f"rendezvous-replay {s.service} {s.replay_id}")
     t_env.get_config().set("python.execution-mode", "thread")
     # A batch run that fails is reported, not retried forever (the cluster's default).
     t_env.get_config().set("restart-strategy.type", "fixed-delay")
     t_env.get_config().set("restart-strategy.fixed-delay.attempts", "2")
-    ddl = archiving.flink_ddl(args.archive, tables=("requests", "replay"))
-    for statement in ddl.split(";\n"):
-        if statement.strip():
-            t_env.execute_sql(statement)
-
-    requests = t_env.to_data_stream(
-        t_env.sql_query(select_requests(args.service, args.since_ms, args.until_ms))
-    )
-    scored = requests.map(
-        ReplayScore(spec, args.tracking_uri, args.replay_id), output_type=row_type("replay")
-    ).name(f"score with {spec.name}")
-    t_env.from_data_stream(scored).execute_insert("replay").wait()
+    for table in (layout.REQUESTS, layout.REPLAY):
+        t_env.execute_sql(tables.filesystem_ddl(s.archive, table))
+    requests = t_env.sql_query(tables.select_requests(s.service, s.since_ms, s.until_ms))
+    build(t_env, requests, layout.REPLAY, s).wait()
 
 
 if __name__ == "__main__":

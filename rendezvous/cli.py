@@ -88,7 +88,7 @@ def cmd_submit(args: argparse.Namespace, settings: StackSettings) -> int:
 
 
 def cmd_ddl(args: argparse.Namespace, settings: StackSettings) -> int:
-    from rendezvous.archiving import flink_ddl
+    from rendezvous.archive.tables import flink_ddl
 
     print(flink_ddl(args.archive or str(settings.archive_dir)), end="")
     return 0

@@ -10,7 +10,8 @@ import uuid
 
 import pytest
 
-from rendezvous import archiving, deploy, serde, topics
+from rendezvous import deploy, serde, topics
+from rendezvous.archive import tables
 from rendezvous.archive.sql import ArchiveSQL
 from rendezvous.heartbeat import Heartbeat
 from tests.integration.feed import RequestFeed, wait_archived, write_service
@@ -71,7 +72,7 @@ def stray_records(bootstrap: str, service: str) -> None:
              "version": "1", "role": "champion", "status": "ok", "output": "1", "error": None,
              "received_ms": 1, "deadline_ms": 2, "started_ms": 1, "scored_ms": 1}  # fmt: skip
     p = Producer({"bootstrap.servers": bootstrap})
-    for topic in archiving.SOURCES.values():
+    for topic in tables.SOURCES.values():
         kind = serde.BATCH_OF[topics.ITEM_KIND[topic]]
         for value in (bytes([kind]) + b"not avro", serde.encode(serde.Kind.SCORE, score),
                       b"\xff\xfe", b""):  # fmt: skip
@@ -144,7 +145,7 @@ def test_flink_sql_reads_the_same_tables(archived, stack):
     t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
     jars = sorted((stack.settings.jars_dir / "flink").glob("*.jar"))
     t_env.get_config().set("pipeline.jars", ";".join(j.as_uri() for j in jars))
-    for statement in archiving.flink_ddl(str(stack.settings.archive_dir)).split(";\n"):
+    for statement in tables.flink_ddl(str(stack.settings.archive_dir)).split(";\n"):
         if statement.strip():
             t_env.execute_sql(statement)
     result = t_env.execute_sql(

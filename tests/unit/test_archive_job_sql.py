@@ -9,7 +9,8 @@ from typing import Any
 import fastavro
 import pytest
 
-from rendezvous import archiving, serde, topics
+from rendezvous import serde, topics
+from rendezvous.archive import layout, tables
 from rendezvous.serde import Kind
 
 pytestmark = pytest.mark.unit
@@ -40,7 +41,7 @@ def _flink_avro(sql_free: Any, named: dict[str, Any]) -> Any:
 
 
 def _as_flink_reads(table: str) -> dict[str, Any]:
-    batch = archiving._batch_schema(table)
+    batch = tables._batch_schema(table)
     flink = _flink_avro(batch, serde.named_schemas())
     flink["fields"].insert(0, {"name": "kind", "type": "int"})
     return fastavro.parse_schema(flink)
@@ -69,9 +70,9 @@ SAMPLES = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("table", archiving.TABLES)
+@pytest.mark.parametrize("table", layout.TABLES)
 def test_flink_reads_a_batch_as_it_was_written(table: str) -> None:
-    kind = topics.ITEM_KIND[archiving.SOURCES[table]]
+    kind = topics.ITEM_KIND[tables.SOURCES[table]]
     value = serde.encode_batch(kind, "b1", [SAMPLES[table], SAMPLES[table]])
     read = fastavro.schemaless_reader(io.BytesIO(value), _as_flink_reads(table), None)
     assert read["kind"] in (serde.BATCH_OF[kind] >> 1, -((serde.BATCH_OF[kind] + 1) >> 1))
@@ -79,9 +80,9 @@ def test_flink_reads_a_batch_as_it_was_written(table: str) -> None:
     assert read["items"] == [SAMPLES[table], SAMPLES[table]]
 
 
-@pytest.mark.parametrize("table", archiving.TABLES)
+@pytest.mark.parametrize("table", layout.TABLES)
 def test_a_heartbeat_reads_as_a_batch_with_no_rows(table: str) -> None:
-    kind = topics.ITEM_KIND[archiving.SOURCES[table]]
+    kind = topics.ITEM_KIND[tables.SOURCES[table]]
     value = serde.empty_batch(kind)
     assert serde.is_heartbeat(value)
     read = fastavro.schemaless_reader(io.BytesIO(value), _as_flink_reads(table), None)
@@ -93,26 +94,26 @@ def test_every_kind_byte_is_one_byte_of_avro() -> None:
     assert max(Kind) < 64  # a zigzag varint of one byte
 
 
-@pytest.mark.parametrize("table", archiving.TABLES)
+@pytest.mark.parametrize("table", layout.TABLES)
 def test_the_kafka_table_is_exact_in_nullability(table: str) -> None:
-    ddl = archiving.kafka_ddl(table, bootstrap="k:9092", group="g", start="committed")
+    ddl = tables.kafka_ddl(table, bootstrap="k:9092", group="g", start="committed")
     assert "`kind` INT NOT NULL" in ddl
     assert "'properties.isolation.level' = 'read_committed'" in ddl
-    assert f"'topic' = '{archiving.SOURCES[table]}'" in ddl
+    assert f"'topic' = '{tables.SOURCES[table]}'" in ddl
     assert "`request_id` STRING NOT NULL" in ddl
     assert "`error` STRING," in ddl or "`error` STRING>" in ddl or table == "decisions"
 
 
 def test_an_enum_has_no_sql_type() -> None:
     with pytest.raises(ValueError, match="use a string"):
-        archiving.sql_type({"type": "enum", "name": "E", "symbols": ["a"]}, exact=True)
+        tables.sql_type({"type": "enum", "name": "E", "symbols": ["a"]}, exact=True)
 
 
-@pytest.mark.parametrize("table", archiving.TABLES)
+@pytest.mark.parametrize("table", layout.TABLES)
 def test_the_insert_fills_every_column_in_order(table: str) -> None:
-    sql = archiving.insert_sql(table)
+    sql = tables.insert_sql(table)
     head, select = sql.split("\nFROM ")[0].split("\n", 1)
     assert head == f"INSERT INTO `{table}`"
     names = [line.rsplit(" AS ", 1)[1].strip("`,") for line in select.splitlines()]
-    assert names == [name for name, _ in archiving.columns(table)]
+    assert names == list(layout.columns(table))
     assert f"FROM `kafka_{table}` AS b CROSS JOIN UNNEST(b.`items`)" in sql

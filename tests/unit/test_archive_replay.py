@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from rendezvous import archiving, cli
-from rendezvous.archive import layout
+from rendezvous import cli
+from rendezvous.archive import layout, tables
 from rendezvous.archive.layout import ArchiveError
 from rendezvous.archive.metrics import OutputFields
 from rendezvous.archive.replay import compare, diff_table, model_spec, new_replay_id
@@ -51,7 +51,7 @@ def test_replay_row_has_the_replay_columns_and_compute_time_latency():
          "status": "ok", "output": "0.5", "error": None, "received_ms": 1_700_000_000_000,
          "deadline_ms": 1_700_000_000_025, "started_ms": 1_800_000_000_000,
          "scored_ms": 1_800_000_000_030}  # fmt: skip
-    row = dict(zip([c for c, _ in archiving.columns("replay")], archiving.replay_row(
+    row = dict(zip(layout.columns("replay"), tables.replay_row(
         s, replay_id="r1", sla_ms=25), strict=True))  # fmt: skip
     assert row["latency_ms"] == 30 and row["late"] is True  # 30 ms of compute > 25 ms SLA
     assert (row["replay_id"], row["service"], row["dt"], row["hr"]) == (
@@ -65,7 +65,7 @@ def test_replay_row_has_the_replay_columns_and_compute_time_latency():
 
 
 def test_flink_ddl_of_the_replay_table():
-    ddl = archiving.flink_ddl("/data/archive", tables=("replay",))
+    ddl = tables.flink_ddl("/data/archive", tables=("replay",))
     assert "CREATE TABLE IF NOT EXISTS `replay`" in ddl and "'path' = '/data/archive/replay'" in ddl
     assert "`replay_id` STRING" in ddl and "`requests`" not in ddl
 
