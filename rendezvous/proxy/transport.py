@@ -281,7 +281,10 @@ class KafkaTransport(Transport):
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "enable.partition.eof": False,
-                "fetch.wait.max.ms": 10,
+                # The broker answers a fetch as soon as a record arrives (fetch.min.bytes 1), so
+                # a long wait costs no latency; a short one costs the broker a request per
+                # wait while the results topic is quiet.
+                "fetch.wait.max.ms": 500,
                 # An answer is worth more early than committed.
                 "isolation.level": "read_uncommitted",
                 "allow.auto.create.topics": False,
