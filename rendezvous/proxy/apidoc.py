@@ -174,6 +174,8 @@ _RID_PATH = {
 _POST_ERRORS = {
     "400": "malformed JSON (code bad_json) or a bad X-Request-ID",
     "404": "unknown service",
+    "408": "the body did not arrive within body_timeout_ms, such as one shorter than its "
+    "Content-Length (code request_timeout; the connection is closed)",
     "409": "this request id is already in flight",
     "413": "body larger than max_body_bytes",
     "415": "a Content-Type that is not JSON (application/json or */*+json)",

@@ -172,6 +172,10 @@ class Proxy:
                 f"unknown service {name[:64]!r}; configured services: {self.known_services}"
             ) from None
 
+    async def _body(self, request: Request) -> Any:
+        settings = self.settings
+        return await json_body(request, settings.max_body_bytes, settings.body_timeout_ms)
+
     def _produce(self, spec: ServiceSpec, rid: str, payload: dict[str, Any]) -> tuple[int, int]:
         """Queue the request for the next batch; a failure to produce it resolves its waiter."""
         if not self.transport.ready():
@@ -212,7 +216,7 @@ class Proxy:
             rid = request_id(request)
             spec, validator = self._service(name)
             label = name
-            payload = validator(await json_body(request, self.settings.max_body_bytes))
+            payload = validator(await self._body(request))
             hit = self.book.check_new(rid, name)
             if hit is not None:
                 body = answer_body(hit[1], hit[0] - hit[1]["received_ms"])
@@ -282,7 +286,7 @@ class Proxy:
             rid = request_id(request)
             spec, validator = self._service(name)
             label = name
-            payload = validator(await json_body(request, self.settings.max_body_bytes))
+            payload = validator(await self._body(request))
             if self.book.check_new(rid, name) is None:
                 received_ms, _ = self._produce(spec, rid, payload)
                 self.book.accept(

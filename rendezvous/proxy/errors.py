@@ -46,6 +46,19 @@ class UnknownRequest(ProxyError):
     code = "unknown_request"
 
 
+class RequestTimeout(ProxyError):
+    """The body did not arrive in time (shorter than its Content-Length, or too slow).
+
+    The connection is closed after the answer: the rest of the body may still be on its way,
+    so the next bytes on it could not be read as a new request."""
+
+    status = 408
+    code = "request_timeout"
+
+    def headers(self) -> dict[str, str] | None:
+        return {"connection": "close"}
+
+
 class DuplicateRequest(ProxyError):
     """A request with this id is already waiting on this replica."""
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 
-from rendezvous.proxy.errors import BadJson, BadRequestId, BodyTooLarge, UnsupportedMediaType
+from rendezvous.proxy.errors import (
+    BadJson,
+    BadRequestId,
+    BodyTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from rendezvous.proxy.responses import REQUEST_ID_RE
 
 
@@ -25,8 +32,15 @@ def request_id(request: Request) -> str:
     return given
 
 
-async def json_body(request: Request, limit: int) -> Any:
-    """The request's body as JSON: sent as JSON, at most ``limit`` bytes, well-formed."""
+async def json_body(request: Request, limit: int, timeout_ms: int) -> Any:
+    """The request's body as JSON: sent as JSON, at most ``limit`` bytes, well-formed, and
+    all of it within ``timeout_ms`` (see :func:`read_body`)."""
+    return parse_json(await read_body(request, limit, timeout_ms))
+
+
+async def read_body(request: Request, limit: int, timeout_ms: int) -> bytes:
+    """The request's raw body: sent as JSON, at most ``limit`` bytes, and all of it within
+    ``timeout_ms`` of this call (else :class:`RequestTimeout`)."""
     kind = request.headers.get("content-type")
     if kind is not None:
         media = kind.split(";", 1)[0].strip().lower()
@@ -43,15 +57,34 @@ async def json_body(request: Request, limit: int) -> Any:
         )
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(
-                f"request body is more than the limit of {limit} bytes; send a smaller "
-                f"body or raise RDV_PROXY_MAX_BODY_BYTES"
-            )
-        chunks.append(chunk)
-    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        # One timer per request, for the whole body: a body already read by the server costs
+        # no wait, only arming and cancelling the timer.
+        async with asyncio.timeout(timeout_ms / 1000):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(
+                        f"request body is more than the limit of {limit} bytes; send a smaller "
+                        f"body or raise RDV_PROXY_MAX_BODY_BYTES"
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        got = (
+            f"{size} of the {length} bytes its Content-Length announced"
+            if length is not None
+            else f"{size} bytes and no end"
+        )
+        raise RequestTimeout(
+            f"request body did not arrive within {timeout_ms} ms (got {got}); send the whole "
+            f"body without pausing, with a Content-Length that matches it, or raise "
+            f"RDV_PROXY_BODY_TIMEOUT_MS"
+        ) from None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> Any:
+    """``raw`` as JSON, or :class:`BadJson` with the line and column of the first mistake."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

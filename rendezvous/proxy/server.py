@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rendezvous.config import Config
 from rendezvous.errors import ConfigError
 from rendezvous.proxy.app import create_app, resolve_signature_inputs
 from rendezvous.proxy.settings import ProxySettings
 
+# An idle connection is closed this long after its last response. uvicorn has no timer for a
+# request head that arrives slowly (its parsers only cap the head's size), so a client that
+# opens connections and trickles headers is held off by a load balancer in front, not here;
+# the body has the proxy's own timeout (ProxySettings.body_timeout_ms, answered with 408).
+KEEP_ALIVE_S = 5
+
+
+def server_options(settings: ProxySettings) -> dict[str, Any]:
+    """The uvicorn options of one replica (no access log; loop and parser ``auto``)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "auto",
+        "http": "auto",
+        "lifespan": "on",
+        "access_log": False,
+        "server_header": False,
+        "log_level": "info",
+        "timeout_keep_alive": KEEP_ALIVE_S,
+    }
+
 
 def serve(settings: ProxySettings, config: Config | None = None) -> None:
-    """Run one replica with uvicorn until interrupted (no access log; loop ``auto``)."""
+    """Run one replica with uvicorn until interrupted (options: :func:`server_options`)."""
     import uvicorn
 
     from rendezvous.config import load
@@ -23,14 +46,4 @@ def serve(settings: ProxySettings, config: Config | None = None) -> None:
         config = load(settings.config)
     config = resolve_signature_inputs(config, settings.tracking_uri)
     app = create_app(settings, config)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="auto",
-        http="auto",
-        lifespan="on",
-        access_log=False,
-        server_header=False,
-        log_level="info",
-    )
+    uvicorn.run(app, **server_options(settings))

@@ -37,6 +37,9 @@ class ProxySettings:
     replica_id: str = field(default_factory=_new_replica_id)
 
     max_body_bytes: int = 1 << 20
+    # The whole body must arrive within this long of the handler asking for it; a body shorter
+    # than its Content-Length, or one trickling in, gets 408 and the connection is closed.
+    body_timeout_ms: int = 5000
     result_grace_ms: int = 15
     # The pipeline decides this long before the SLA (at most a quarter of it): a decision taken
     # at its deadline, a fallback when the champion is silent, then still reaches the proxy by
@@ -99,6 +102,12 @@ class ProxySettings:
             self.replica_id,
         )
         need(self.max_body_bytes >= 64, "max_body_bytes", "at least 64 bytes", self.max_body_bytes)
+        need(
+            self.body_timeout_ms >= 1,
+            "body_timeout_ms",
+            "milliseconds >= 1 (the longest a request body may take to arrive)",
+            self.body_timeout_ms,
+        )
         need(
             self.result_grace_ms >= 0, "result_grace_ms", "milliseconds >= 0", self.result_grace_ms
         )

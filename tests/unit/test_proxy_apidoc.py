@@ -42,10 +42,12 @@ def test_the_document_has_every_operation_and_is_json() -> None:
     }
     score = doc["paths"]["/v1/services/credit/score"]["post"]
     assert set(score["responses"]) == {
-        "200", "400", "404", "409", "413", "415", "422", "502", "503", "504"
+        "200", "400", "404", "408", "409", "413", "415", "422", "502", "503", "504"
     }  # fmt: skip
     submit = doc["paths"]["/v1/services/credit/requests"]["post"]
-    assert set(submit["responses"]) == {"202", "400", "404", "409", "413", "415", "422", "503"}
+    assert set(submit["responses"]) == {
+        "202", "400", "404", "408", "409", "413", "415", "422", "503"
+    }  # fmt: skip
     status = doc["paths"]["/v1/requests/{request_id}"]["get"]
     assert set(status["responses"]) == {"200", "202", "400", "404", "502", "503", "504"}
 

@@ -449,6 +449,49 @@ def test_body_too_large_is_413_by_content_length_and_by_stream() -> None:
     run(go())
 
 
+def test_a_body_that_stops_arriving_is_408_and_closes_the_connection() -> None:
+    async def stalls() -> AsyncIterator[bytes]:
+        yield b'{"amount": '
+        await asyncio.sleep(30)
+        yield b"1}"
+
+    async def go() -> None:
+        async with proxy(body_timeout_ms=50) as (client, t, _p):
+            for path in ("/v1/services/credit/score", "/v1/services/credit/requests"):
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                r = await client.post(path, content=stalls(), headers={"X-Request-ID": "slow-1"})
+                assert loop.time() - started < 5
+                assert r.status_code == 408
+                err = error_of(r)
+                assert err["code"] == "request_timeout"
+                assert err["request_id"] == "slow-1"
+                assert "50 ms" in err["message"] and "11 bytes" in err["message"]
+                assert "RDV_PROXY_BODY_TIMEOUT_MS" in err["message"]
+                assert r.headers["connection"] == "close"
+                assert r.headers["x-request-id"] == "slow-1"
+            assert t.records == []
+
+    run(go())
+
+
+def test_a_body_in_pieces_within_the_timeout_is_read_whole() -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        for part in (b'{"amount"', b": 1", b"}"):
+            await asyncio.sleep(0.01)
+            yield part
+
+    async def go() -> None:
+        transport = InMemoryTransport(on_produce=answering(output=3))
+        async with proxy(transport, body_timeout_ms=2000) as (client, _t, _p):
+            r = await client.post("/v1/services/credit/score", content=pieces())
+            assert r.status_code == 200
+            assert r.json()["output"] == 3
+            assert "connection" not in r.headers
+
+    run(go())
+
+
 def test_missing_field_is_422_naming_it() -> None:
     async def go() -> None:
         async with proxy() as (client, t, _):

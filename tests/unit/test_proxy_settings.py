@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 def test_defaults() -> None:
     s = ProxySettings.from_env({})
     assert (s.host, s.port, s.bootstrap) == ("127.0.0.1", 8000, "127.0.0.1:9092")
-    assert s.max_body_bytes == 1 << 20
+    assert s.max_body_bytes == 1 << 20 and s.body_timeout_ms == 5000
     assert s.result_grace_ms == 15 and s.tick_interval_ms == 10 and s.cache_size == 100_000
     assert len(s.replica_id) == 12 and s.replica_id != ProxySettings.from_env({}).replica_id
     assert s.config is None
@@ -28,12 +28,14 @@ def test_env_then_overrides() -> None:
         "RDV_PROXY_CONFIG": "~/conf.yaml",
         "RDV_PROXY_BOOTSTRAP": "kafka:9092",
         "RDV_PROXY_REPLICA_ID": "a-1",
+        "RDV_PROXY_BODY_TIMEOUT_MS": "250",
     }
     s = ProxySettings.from_env(env, defaults={"bootstrap": "stack:9092", "port": 7000}, port=9002)
     assert s.port == 9002  # override beats env beats defaults
     assert s.bootstrap == "kafka:9092"  # env beats defaults
     assert s.config == Path("~/conf.yaml").expanduser()
     assert s.replica_id == "a-1"
+    assert s.body_timeout_ms == 250
     s = ProxySettings.from_env({}, defaults={"bootstrap": "stack:9092"}, port=None)
     assert s.bootstrap == "stack:9092" and s.port == 8000  # None overrides are ignored
 
@@ -46,6 +48,8 @@ def test_env_then_overrides() -> None:
         ({"RDV_PROXY_REPLICA_ID": "a b"}, "RDV_PROXY_REPLICA_ID"),
         ({"RDV_PROXY_CACHE_SIZE": "0"}, "RDV_PROXY_CACHE_SIZE"),
         ({"RDV_PROXY_MAX_BODY_BYTES": "1"}, "RDV_PROXY_MAX_BODY_BYTES"),
+        ({"RDV_PROXY_BODY_TIMEOUT_MS": "0"}, "RDV_PROXY_BODY_TIMEOUT_MS"),
+        ({"RDV_PROXY_BODY_TIMEOUT_MS": "5s"}, "RDV_PROXY_BODY_TIMEOUT_MS"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], words: str) -> None:
@@ -70,6 +74,7 @@ def test_one_table_maps_errors_to_statuses() -> None:
         errors.BadRequestId: 400,
         errors.UnknownService: 404,
         errors.UnknownRequest: 404,
+        errors.RequestTimeout: 408,
         errors.DuplicateRequest: 409,
         errors.BodyTooLarge: 413,
         errors.UnsupportedMediaType: 415,
@@ -87,6 +92,7 @@ def test_one_table_maps_errors_to_statuses() -> None:
     assert errors.code_for(ValueError("x")) == "internal"
     assert errors.status_for(ConfigError("x")) == 500
     assert errors.headers_for(errors.Overloaded("x")) == {"retry-after": "1"}
+    assert errors.headers_for(errors.RequestTimeout("x")) == {"connection": "close"}
     assert errors.headers_for(errors.KafkaUnavailable("x")) is None
     assert errors.headers_for(ValueError("x")) is None
     assert not hasattr(errors, "HTTP_STATUS")  # the classes are the only table
