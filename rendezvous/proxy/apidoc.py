@@ -176,7 +176,8 @@ _POST_ERRORS = {
     "404": "unknown service",
     "408": "the body did not arrive within body_timeout_ms, such as one shorter than its "
     "Content-Length (code request_timeout; the connection is closed)",
-    "409": "this request id is already in flight",
+    "409": "this request id is already in flight (code duplicate_request_id), or this replica "
+    "already took it for another body (code request_id_conflict; a retry must repeat the body)",
     "413": "body larger than max_body_bytes",
     "415": "a Content-Type that is not JSON (application/json or */*+json)",
     "422": "body does not match the service's input fields",

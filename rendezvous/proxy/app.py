@@ -32,7 +32,7 @@ from rendezvous.config import Config, ServiceSpec
 from rendezvous.proxy.admission import Admission
 from rendezvous.proxy.apidoc import OPENAPI_URL, docs_routes, openapi
 from rendezvous.proxy.batcher import RequestBatcher
-from rendezvous.proxy.book import ReplicaBook
+from rendezvous.proxy.book import ReplicaBook, fingerprint
 from rendezvous.proxy.errors import (
     AnswerTimeout,
     KafkaUnavailable,
@@ -41,7 +41,7 @@ from rendezvous.proxy.errors import (
 )
 from rendezvous.proxy.heartbeat import Heartbeat
 from rendezvous.proxy.metrics import CONTENT_TYPE, Metrics
-from rendezvous.proxy.parsing import json_body, path_request_id, request_id
+from rendezvous.proxy.parsing import parse_json, path_request_id, read_body, request_id
 from rendezvous.proxy.responses import (
     answer_body,
     error_response,
@@ -172,11 +172,15 @@ class Proxy:
                 f"unknown service {name[:64]!r}; configured services: {self.known_services}"
             ) from None
 
-    async def _body(self, request: Request) -> Any:
+    async def _body(self, request: Request, validator: Validator) -> tuple[dict[str, Any], bytes]:
+        """The request's payload, checked, and its body's fingerprint."""
         settings = self.settings
-        return await json_body(request, settings.max_body_bytes, settings.body_timeout_ms)
+        raw = await read_body(request, settings.max_body_bytes, settings.body_timeout_ms)
+        return validator(parse_json(raw)), fingerprint(raw)
 
-    def _produce(self, spec: ServiceSpec, rid: str, payload: dict[str, Any]) -> tuple[int, int]:
+    def _produce(
+        self, spec: ServiceSpec, rid: str, payload: dict[str, Any], fp: bytes
+    ) -> tuple[int, int]:
         """Queue the request for the next batch; a failure to produce it resolves its waiter."""
         if not self.transport.ready():
             raise KafkaUnavailable(
@@ -188,7 +192,7 @@ class Proxy:
         deadline_ms = (
             received_ms + spec.sla_ms - min(self.settings.decision_lead_ms, spec.sla_ms // 4)
         )
-        self.book.produced(rid)
+        self.book.produced(rid, fp)
         self.batcher.add(
             {
                 "request_id": rid,
@@ -216,12 +220,12 @@ class Proxy:
             rid = request_id(request)
             spec, validator = self._service(name)
             label = name
-            payload = validator(await self._body(request))
-            hit = self.book.check_new(rid, name)
+            payload, fp = await self._body(request, validator)
+            hit = self.book.check_new(rid, name, fp)
             if hit is not None:
                 body = answer_body(hit[1], hit[0] - hit[1]["received_ms"])
             else:
-                body = await self._wait(spec, rid, payload)
+                body = await self._wait(spec, rid, payload, fp)
         except Exception as exc:
             response = error_response(exc, rid)
             self.metrics.count(label, "score", response.status_code)
@@ -229,7 +233,7 @@ class Proxy:
         self.metrics.count(label, "score", 200)
         return json_response(body, 200, rid)
 
-    async def _wait(self, spec: ServiceSpec, rid: str, payload: dict[str, Any]) -> bytes:
+    async def _wait(self, spec: ServiceSpec, rid: str, payload: dict[str, Any], fp: bytes) -> bytes:
         admission = self.admission
         if not admission.try_enter():
             raise Overloaded(
@@ -244,7 +248,7 @@ class Proxy:
         timer = None
         judged = False
         try:
-            received_ms, _ = self._produce(spec, rid, payload)
+            received_ms, _ = self._produce(spec, rid, payload, fp)
             give_up_ms = received_ms + spec.sla_ms + self.settings.result_grace_ms
             timer = loop.call_later(max(give_up_ms - self.clock(), 0) / 1000, _resolve_none, fut)
             outcome = await fut
@@ -286,9 +290,9 @@ class Proxy:
             rid = request_id(request)
             spec, validator = self._service(name)
             label = name
-            payload = validator(await self._body(request))
-            if self.book.check_new(rid, name) is None:
-                received_ms, _ = self._produce(spec, rid, payload)
+            payload, fp = await self._body(request, validator)
+            if self.book.check_new(rid, name, fp) is None:
+                received_ms, _ = self._produce(spec, rid, payload, fp)
                 self.book.accept(
                     rid, name, received_ms + spec.sla_ms + self.settings.result_grace_ms
                 )

@@ -11,10 +11,15 @@ proxy's exceptions. The app applies them (resolves a future, writes a response).
   an LRU of at most ``cache_size`` where each result lives ``cache_ttl_ms``; the first answer
   for a request id wins.
 - ``unconfirmed``: requests produced that the broker has not acknowledged yet.
+- ``bodies``: the fingerprint of the body of every request produced here, the newest
+  ``cache_size``. A request id that is pending, accepted or cached may come again: with the
+  same body it is a retry (the answer, or "in flight"), with another it is a conflict. A result
+  of a request another replica took has no fingerprint here, so only its service is checked.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -26,12 +31,18 @@ from rendezvous.proxy.errors import (
     AnswerTimeout,
     DuplicateRequest,
     KafkaUnavailable,
+    RequestIdConflict,
     UnknownRequest,
 )
 
 Clock = Callable[[], int]
 Result = dict[str, Any]
 Waiter = TypeVar("Waiter")
+
+
+def fingerprint(body: bytes) -> bytes:
+    """A 64-bit hash of a request's raw body: what tells a retry from another request."""
+    return hashlib.blake2b(body, digest_size=8).digest()
 
 
 @dataclass(slots=True)
@@ -61,26 +72,53 @@ class ReplicaBook(Generic[Waiter]):
             maxsize=cache_size, ttl=cache_ttl_ms + 1, timer=clock
         )
         self.unconfirmed: set[str] = set()
+        self.bodies: OrderedDict[str, bytes] = OrderedDict()
 
     # -- a new request
-    def check_new(self, rid: str, service: str) -> tuple[int, Result] | None:
-        """Refuse an id already in flight; return ``(arrived_ms, result)`` of a finished one."""
+    def check_new(self, rid: str, service: str, body: bytes) -> tuple[int, Result] | None:
+        """Refuse an id already in flight; return ``(arrived_ms, result)`` of a finished one.
+
+        ``body`` is the request's :func:`fingerprint`: an id this replica took for another
+        body is a conflict, whether that request is in flight or answered."""
         if rid in self.pending or rid in self.accepted:
+            self._same_body(rid, body)
             raise DuplicateRequest(
                 f"request {rid} is already in flight on this replica; wait for its answer "
                 f"(GET /v1/requests/{rid}) or send a new X-Request-ID"
             )
         hit = self.cache.get(rid)
-        if hit is not None and hit[1]["service"] != service:
-            raise DuplicateRequest(
-                f"request id {rid} was already used for service {hit[1]['service']!r}; "
-                f"send a new X-Request-ID"
-            )
+        if hit is not None:
+            if hit[1]["service"] != service:
+                raise DuplicateRequest(
+                    f"request id {rid} was already used for service {hit[1]['service']!r}; "
+                    f"send a new X-Request-ID"
+                )
+            self._same_body(rid, body)
         return hit
 
-    def produced(self, rid: str) -> None:
-        """The request was queued for Kafka; its acknowledgement is outstanding."""
+    def _same_body(self, rid: str, body: bytes) -> None:
+        bodies = self.bodies
+        seen = bodies.get(rid)
+        if seen is None:
+            return
+        if seen != body:
+            raise RequestIdConflict(
+                f"request id {rid} was already used for another body; send a new "
+                f"X-Request-ID for a new request (a retry gets the first answer only with the "
+                f"same body, byte for byte)",
+                request_id=rid,
+            )
+        bodies.move_to_end(rid)  # a retried id is kept as long as a new one
+
+    def produced(self, rid: str, body: bytes) -> None:
+        """The request, of body fingerprint ``body``, was queued for Kafka; its
+        acknowledgement is outstanding."""
         self.unconfirmed.add(rid)
+        bodies = self.bodies
+        bodies.pop(rid, None)  # an id seen long ago and forgotten starts again as the newest
+        bodies[rid] = body
+        if len(bodies) > self.cache_size:
+            bodies.popitem(last=False)
 
     def accept(self, rid: str, service: str, expires_ms: int) -> None:
         """Keep an async request until its result, or for a while after ``expires_ms``."""

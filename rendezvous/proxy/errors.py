@@ -66,6 +66,13 @@ class DuplicateRequest(ProxyError):
     code = "duplicate_request_id"
 
 
+class RequestIdConflict(ProxyError):
+    """The request id was already used on this replica for a different body."""
+
+    status = 409
+    code = "request_id_conflict"
+
+
 class BodyTooLarge(ProxyError):
     status = 413
     code = "body_too_large"

@@ -32,12 +32,6 @@ def request_id(request: Request) -> str:
     return given
 
 
-async def json_body(request: Request, limit: int, timeout_ms: int) -> Any:
-    """The request's body as JSON: sent as JSON, at most ``limit`` bytes, well-formed, and
-    all of it within ``timeout_ms`` (see :func:`read_body`)."""
-    return parse_json(await read_body(request, limit, timeout_ms))
-
-
 async def read_body(request: Request, limit: int, timeout_ms: int) -> bytes:
     """The request's raw body: sent as JSON, at most ``limit`` bytes, and all of it within
     ``timeout_ms`` of this call (else :class:`RequestTimeout`)."""

@@ -266,6 +266,83 @@ def test_retry_of_an_answered_request_id_returns_the_cached_answer() -> None:
     run(go())
 
 
+def test_an_answered_request_id_sent_with_another_body_is_409_conflict() -> None:
+    async def go() -> None:
+        async with proxy(InMemoryTransport(on_produce=answering(output=5))) as (client, t, _):
+            headers = {"X-Request-ID": "used-1"}
+            first = await client.post(
+                "/v1/services/credit/score", json={"amount": 1}, headers=headers
+            )
+            assert first.status_code == 200
+            for path in ("/v1/services/credit/score", "/v1/services/credit/requests"):
+                r = await client.post(path, json={"amount": 2}, headers=headers)
+                assert r.status_code == 409
+                err = error_of(r)
+                assert err["code"] == "request_id_conflict"
+                assert err["request_id"] == "used-1"
+                assert "already used for another body" in err["message"]
+                assert "new X-Request-ID" in err["message"]
+                assert r.headers["x-request-id"] == "used-1"
+            again = await client.post(
+                "/v1/services/credit/score", json={"amount": 1}, headers=headers
+            )
+            assert again.status_code == 200 and again.json()["output"] == 5  # the first answer
+            assert len(t.produced(serde.Kind.REQUEST)) == 1
+
+    run(go())
+
+
+def test_an_in_flight_request_id_sent_with_another_body_is_409_conflict() -> None:
+    async def go() -> None:
+        async with proxy() as (client, t, _p):
+            headers = {"X-Request-ID": "busy-1"}
+            r = await client.post(
+                "/v1/services/credit/requests", json={"amount": 1}, headers=headers
+            )
+            assert r.status_code == 202
+            same = await client.post(
+                "/v1/services/credit/requests", json={"amount": 1}, headers=headers
+            )
+            assert same.status_code == 409
+            assert error_of(same)["code"] == "duplicate_request_id"
+            other = await client.post(
+                "/v1/services/credit/requests", content=b'{"amount": 1.0}', headers=headers
+            )
+            assert other.status_code == 409
+            assert error_of(other)["code"] == "request_id_conflict"
+            await asyncio.sleep(0)  # the batch leaves once the loop is done with the request
+            assert len(t.produced(serde.Kind.REQUEST)) == 1
+
+    run(go())
+
+
+def test_an_answered_async_request_resubmitted_with_its_body_is_accepted_again() -> None:
+    async def go() -> None:
+        async with proxy(InMemoryTransport(on_produce=answering(output=7))) as (client, t, _):
+            headers = {"X-Request-ID": "poll-1"}
+            r = await client.post(
+                "/v1/services/credit/requests", json={"amount": 1}, headers=headers
+            )
+            assert r.status_code == 202
+            for _ in range(100):  # the batch leaves, and is answered, once the loop is free
+                if (await client.get("/v1/requests/poll-1")).status_code == 200:
+                    break
+                await asyncio.sleep(0)
+            r = await client.post(
+                "/v1/services/credit/requests", json={"amount": 1}, headers=headers
+            )
+            assert r.status_code == 202  # answered: accepted again, not sent again
+            assert r.json()["status_url"] == "/v1/requests/poll-1"
+            r = await client.post(
+                "/v1/services/credit/requests", json={"amount": 9}, headers=headers
+            )
+            assert r.status_code == 409 and error_of(r)["code"] == "request_id_conflict"
+            assert (await client.get("/v1/requests/poll-1")).json()["output"] == 7
+            assert len(t.produced(serde.Kind.REQUEST)) == 1
+
+    run(go())
+
+
 # ---- async ---------------------------------------------------------------------------------
 def test_async_submit_then_poll() -> None:
     clock = FakeClock()

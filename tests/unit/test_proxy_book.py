@@ -10,12 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rendezvous.proxy import errors
-from rendezvous.proxy.book import ReplicaBook
+from rendezvous.proxy.book import ReplicaBook, fingerprint
 
 pytestmark = pytest.mark.unit
 
 T0 = 1_700_000_000_000
 TTL, GRACE = 1_000, 50
+BODY = fingerprint(b'{"amount": 1}')
+OTHER = fingerprint(b'{"amount": 2}')
 
 
 class Clock:
@@ -38,7 +40,7 @@ def test_a_result_answers_its_waiter_and_is_served_for_the_ttl() -> None:
     clock = Clock()
     b = book(clock)
     b.wait("r1", "waiter-1")
-    b.produced("r1")
+    b.produced("r1", BODY)
     clock.now += 7
     assert b.on_result(result("r1")) == "waiter-1"
     assert b.unconfirmed == set()  # a result proves Kafka took it
@@ -76,12 +78,89 @@ def test_an_in_flight_id_is_refused_and_a_finished_one_returns_its_answer() -> N
     b.accept("async", "credit", T0 + 100)
     for rid in ("sync", "async"):
         with pytest.raises(errors.DuplicateRequest, match="already in flight"):
-            b.check_new(rid, "credit")
+            b.check_new(rid, "credit", BODY)
     b.on_result(result("done"))
-    assert b.check_new("done", "credit") == (T0, result("done"))
+    assert b.check_new("done", "credit", BODY) == (T0, result("done"))
     with pytest.raises(errors.DuplicateRequest, match="already used for service 'credit'"):
-        b.check_new("done", "fraud")
-    assert b.check_new("new", "credit") is None
+        b.check_new("done", "fraud", BODY)
+    assert b.check_new("new", "credit", BODY) is None
+
+
+def test_a_fingerprint_is_eight_bytes_of_the_raw_body() -> None:
+    assert len(BODY) == 8 and fingerprint(b'{"amount": 1}') == BODY
+    assert fingerprint(b'{"amount":1}') != BODY  # the bytes, not the JSON they spell
+
+
+def test_an_id_taken_for_another_body_is_a_conflict_in_flight_and_answered() -> None:
+    clock = Clock()
+    b = book(clock)
+    b.wait("sync", "w")
+    b.produced("sync", BODY)
+    b.accept("async", "credit", T0 + 100)
+    b.produced("async", BODY)
+    for rid in ("sync", "async"):
+        with pytest.raises(errors.DuplicateRequest, match="already in flight"):
+            b.check_new(rid, "credit", BODY)  # a retry: wait for the answer
+        with pytest.raises(errors.RequestIdConflict) as conflict:
+            b.check_new(rid, "credit", OTHER)
+        assert conflict.value.request_id == rid
+        assert f"request id {rid} was already used for another body" in conflict.value.message
+        assert "new X-Request-ID" in conflict.value.message
+    b.stop_waiting("sync")
+    clock.now += 3
+    for rid in ("sync", "async"):
+        b.on_result(result(rid))
+        assert b.check_new(rid, "credit", BODY) == (T0 + 3, result(rid))  # the same answer
+        with pytest.raises(errors.RequestIdConflict, match="another body"):
+            b.check_new(rid, "credit", OTHER)
+
+
+def test_a_sync_request_that_gave_up_still_refuses_another_body_for_its_late_result() -> None:
+    b = book(Clock())
+    b.wait("r1", "w")
+    b.produced("r1", BODY)
+    b.stop_waiting("r1")  # 504: no result by the deadline
+    b.judge("r1")
+    assert b.check_new("r1", "credit", OTHER) is None  # unknown now: a new request
+    b.on_result(result("r1"))
+    with pytest.raises(errors.RequestIdConflict):
+        b.check_new("r1", "credit", OTHER)
+
+
+def test_another_service_keeps_its_message_and_another_replicas_result_any_body() -> None:
+    b = book(Clock())
+    b.produced("mine", BODY)
+    b.on_result(result("mine"))
+    with pytest.raises(errors.DuplicateRequest, match="already used for service 'credit'"):
+        b.check_new("mine", "fraud", OTHER)
+    b.on_result(result("theirs"))  # taken by another replica: its body is not known here
+    assert b.check_new("theirs", "credit", OTHER) == (T0, result("theirs"))
+
+
+def test_a_forgotten_id_is_new_whatever_its_old_body() -> None:
+    clock = Clock()
+    b = book(clock)
+    b.produced("r1", BODY)
+    b.on_result(result("r1"))
+    clock.now += TTL + 1
+    assert b.check_new("r1", "credit", OTHER) is None
+    b.produced("r1", OTHER)
+    b.on_result(result("r1"))
+    assert b.check_new("r1", "credit", OTHER) is not None
+    with pytest.raises(errors.RequestIdConflict):
+        b.check_new("r1", "credit", BODY)
+
+
+def test_fingerprints_are_bounded_and_a_retried_id_is_kept_as_a_new_one() -> None:
+    b = book(Clock(), cache_size=3)
+    for i in range(3):
+        b.produced(f"r{i}", BODY)
+        b.on_result(result(f"r{i}"))
+    assert b.check_new("r0", "credit", BODY) is not None  # a retry: r0 is the newest now
+    b.produced("r3", BODY)
+    assert list(b.bodies) == ["r2", "r0", "r3"]
+    b.produced("r2", OTHER)  # produced again: the newest, with its new body
+    assert list(b.bodies) == ["r0", "r3", "r2"] and b.bodies["r2"] == OTHER
 
 
 def test_an_accepted_request_is_pending_then_late_then_forgotten() -> None:
@@ -103,7 +182,7 @@ def test_an_accepted_request_is_pending_then_late_then_forgotten() -> None:
 def test_a_delivery_failure_is_the_status_of_an_accepted_request() -> None:
     b = book(Clock())
     b.accept("a1", "credit", T0 + 100)
-    b.produced("a1")
+    b.produced("a1", BODY)
     assert b.delivery_failed("a1", "broker said no") is None  # nobody waits on it
     assert b.unconfirmed == set()
     with pytest.raises(errors.KafkaUnavailable, match="did not reach Kafka: broker said no"):
@@ -121,8 +200,8 @@ def test_accepted_requests_are_bounded_oldest_first() -> None:
 
 def test_judging_tells_whether_kafka_had_taken_the_request() -> None:
     b = book(Clock())
-    b.produced("r1")
-    b.produced("r2")
+    b.produced("r1", BODY)
+    b.produced("r2", OTHER)
     b.delivered(["r2"])
     assert b.judge("r1") is True
     assert b.judge("r2") is False
@@ -167,6 +246,57 @@ def test_any_interleaving_keeps_the_first_answer_and_bounded_maps(steps) -> None
             if hit is not None:
                 assert hit[0] == arrived and hit[1]["output"] == answer
                 assert clock.now - arrived <= TTL
+
+
+bodies = st.sampled_from([BODY, OTHER])
+steps_with_bodies = st.lists(
+    st.one_of(
+        st.tuples(st.just("sync"), ids, bodies),
+        st.tuples(st.just("async"), ids, bodies),
+        st.tuples(st.just("result"), ids, bodies),
+        st.tuples(st.just("tick"), st.integers(0, 2 * TTL), bodies),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(steps_with_bodies)
+def test_a_known_id_answers_only_its_own_body(steps) -> None:
+    """Whatever the interleaving: an unknown id is new, the body a known id was taken with is
+    never a conflict, and another body is one while its fingerprint is kept."""
+    clock = Clock()
+    b = book(clock, cache_size=3)
+    taken: dict[str, bytes] = {}  # rid -> the body it was last produced with
+    for kind, arg, body in steps:
+        if kind == "tick":
+            clock.now += arg
+            continue
+        if kind == "result":
+            b.on_result(result(arg))
+            b.stop_waiting(arg)  # the sync waiter, if any, is answered and leaves
+            continue
+        in_flight = arg in b.pending or arg in b.accepted
+        known = in_flight or arg in b.cache
+        conflict = known and arg in b.bodies and taken[arg] != body
+        try:
+            hit = b.check_new(arg, "credit", body)
+        except errors.RequestIdConflict:
+            assert conflict
+            continue
+        except errors.DuplicateRequest:
+            assert in_flight and not conflict
+            continue
+        assert not conflict and not in_flight
+        assert (hit is not None) == known
+        if hit is None:
+            if kind == "sync":
+                b.wait(arg, arg)
+            else:
+                b.accept(arg, "credit", clock.now + 100)
+            b.produced(arg, body)
+            taken[arg] = body
+        assert len(b.bodies) <= 3 and all(b.bodies[rid] == taken[rid] for rid in b.bodies)
 
 
 def test_the_book_needs_no_event_loop_nor_http() -> None:

@@ -76,6 +76,7 @@ def test_one_table_maps_errors_to_statuses() -> None:
         errors.UnknownRequest: 404,
         errors.RequestTimeout: 408,
         errors.DuplicateRequest: 409,
+        errors.RequestIdConflict: 409,
         errors.BodyTooLarge: 413,
         errors.UnsupportedMediaType: 415,
         errors.SchemaViolation: 422,
