@@ -238,6 +238,15 @@ class StackSettings(EnvSettings):
         """These settings; construction has validated them already."""
         return self
 
+    def to_env(self) -> dict[str, str]:
+        env = super().to_env()
+        if self.kafka_bootstrap == self._local_broker():
+            del env[self.variable("kafka_bootstrap")]  # derived: a child derives it again
+        return env
+
+    def _local_broker(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, home: Path) -> Path:

@@ -159,3 +159,11 @@ def test_unknown_and_mistyped_keyword_values_are_config_errors():
         StackSettings(colour="red")
     with pytest.raises(ConfigError, match=r"kafka_port='x' is not a valid int.*RDV_KAFKA_PORT"):
         StackSettings(kafka_port="x")
+
+
+def test_a_derived_bootstrap_is_not_exported_so_a_child_derives_it_from_its_port():
+    env = StackSettings.from_env({}).to_env()
+    assert "RDV_KAFKA_BOOTSTRAP" not in env and env["RDV_KAFKA_PORT"] == "9092"
+    assert StackSettings.from_env(env, kafka_port=19092).kafka_bootstrap == "127.0.0.1:19092"
+    env = StackSettings.from_env({"RDV_KAFKA_BOOTSTRAP": "b:1"}).to_env()
+    assert env["RDV_KAFKA_BOOTSTRAP"] == "b:1"
