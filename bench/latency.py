@@ -69,6 +69,7 @@ from bench import cpu, stats
 from bench.stats import RunStats
 from bench.vegeta import Attack, Hit, find_vegeta, rendezvous_note, status_note, targets_jsonl
 from bench.vegeta import version as vegeta_version
+from rendezvous.kafka import KafkaConnection
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CPU_COLUMNS = (
@@ -270,7 +271,7 @@ def mlflow_bodies(bodies: list[dict]) -> list[dict]:
 
 # ---- baseline: Kafka, as many hops as the serving path ---------------------------------------
 def kafka_hops(
-    bootstrap: str, rate: float, seconds: float, hops: int = 4, *, on_window=None
+    kafka: KafkaConnection, rate: float, seconds: float, hops: int = 4, *, on_window=None
 ) -> tuple[list[Hit], float]:
     """produce(t0) -> relay -> t1 -> relay ... -> consume(t{hops-1}): ``hops`` produce/consume
     hops and ``hops - 1`` relay threads. Returns one Hit per message (latency from the produce
@@ -282,22 +283,14 @@ def kafka_hops(
 
     tag = uuid.uuid4().hex[:8]
     topics = [f"bench.hop{i}.{tag}" for i in range(hops)]
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(kafka.client_config())
     for f in admin.create_topics([NewTopic(t, 1, 1) for t in topics]).values():
         f.result(30)
     # As the proxy and the jobs' connectors: no linger, no compression, acks=1; fetch at once.
-    produce = {
-        "bootstrap.servers": bootstrap,
-        "linger.ms": 0,
-        "acks": 1,
-        "compression.type": "none",
-    }
-    consume = {
-        "bootstrap.servers": bootstrap,
-        "fetch.wait.max.ms": 10,
-        "fetch.min.bytes": 1,
-        "enable.auto.commit": False,
-    }
+    produce = kafka.client_config({"linger.ms": 0, "acks": 1, "compression.type": "none"})
+    consume = kafka.client_config(
+        {"fetch.wait.max.ms": 10, "fetch.min.bytes": 1, "enable.auto.commit": False}
+    )
     stop = threading.Event()
     n = int(rate * seconds)
     sent_at: dict[bytes, int] = {}
@@ -372,7 +365,7 @@ def kafka_run(ctx: Context, rate: float, seconds: float, hops: int = 4) -> RunSt
     def mark(at: str) -> None:
         snaps[at] = cpu.snapshot(roots, cpu.scan())
 
-    hits, gen_cpu = kafka_hops(ctx.settings.kafka_bootstrap, rate, seconds, hops, on_window=mark)
+    hits, gen_cpu = kafka_hops(ctx.settings.kafka, rate, seconds, hops, on_window=mark)
     before, after = snaps["start"], snaps["end"]
     run = stats.summarize(
         hits, system=f"kafka {hops} hops", kind="light", rate=rate, seconds=seconds

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pyflink.table import EnvironmentSettings, TableEnvironment, TableResult
 
 from rendezvous.archive import layout, tables
+from rendezvous.kafka import KafkaConnection
 
 
 def build(t_env: TableEnvironment, sources: Mapping[str, str], sinks: Iterable[str]) -> TableResult:
@@ -39,6 +40,7 @@ def build(t_env: TableEnvironment, sources: Mapping[str, str], sinks: Iterable[s
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--bootstrap", required=True)
+    p.add_argument("--kafka-properties", help="Kafka client properties file")
     p.add_argument("--archive", required=True, help="archive root (folder or filesystem URI)")
     p.add_argument("--group-prefix", default="rdv")
     p.add_argument("--start", default="committed", choices=["committed", "earliest", "latest"])
@@ -55,10 +57,11 @@ def main(argv: list[str] | None = None) -> None:
     conf.set("pipeline.name", args.name)
     conf.set("execution.checkpointing.interval", args.checkpoint_interval)
     conf.set("table.local-time-zone", "UTC")  # dt and hr are UTC
+    kafka = KafkaConnection.from_file(args.bootstrap, args.kafka_properties)
     sources = {
         table: tables.kafka_ddl(
             table,
-            bootstrap=args.bootstrap,
+            kafka=kafka,
             group=f"{args.group_prefix}-archive-{table}",
             start=args.start,
         )

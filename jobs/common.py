@@ -11,11 +11,12 @@ from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
 
 from rendezvous import config
+from rendezvous.kafka import KafkaConnection
 
 
 @dataclass(frozen=True)
 class JobSettings:
-    bootstrap: str
+    kafka: KafkaConnection
     config_path: Path
     service: str | None
     model: str | None
@@ -33,6 +34,7 @@ def parse_args(
 ) -> JobSettings:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--kafka-properties", type=Path, help="Kafka client properties file")
     parser.add_argument("--config", required=True, type=Path)
     parser.add_argument("--service", required=needs_service)
     parser.add_argument("--model", required=needs_model)
@@ -44,7 +46,7 @@ def parse_args(
     parser.add_argument("--checkpoint-interval", help='e.g. "30 s" (default: the cluster\'s)')
     args = parser.parse_args(argv)
     return JobSettings(
-        bootstrap=args.bootstrap,
+        kafka=KafkaConnection.from_file(args.bootstrap, args.kafka_properties),
         config_path=args.config.resolve(),
         service=args.service,
         model=args.model,

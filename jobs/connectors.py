@@ -18,6 +18,8 @@ from pyflink.datastream.connectors.kafka import (
 )
 from pyflink.java_gateway import get_gateway
 
+from rendezvous.kafka import KafkaConnection
+
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 
 _SHADED = "org.apache.flink.kafka.shaded.org.apache.kafka.common.serialization."
@@ -28,7 +30,7 @@ def _java_class(name: str):
 
 
 def kafka_source(
-    bootstrap: str,
+    kafka: KafkaConnection,
     topics: list[str],
     group_id: str,
     *,
@@ -56,10 +58,10 @@ def kafka_source(
         ),
         "live": lambda: KafkaOffsetsInitializer.committed_offsets(_offset_reset_strategy("LATEST")),
     }
+    builder = KafkaSource.builder().set_bootstrap_servers(kafka.bootstrap)
+    _set_properties(builder, kafka)
     builder = (
-        KafkaSource.builder()
-        .set_bootstrap_servers(bootstrap)
-        .set_topics(*topics)
+        builder.set_topics(*topics)
         .set_group_id(group_id)
         .set_starting_offsets(initializers[start]())
         .set_property("fetch.min.bytes", "1" if latency_critical else str(1 << 20))
@@ -83,8 +85,15 @@ def _offset_reset_strategy(name: str):
     return getattr(KafkaOffsetResetStrategy, name)
 
 
+def _set_properties(builder, kafka: KafkaConnection) -> None:
+    """The connection's properties (security and the like) first: each connector's own
+    settings below override them."""
+    for name, value in kafka.java_properties().items():
+        builder.set_property(name, value)
+
+
 def kafka_sink(
-    bootstrap: str, topic: str, *, exactly_once: bool = False, txn_prefix: str = ""
+    kafka: KafkaConnection, topic: str, *, exactly_once: bool = False, txn_prefix: str = ""
 ) -> KafkaSink:
     """A sink of raw values to ``topic``; the record timestamp is the element's timestamp."""
     jvm = get_gateway().jvm
@@ -94,10 +103,10 @@ def kafka_sink(
         .setKafkaValueSerializer(_java_class(_SHADED + "ByteArraySerializer"))
         .build()
     )
+    builder = KafkaSink.builder().set_bootstrap_servers(kafka.bootstrap)
+    _set_properties(builder, kafka)
     builder = (
-        KafkaSink.builder()
-        .set_bootstrap_servers(bootstrap)
-        .set_record_serializer(KafkaRecordSerializationSchema(j_schema))
+        builder.set_record_serializer(KafkaRecordSerializationSchema(j_schema))
         .set_property("linger.ms", "0")
         .set_property("compression.type", "none")
     )

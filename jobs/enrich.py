@@ -98,20 +98,20 @@ def main(argv: list[str] | None = None) -> None:
     env = common.environment(latency_critical=True, checkpoint_interval=s.checkpoint_interval)
     build(
         env,
-        kafka_source(s.bootstrap, [topics.REQUESTS], f"{s.group_prefix}-enrich", start=s.start),
+        kafka_source(s.kafka, [topics.REQUESTS], f"{s.group_prefix}-enrich", start=s.start),
         # Control is re-read from the start on every run: the latest version per service wins.
         kafka_source(
-            s.bootstrap, [topics.CONTROL], f"{s.group_prefix}-enrich-control", start="earliest"
+            s.kafka, [topics.CONTROL], f"{s.group_prefix}-enrich-control", start="earliest"
         ),
         # Transactional, so that the archive (reading committed records) holds each request
         # once; the scoring and rendezvous jobs read them as soon as they are written.
         kafka_sink(
-            s.bootstrap,
+            s.kafka,
             topics.MODEL_INPUT,
             exactly_once=True,
             txn_prefix=f"{s.group_prefix}-enrich-model-input",
         ),
-        kafka_sink(s.bootstrap, topics.DEAD_LETTER),
+        kafka_sink(s.kafka, topics.DEAD_LETTER),
         s,
     )
     env.execute("rendezvous-enrich")

@@ -112,16 +112,16 @@ def main(argv: list[str] | None = None) -> None:
     build(
         env,
         kafka_source(
-            s.bootstrap,
+            s.kafka,
             list(topics.RENDEZVOUS),
             f"{s.group_prefix}-join",
             start=s.start,
         ),
-        kafka_sink(s.bootstrap, topics.RESULTS),
+        kafka_sink(s.kafka, topics.RESULTS),
         # Transactional: the archive reads committed decisions only, so a decision re-emitted
         # after a recovery is archived once.
         kafka_sink(
-            s.bootstrap,
+            s.kafka,
             topics.DECISIONS,
             exactly_once=True,
             txn_prefix=f"{s.group_prefix}-join-decisions",

@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     group = f"{s.group_prefix}-score-{s.service}-{s.model}"
     build(
         env,
-        kafka_source(s.bootstrap, [topics.MODEL_INPUT], group, start=s.start),
+        kafka_source(s.kafka, [topics.MODEL_INPUT], group, start=s.start),
         # Transactional, so that the archive (reading committed records) holds each score
         # once; the rendezvous job reads them as soon as they are written.
-        kafka_sink(s.bootstrap, topics.SCORES, exactly_once=True, txn_prefix=f"{group}-scores"),
+        kafka_sink(s.kafka, topics.SCORES, exactly_once=True, txn_prefix=f"{group}-scores"),
         s,
     )
     env.execute(f"rendezvous-score {s.service}/{s.model}")

@@ -11,6 +11,7 @@ from pyflink.datastream import StreamExecutionEnvironment
 
 from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks
 from rendezvous import serde
+from rendezvous.kafka import KafkaConnection
 
 
 def relabel(value: bytes) -> bytes:
@@ -32,12 +33,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--input", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--group", default="rdv-smoke")
+    parser.add_argument("--kafka-properties", help="Kafka client properties file")
     args = parser.parse_args(argv)
+    kafka = KafkaConnection.from_file(args.bootstrap, args.kafka_properties)
     env = StreamExecutionEnvironment.get_execution_environment()
     build(
         env,
-        kafka_source(args.bootstrap, [args.input], args.group, start="earliest"),
-        kafka_sink(args.bootstrap, args.output),
+        kafka_source(kafka, [args.input], args.group, start="earliest"),
+        kafka_sink(kafka, args.output),
     )
     env.execute(f"rendezvous-smoke {args.input}->{args.output}")
 

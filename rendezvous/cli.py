@@ -106,9 +106,7 @@ def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
     from rendezvous import config, deploy
 
     cfg = config.load(_config_path(args, settings))
-    policy = deploy.promote(
-        settings.kafka_bootstrap, cfg, args.service, args.model, sla_ms=args.sla_ms
-    )
+    policy = deploy.promote(settings.kafka, cfg, args.service, args.model, sla_ms=args.sla_ms)
     print(
         f"{args.service}: preference {' > '.join(policy['preference'])}, SLA {policy['sla_ms']} ms "
         f"(policy version {policy['version']}); applies to requests accepted from now on"
@@ -121,7 +119,7 @@ def cmd_models(args: argparse.Namespace, settings: StackSettings) -> int:
 
     cfg = config.load(_config_path(args, settings))
     for service in cfg.services.values():
-        policy = deploy.current_policy(settings.kafka_bootstrap, cfg, service.name)
+        policy = deploy.current_policy(settings.kafka, cfg, service.name)
         print(
             f"{service.name}: SLA {policy['sla_ms']} ms, preference {' > '.join(policy['preference'])} (v{policy['version']})"
         )

@@ -11,6 +11,7 @@ from rendezvous import config as config_mod
 from rendezvous import serde, topics
 from rendezvous.enrich import initial_policy
 from rendezvous.errors import RendezvousError
+from rendezvous.kafka import KafkaConnection
 from rendezvous.settings import REPO_ROOT, StackSettings
 
 JOBS_DIR = REPO_ROOT / "jobs"
@@ -31,7 +32,8 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
     cfg = config_mod.load(config_path)
     common = ("--bootstrap", settings.kafka_bootstrap, "--config", str(Path(config_path).resolve()),
               "--tracking-uri", settings.mlflow_url, "--start", start,
-              "--checkpoint-interval", f"{settings.serving_checkpoint_s} s")  # fmt: skip
+              "--checkpoint-interval", f"{settings.serving_checkpoint_s} s",
+              *_kafka_properties(settings.kafka))  # fmt: skip
     jobs = [
         JobPlan("rendezvous-enrich", JOBS_DIR / "enrich.py", common),
         JobPlan(JOIN_JOB, JOBS_DIR / "join.py", common),
@@ -47,6 +49,7 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
                 f"{settings.archive_commit_s} s",
                 "--start",
                 start,
+                *_kafka_properties(settings.kafka),
             ),  # fmt: skip
         ),
     ]
@@ -60,6 +63,12 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
                 )
             )
     return jobs
+
+
+def _kafka_properties(kafka: KafkaConnection) -> tuple[str, ...]:
+    """The jobs' argument naming the Kafka properties file: its path, so that no secret shows
+    on a command line; the job reads the file where it is submitted."""
+    return () if kafka.source is None else ("--kafka-properties", str(kafka.source))
 
 
 LIVE = ("RUNNING", "CREATED", "INITIALIZING", "RESTARTING")
@@ -167,15 +176,13 @@ def wait_running(stack, job_ids: set[str], timeout_s: float = 120.0) -> None:
 
 
 def current_policy(
-    bootstrap: str, cfg: config_mod.Config, service: str, timeout_s: float = 10.0
+    kafka: KafkaConnection, cfg: config_mod.Config, service: str, timeout_s: float = 10.0
 ) -> dict:
     """The latest policy of ``service``: the configuration's, then the control topic's."""
     from confluent_kafka import Consumer, TopicPartition
 
     policy = initial_policy(cfg.service(service))
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "rdv-cli", "enable.auto.commit": False}
-    )
+    consumer = Consumer(kafka.client_config({"group.id": "rdv-cli", "enable.auto.commit": False}))
     try:
         low, high = consumer.get_watermark_offsets(
             TopicPartition(topics.CONTROL, 0), timeout=timeout_s
@@ -201,14 +208,19 @@ def current_policy(
 
 
 def promote(
-    bootstrap: str, cfg: config_mod.Config, service: str, model: str, *, sla_ms: int | None = None
+    kafka: KafkaConnection,
+    cfg: config_mod.Config,
+    service: str,
+    model: str,
+    *,
+    sla_ms: int | None = None,
 ) -> dict:
     """Make ``model`` the first choice of ``service`` (no restart); returns the new policy."""
     spec = cfg.service(service)
     m = spec.model(model)
     if m.role == "decoy":
         raise RendezvousError(f"{model} is the decoy of {service}; a decoy cannot answer requests")
-    policy = current_policy(bootstrap, cfg, service)
+    policy = current_policy(kafka, cfg, service)
     new = {
         "preference": [model] + [p for p in policy["preference"] if p != model],
         "sla_ms": sla_ms if sla_ms is not None else policy["sla_ms"],
@@ -217,7 +229,7 @@ def promote(
     }
     from confluent_kafka import Producer
 
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    producer = Producer(kafka.client_config({"linger.ms": 0}))
     value = serde.encode(
         serde.Kind.CONTROL,
         {
@@ -230,6 +242,6 @@ def promote(
     producer.produce(topics.CONTROL, value=value, key=service.encode())
     if producer.flush(10) != 0:
         raise RendezvousError(
-            f"could not write the policy change to {topics.CONTROL} at {bootstrap}; is Kafka up (`rendezvous status`)?"
+            f"could not write the policy change to {topics.CONTROL} at {kafka.bootstrap}; is Kafka up (`rendezvous status`)?"
         )
     return new

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rendezvous import serde, topics
+from rendezvous.kafka import KafkaConnection
 
 
 def tick(topic: str) -> bytes:
@@ -56,7 +57,7 @@ class Heartbeat:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaConnection,
         *,
         source: str = "heartbeat",
         interval_ms: int = 10,
@@ -75,12 +76,14 @@ class Heartbeat:
         self._busy_until = 0.0
         self._stop = threading.Event()
         self._producer = Producer(
-            {"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": 1, "client.id": source}
+            kafka.client_config({"linger.ms": 0, "acks": 1, "client.id": source})
         )
         self._partitions = partition_counts(self._producer.list_topics(timeout=10), self.names)
         missing = set(self.names) - set(self._partitions)
         if missing:
-            raise RuntimeError(f"no topic(s) {sorted(missing)} on {bootstrap}; run `rendezvous up`")
+            raise RuntimeError(
+                f"no topic(s) {sorted(missing)} on {kafka.bootstrap}; run `rendezvous up`"
+            )
         self._thread = threading.Thread(target=self._run, name=f"rdv-{source}", daemon=True)
         self._thread.start()
 

@@ -1,22 +1,133 @@
 """Typed, frozen settings for the local stack, with ``RDV_*`` environment overrides.
 
 Build one :class:`StackSettings` at the entry point (``StackSettings.from_env()``) and pass it
-down; nothing else reads the environment.
+down; nothing else reads the environment. :class:`EnvSettings` is the base of every settings
+object of the project (pydantic-settings, frozen, errors as :class:`ConfigError`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Collection, Mapping
+from dataclasses import FrozenInstanceError
+from functools import cached_property
 from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from rendezvous.errors import ConfigError
+from rendezvous.kafka import KafkaConnection
 
 ENV_PREFIX = "RDV_"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class _MappingEnv(EnvSettingsSource):
+    """The environment source of pydantic-settings over a given mapping (not ``os.environ``),
+    reading only variables spelled in capitals, as ``RDV_KAFKA_PORT``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        prefix = settings_cls.model_config.get("env_prefix", "")
+        self._env = {k: v for k, v in env.items() if k.startswith(prefix) and k == k.upper()}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._env, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+class EnvSettings(BaseSettings):
+    """Frozen settings from keyword values; :meth:`env_values` reads the ``<prefix><FIELD>``
+    variables of a mapping. Construction reads no environment of its own, so
+    ``Settings(field=value)`` is exactly the defaults plus ``value``. A value of the wrong
+    type, or an unknown field, is a :class:`ConfigError` naming the variable to fix."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", env_prefix=ENV_PREFIX)
+    what: ClassVar[str] = "setting"  # how error messages call one of these
+
+    def __init__(self, **values: Any) -> None:
+        from_env: Collection[str] = values.pop("_from_env", ())
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise type(self)._config_error(exc, from_env) from None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}: settings are frozen")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the environment comes in through from_env() only
+
+    @classmethod
+    def env_values(cls, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The fields set by ``<prefix><FIELD>`` variables of ``env`` (default: ``os.environ``),
+        as their raw strings."""
+        return _MappingEnv(cls, os.environ if env is None else env)()
+
+    @classmethod
+    def variable(cls, name: str) -> str:
+        return f"{cls.model_config.get('env_prefix', '')}{name.upper()}"
+
+    @classmethod
+    def _config_error(cls, exc: ValidationError, from_env: Collection[str]) -> ConfigError:
+        problems = exc.errors(include_url=False)
+        unknown = sorted(str(p["loc"][0]) for p in problems if p["type"] == "extra_forbidden")
+        if unknown:
+            return ConfigError(
+                f"unknown {cls.what}(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(cls.model_fields))}"
+            )
+        problem = problems[0]
+        name = str(problem["loc"][0]) if problem["loc"] else "?"
+        field = cls.model_fields.get(name)
+        kind = _kind(field.annotation) if field else "value"
+        got = problem.get("input")
+        if name in from_env:
+            return ConfigError(
+                f"{cls.variable(name)}={got!r} is not a valid {kind}; fix or unset the variable"
+            )
+        return ConfigError(
+            f"{cls.what} {name}={got!r} is not a valid {kind}: {problem['msg']}; "
+            f"set {cls.variable(name)}"
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that make ``from_env()`` in a child process rebuild these."""
+        return {
+            self.variable(name): str(value)
+            for name in type(self).model_fields
+            if (value := getattr(self, name)) is not None
+        }
+
+
+def _kind(annotation: object) -> str:
+    name = getattr(annotation, "__name__", None)
+    return name if isinstance(name, str) else str(annotation).replace("pathlib.", "")
+
+
+def optional_path(value: object) -> object:
+    """An empty variable means no path; ``~`` is the user's folder."""
+    if value == "":
+        return None
+    return Path(value).expanduser() if isinstance(value, (str, Path)) else value
 
 
 def _default_home() -> Path:
@@ -25,11 +136,11 @@ def _default_home() -> Path:
     return Path.home() / ".rendezvous"
 
 
-@dataclass(frozen=True)
-class StackSettings:
-    """Where the local stack lives, which ports it binds and how big it is."""
+class StackSettings(EnvSettings):
+    """Where the local stack lives, which ports it binds and how big it is, and the Kafka
+    connection every client of the stack uses (:attr:`kafka`)."""
 
-    home: Path = field(default_factory=_default_home)
+    home: Path = Field(default_factory=_default_home)
     host: str = "127.0.0.1"
 
     kafka_port: int = 9092
@@ -39,6 +150,11 @@ class StackSettings:
     # partition the rendezvous job's watermark follows every record, so heartbeats are needed
     # only when traffic stops (see rendezvous.proxy.app).
     kafka_partitions: int = 1
+    # The Kafka cluster every client connects to (empty: the local broker, host:kafka_port),
+    # and a properties file with its client properties (security.protocol, sasl.*, ssl.*;
+    # see rendezvous.kafka).
+    kafka_bootstrap: str = Field("", validate_default=True)
+    kafka_properties: Path | None = None
 
     flink_rest_port: int = 8081
     flink_rpc_port: int = 6123
@@ -70,7 +186,7 @@ class StackSettings:
     flink_kafka_connector_version: str = "5.0.0-2.2"
     hadoop_version: str = "3.4.1"
 
-    python: Path = field(default_factory=lambda: Path(sys.executable))
+    python: Path = Field(default_factory=lambda: Path(sys.executable))
     start_timeout_s: float = 120.0
 
     # ---- derived locations -------------------------------------------------------------
@@ -94,9 +210,10 @@ class StackSettings:
     def archive_dir(self) -> Path:
         return self.data_dir / "archive"
 
-    @property
-    def kafka_bootstrap(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
+    @cached_property
+    def kafka(self) -> KafkaConnection:
+        """The connection every Kafka client of the stack builds from."""
+        return KafkaConnection.from_file(self.kafka_bootstrap, self.kafka_properties)
 
     @property
     def flink_url(self) -> str:
@@ -114,21 +231,46 @@ class StackSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> StackSettings:
         """Defaults, then ``RDV_<FIELD>`` variables, then explicit keyword overrides."""
-        env = os.environ if env is None else env
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is not None:
-                values[f.name] = _parse(f.name, f.type, raw)
-        values.update(overrides)
-        settings = cls(**values)  # type: ignore[arg-type]
-        return settings.validated()
-
-    def to_env(self) -> dict[str, str]:
-        """The ``RDV_*`` variables that make ``from_env()`` in a child process rebuild these."""
-        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+        values = cls.env_values(env)
+        return cls(**{**values, **overrides}, _from_env=set(values) - set(overrides))
 
     def validated(self) -> StackSettings:
+        """These settings; construction has validated them already."""
+        return self
+
+    def to_env(self) -> dict[str, str]:
+        env = super().to_env()
+        if self.kafka_bootstrap == self._local_broker():
+            del env[self.variable("kafka_bootstrap")]  # derived: a child derives it again
+        return env
+
+    def _local_broker(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, home: Path) -> Path:
+        return home.expanduser().resolve()
+
+    @field_validator("python", mode="after")
+    @classmethod
+    def _expand_python(cls, python: Path) -> Path:
+        return python.expanduser()
+
+    @field_validator("kafka_properties", mode="before")
+    @classmethod
+    def _properties_path(cls, value: object) -> object:
+        return optional_path(value)
+
+    @field_validator("kafka_bootstrap", mode="after")
+    @classmethod
+    def _local_broker_by_default(cls, bootstrap: str, info: ValidationInfo) -> str:
+        if bootstrap or "kafka_port" not in info.data:
+            return bootstrap
+        return f"{info.data['host']}:{info.data['kafka_port']}"
+
+    @model_validator(mode="after")
+    def _check(self) -> StackSettings:
         ports = {
             "kafka_port": self.kafka_port,
             "kafka_controller_port": self.kafka_controller_port,
@@ -165,20 +307,5 @@ class StackSettings:
                     f"with {ENV_PREFIX}{name.upper()}"
                 )
             seen[port] = name
-        return dataclasses.replace(self, home=Path(self.home).resolve(), python=Path(self.python))
-
-
-def _parse(name: str, annotation: object, raw: str) -> object:
-    kind = str(annotation)
-    try:
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind == "Path":
-            return Path(raw).expanduser()
-    except ValueError:
-        raise ConfigError(
-            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}; fix or unset the variable"
-        ) from None
-    return raw
+        self.kafka  # noqa: B018 - read the properties file now, not at the first client
+        return self

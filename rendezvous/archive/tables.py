@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from rendezvous import serde, topics
 from rendezvous.archive import layout
 from rendezvous.archive.sql import ident, literal
+from rendezvous.kafka import KafkaConnection
 
 _PRIMITIVE_SQL = {"string": "STRING", "long": "BIGINT", "int": "INT", "boolean": "BOOLEAN",
                   "double": "DOUBLE", "bytes": "BYTES"}  # fmt: skip
@@ -137,7 +138,7 @@ def _item_fields(table: str) -> list[str]:
     return [f["name"] for f in serde.named_schemas()[items]["fields"]]
 
 
-def kafka_ddl(table: str, *, bootstrap: str, group: str, start: str = "committed") -> str:
+def kafka_ddl(table: str, *, kafka: KafkaConnection, group: str, start: str = "committed") -> str:
     """The Kafka table ``kafka_<table>`` that ``table`` is read from, in Flink SQL's Avro format.
 
     Its columns are the batch record's fields, exact in nullability (see :func:`sql_type`), after
@@ -152,7 +153,7 @@ def kafka_ddl(table: str, *, bootstrap: str, group: str, start: str = "committed
     options = {
         "connector": "kafka",
         "topic": SOURCES[table],
-        "properties.bootstrap.servers": bootstrap,
+        **kafka.sql_options(),
         "properties.group.id": group,
         "properties.isolation.level": "read_committed",
         # Not latency critical: let the broker gather up to 1 MB or 500 ms per fetch.

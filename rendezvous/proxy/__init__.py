@@ -66,6 +66,7 @@ def cmd_proxy(args: argparse.Namespace, stack_settings: StackSettings) -> int:
     settings = ProxySettings.from_env(
         defaults={
             "bootstrap": stack_settings.kafka_bootstrap,
+            "kafka_properties": stack_settings.kafka_properties,
             "host": stack_settings.host,
             "port": stack_settings.proxy_port,
             "tracking_uri": stack_settings.mlflow_url,
@@ -78,7 +79,7 @@ def cmd_proxy(args: argparse.Namespace, stack_settings: StackSettings) -> int:
     )
     print(
         f"proxy replica {settings.replica_id} on http://{settings.host}:{settings.port} "
-        f"(Kafka {settings.bootstrap}, API at /docs)"
+        f"(Kafka {settings.kafka.describe()}, API at /docs)"
     )
     serve(settings)
     return 0

@@ -6,15 +6,19 @@ down; nothing else in the proxy reads the environment.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from rendezvous.errors import ConfigError
+from rendezvous.kafka import KafkaConnection
+from rendezvous.settings import EnvSettings, optional_path
 
 ENV_PREFIX = "RDV_PROXY_"
 REPLICA_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -24,17 +28,21 @@ def _new_replica_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-@dataclass(frozen=True)
-class ProxySettings:
+class ProxySettings(EnvSettings):
     """Where the proxy listens, which Kafka it talks to, and its limits."""
 
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
+    what: ClassVar[str] = "proxy setting"
+
     bootstrap: str = "127.0.0.1:9092"
+    # The Kafka client properties file (security.protocol, sasl.*, ssl.*; see rendezvous.kafka).
+    kafka_properties: Path | None = None
     # Where input schemas declared {from_model: m} are read from (the model's MLflow signature).
     tracking_uri: str = ""
     config: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8000
-    replica_id: str = field(default_factory=_new_replica_id)
+    replica_id: str = Field(default_factory=_new_replica_id)
 
     max_body_bytes: int = 1 << 20
     # The whole body must arrive within this long of the handler asking for it; a body shorter
@@ -59,6 +67,11 @@ class ProxySettings:
     delivery_timeout_ms: int = 5000
     ready_probe_interval_ms: int = 1000
 
+    @cached_property
+    def kafka(self) -> KafkaConnection:
+        """The connection the proxy's producer and results reader build from."""
+        return KafkaConnection.from_file(self.bootstrap, self.kafka_properties)
+
     # ---- construction ------------------------------------------------------------------
     @classmethod
     def from_env(
@@ -70,22 +83,21 @@ class ProxySettings:
     ) -> ProxySettings:
         """Class defaults, then ``defaults`` (e.g. from the stack settings), then
         ``RDV_PROXY_<FIELD>`` variables, then explicit keyword overrides (e.g. CLI flags)."""
-        env = os.environ if env is None else env
-        names = {f.name for f in fields(cls)}
-        unknown = sorted((set(defaults or {}) | set(overrides)) - names)
-        if unknown:
-            raise ConfigError(
-                f"unknown proxy setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
-            )
-        values: dict[str, object] = dict(defaults or {})
-        for f in fields(cls):
-            raw = env.get(ENV_PREFIX + f.name.upper())
-            if raw is not None:
-                values[f.name] = _parse(f.name, f.type, raw)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values).validated()  # type: ignore[arg-type]
+        values = cls.env_values(env)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return cls(**{**(defaults or {}), **values, **given}, _from_env=set(values) - set(given))
 
     def validated(self) -> ProxySettings:
+        """These settings; construction has validated them already."""
+        return self
+
+    @field_validator("config", "kafka_properties", mode="before")
+    @classmethod
+    def _optional_path(cls, value: object) -> object:
+        return optional_path(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> ProxySettings:
         def need(cond: bool, name: str, what: str, got: object) -> None:
             if not cond:
                 raise ConfigError(
@@ -161,19 +173,5 @@ class ProxySettings:
             "milliseconds >= 1",
             self.ready_probe_interval_ms,
         )
-        config = None if self.config is None else Path(self.config).expanduser()
-        return dataclasses.replace(self, config=config)
-
-
-def _parse(name: str, annotation: object, raw: str) -> object:
-    kind = str(annotation)
-    try:
-        if kind == "int":
-            return int(raw)
-        if kind in ("Path", "Path | None"):
-            return Path(raw).expanduser() if raw else None
-    except ValueError:
-        raise ConfigError(
-            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}; fix or unset the variable"
-        ) from None
-    return raw
+        self.kafka  # noqa: B018 - read the properties file now, not at the first client
+        return self

@@ -116,22 +116,23 @@ class KafkaTransport(Transport):
         from confluent_kafka import KafkaException, Producer
 
         self._loop, self._on_result = loop, on_result
-        conf = {
-            "bootstrap.servers": self.settings.bootstrap,
-            "client.id": f"rdv-proxy-{self.settings.replica_id}",
-            "linger.ms": 0,
-            "acks": 1,
-            "enable.idempotence": False,
-            "compression.type": "none",
-            "message.timeout.ms": self.settings.delivery_timeout_ms,
-            # Every delivery reports back: a request batch's acknowledgement is what lets a
-            # timed-out request be told apart from one Kafka never took (503 against 504).
-            # Records produced without a callback (heartbeats) cost one C-level no-op each.
-            "delivery.report.only.error": False,
-            # Producing to a missing topic is an error, not a silently auto-created topic.
-            "allow.auto.create.topics": False,
-            "error_cb": self._on_client_error,
-        }
+        conf = self.settings.kafka.client_config(
+            {
+                "client.id": f"rdv-proxy-{self.settings.replica_id}",
+                "linger.ms": 0,
+                "acks": 1,
+                "enable.idempotence": False,
+                "compression.type": "none",
+                "message.timeout.ms": self.settings.delivery_timeout_ms,
+                # Every delivery reports back: a request batch's acknowledgement is what lets a
+                # timed-out request be told apart from one Kafka never took (503 against 504).
+                # Records produced without a callback (heartbeats) cost one C-level no-op each.
+                "delivery.report.only.error": False,
+                # Producing to a missing topic is an error, not a silently auto-created topic.
+                "allow.auto.create.topics": False,
+                "error_cb": self._on_client_error,
+            }
+        )
         try:
             self._producer = Producer(conf)
         except KafkaException as exc:
@@ -273,22 +274,23 @@ class KafkaTransport(Transport):
 
         topic = self.results_topic
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.bootstrap,
-                "client.id": f"rdv-proxy-{self.settings.replica_id}-results",
-                # Required by the client; unused: partitions are assigned, never subscribed.
-                "group.id": f"rdv-proxy-{self.settings.replica_id}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": False,
-                # The broker answers a fetch as soon as a record arrives (fetch.min.bytes 1), so
-                # a long wait costs no latency; a short one costs the broker a request per
-                # wait while the results topic is quiet.
-                "fetch.wait.max.ms": 500,
-                # An answer is worth more early than committed.
-                "isolation.level": "read_uncommitted",
-                "allow.auto.create.topics": False,
-            }
+            self.settings.kafka.client_config(
+                {
+                    "client.id": f"rdv-proxy-{self.settings.replica_id}-results",
+                    # Required by the client; unused: partitions are assigned, never subscribed.
+                    "group.id": f"rdv-proxy-{self.settings.replica_id}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "enable.partition.eof": False,
+                    # The broker answers a fetch as soon as a record arrives (fetch.min.bytes 1), so
+                    # a long wait costs no latency; a short one costs the broker a request per
+                    # wait while the results topic is quiet.
+                    "fetch.wait.max.ms": 500,
+                    # An answer is worth more early than committed.
+                    "isolation.level": "read_uncommitted",
+                    "allow.auto.create.topics": False,
+                }
+            )
         )
         assigned: set[int] = set()
         next_refresh = 0.0

@@ -132,7 +132,7 @@ class KafkaBroker:
         if not port_open(self.settings.host, self.settings.kafka_port):
             return False
         try:
-            admin = AdminClient({"bootstrap.servers": self.address, "socket.timeout.ms": 1000})
+            admin = AdminClient(self.settings.kafka.client_config({"socket.timeout.ms": 1000}))
             meta = admin.list_topics(timeout=1.0)
             return bool(meta.brokers)
         except Exception:
@@ -142,7 +142,7 @@ class KafkaBroker:
         """Create missing topics; return the ones created."""
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient({"bootstrap.servers": self.address})
+        admin = AdminClient(self.settings.kafka.client_config())
         existing = set(admin.list_topics(timeout=10).topics)
         new = [
             NewTopic(
@@ -169,7 +169,7 @@ class KafkaBroker:
     def list_topics(self) -> dict[str, int]:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.address})
+        admin = AdminClient(self.settings.kafka.client_config())
         meta = admin.list_topics(timeout=5)
         return {
             name: len(t.partitions)

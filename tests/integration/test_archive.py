@@ -41,7 +41,7 @@ def archived(stack, tmp_path_factory):
     feed = RequestFeed(stack.settings.kafka_bootstrap, name, SLA_MS)
     late = set()
     ids = []
-    with Heartbeat(stack.settings.kafka_bootstrap, source="archive-test"):
+    with Heartbeat(stack.settings.kafka, source="archive-test"):
         feed.warm_up()
         stray_records(stack.settings.kafka_bootstrap, name)
         for i in range(N):

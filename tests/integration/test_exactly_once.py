@@ -72,7 +72,7 @@ def test_a_killed_taskmanager_loses_and_duplicates_nothing(stack, tmp_path):
     feed = RequestFeed(stack.settings.kafka_bootstrap, name, SLA_MS)
     ids = [f"{name}-{i}" for i in range(N)]
     try:
-        with Heartbeat(stack.settings.kafka_bootstrap, source="exactly-once-test"):
+        with Heartbeat(stack.settings.kafka, source="exactly-once-test"):
             feed.warm_up()
 
             def stream() -> None:

@@ -53,7 +53,7 @@ def champion_latencies(stack, tmp_path, label: str, models: list[str]) -> list[i
     jobs = deploy.submit(stack, path, log=lambda _: None)
     feed = RequestFeed(stack.settings.kafka_bootstrap, name, SLA_MS)
     try:
-        with Heartbeat(stack.settings.kafka_bootstrap, source=f"iso-{name}"):
+        with Heartbeat(stack.settings.kafka, source=f"iso-{name}"):
             feed.warm_up()
             # Every model's job scores before the measured requests are sent. A job still
             # starting reads from the live end of the inputs when it is up, so requests keep

@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from rendezvous import deploy, serde, topics
 from rendezvous.heartbeat import Heartbeat
+from rendezvous.kafka import KafkaConnection
 
 pytestmark = [pytest.mark.flink, pytest.mark.kafka]
 
@@ -61,7 +62,7 @@ class Harness:
             parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
             consumer.assign([TopicPartition(topic, p, -1) for p in parts])  # from the end
         # What the proxy does in production: carry time forward while nothing else does.
-        self.heartbeat = Heartbeat(bootstrap, source="test")
+        self.heartbeat = Heartbeat(KafkaConnection(bootstrap), source="test")
 
     def request(self, x: float = 3.0) -> dict:
         rid, t0 = uuid.uuid4().hex, now_ms()
@@ -182,7 +183,7 @@ def test_promotion_changes_the_answer_without_a_restart(harness, service, stack)
     from rendezvous import config
 
     cfg = config.load(service[1])
-    policy = deploy.promote(stack.settings.kafka_bootstrap, cfg, service[0], "canary")
+    policy = deploy.promote(stack.settings.kafka, cfg, service[0], "canary")
     assert policy["preference"][0] == "canary" and policy["version"] == 1
     deadline = time.monotonic() + 30
     while True:  # the control record reaches the enrich job asynchronously

@@ -11,6 +11,7 @@ import pytest
 
 from rendezvous import serde, topics
 from rendezvous.archive import layout, tables
+from rendezvous.kafka import KafkaConnection
 from rendezvous.serde import Kind
 
 pytestmark = pytest.mark.unit
@@ -96,7 +97,7 @@ def test_every_kind_byte_is_one_byte_of_avro() -> None:
 
 @pytest.mark.parametrize("table", layout.TABLES)
 def test_the_kafka_table_is_exact_in_nullability(table: str) -> None:
-    ddl = tables.kafka_ddl(table, bootstrap="k:9092", group="g", start="committed")
+    ddl = tables.kafka_ddl(table, kafka=KafkaConnection("k:9092"), group="g", start="committed")
     assert "`kind` INT NOT NULL" in ddl
     assert "'properties.isolation.level' = 'read_committed'" in ddl
     assert f"'topic' = '{tables.SOURCES[table]}'" in ddl

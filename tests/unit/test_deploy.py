@@ -52,3 +52,20 @@ def test_a_scorer_joining_a_live_system_starts_live_and_nothing_else_changes(tmp
             ]
         else:
             assert after == before
+
+
+def test_jobs_get_the_kafka_properties_file_by_path_never_its_secrets(tmp_path):
+    path = tmp_path / "services.yaml"
+    path.write_text(CONFIG)
+    assert not any(
+        "--kafka-properties" in j.args for j in deploy.plan(StackSettings(home=tmp_path), path)
+    )
+    props = tmp_path / "client.properties"
+    props.write_text(
+        "security.protocol=SASL_SSL\nsasl.mechanism=PLAIN\nsasl.username=u\nsasl.password=hunter2\n"
+    )
+    settings = StackSettings(home=tmp_path, kafka_bootstrap="b:9093", kafka_properties=props)
+    for job in deploy.plan(settings, path):
+        assert job.args[job.args.index("--kafka-properties") + 1] == str(props.resolve())
+        assert job.args[job.args.index("--bootstrap") + 1] == "b:9093"
+        assert not any("hunter2" in a for a in job.args)

@@ -135,3 +135,23 @@ def test_serve_without_a_configuration_says_how_to_give_one() -> None:
 
     with pytest.raises(ConfigError, match="RDV_PROXY_CONFIG"):
         serve(ProxySettings.from_env({}))
+
+
+def test_kafka_connection_from_bootstrap_and_properties_file(tmp_path: Path) -> None:
+    assert ProxySettings.from_env({}).kafka.client_config() == {
+        "bootstrap.servers": "127.0.0.1:9092"
+    }
+    props = tmp_path / "proxy.properties"
+    props.write_text("security.protocol=SASL_SSL\nsasl.mechanism=PLAIN\n")
+    s = ProxySettings.from_env(
+        {"RDV_PROXY_KAFKA_PROPERTIES": str(props)}, defaults={"bootstrap": "b:9093"}
+    )
+    assert s.kafka.bootstrap == "b:9093"
+    assert s.kafka.client_config()["security.protocol"] == "SASL_SSL"
+    with pytest.raises(ConfigError, match="RDV_PROXY_KAFKA_PROPERTIES"):
+        ProxySettings(kafka_properties=tmp_path / "missing")
+
+
+def test_a_mistyped_value_from_code_names_the_setting_and_variable() -> None:
+    with pytest.raises(ConfigError, match=r"proxy setting port='x'.*RDV_PROXY_PORT"):
+        ProxySettings(port="x")  # type: ignore[arg-type]

@@ -121,3 +121,49 @@ def test_archive_commit_interval_reaches_the_archive_job_and_is_validated(tmp_pa
     assert archive.args[i + 1] == "60 s"
     with pytest.raises(ConfigError, match="RDV_ARCHIVE_COMMIT_S"):
         StackSettings(home=tmp_path, archive_commit_s=0).validated()
+
+
+def test_kafka_connection_defaults_to_the_local_broker_and_reads_its_variables(tmp_path):
+    s = StackSettings.from_env({"RDV_KAFKA_PORT": "19092"})
+    assert s.kafka.bootstrap == s.kafka_bootstrap == "127.0.0.1:19092"
+    assert s.kafka.client_config() == {"bootstrap.servers": "127.0.0.1:19092"}
+    props = tmp_path / "client.properties"
+    props.write_text("security.protocol=SSL\n")
+    s = StackSettings.from_env(
+        {"RDV_KAFKA_BOOTSTRAP": "b1:9093,b2:9093", "RDV_KAFKA_PROPERTIES": str(props)}
+    )
+    assert s.kafka.bootstrap == "b1:9093,b2:9093"
+    assert s.kafka.client_config()["security.protocol"] == "SSL"
+    assert s.kafka.source == props.resolve()
+    assert StackSettings.from_env(s.to_env()) == s  # a child process rebuilds the same
+    assert StackSettings.from_env({"RDV_KAFKA_PROPERTIES": ""}).kafka_properties is None
+
+
+def test_a_missing_properties_file_fails_at_construction(tmp_path):
+    with pytest.raises(ConfigError, match="Kafka properties file"):
+        StackSettings.from_env({"RDV_KAFKA_PROPERTIES": str(tmp_path / "none")})
+
+
+def test_construction_reads_no_environment(monkeypatch):
+    monkeypatch.setenv("RDV_KAFKA_PORT", "19092")
+    assert StackSettings().kafka_port == 9092
+    assert StackSettings.from_env().kafka_port == 19092
+
+
+def test_only_variables_spelled_in_capitals_count():
+    assert StackSettings.from_env({"rdv_kafka_port": "19092"}).kafka_port == 9092
+
+
+def test_unknown_and_mistyped_keyword_values_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown setting"):
+        StackSettings(colour="red")
+    with pytest.raises(ConfigError, match=r"kafka_port='x' is not a valid int.*RDV_KAFKA_PORT"):
+        StackSettings(kafka_port="x")
+
+
+def test_a_derived_bootstrap_is_not_exported_so_a_child_derives_it_from_its_port():
+    env = StackSettings.from_env({}).to_env()
+    assert "RDV_KAFKA_BOOTSTRAP" not in env and env["RDV_KAFKA_PORT"] == "9092"
+    assert StackSettings.from_env(env, kafka_port=19092).kafka_bootstrap == "127.0.0.1:19092"
+    env = StackSettings.from_env({"RDV_KAFKA_BOOTSTRAP": "b:1"}).to_env()
+    assert env["RDV_KAFKA_BOOTSTRAP"] == "b:1"
