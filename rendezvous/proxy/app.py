@@ -110,6 +110,7 @@ class Proxy:
             max_items=settings.batch_max_requests,
             on_flushed=self._flushed,
             on_delivered=self._delivered,
+            on_acked=self.metrics.kafka_ack,
         )
         self.heartbeat = Heartbeat(
             transport,
@@ -131,6 +132,7 @@ class Proxy:
         self.batcher.start(self._loop)
         self.transport.start(self._loop, self.on_result)
         self.heartbeat.start(self._loop)
+        self.metrics.watch_gc()
         log.info(
             "proxy replica %s up: services %s, Kafka %s",
             self.replica_id,
@@ -140,6 +142,7 @@ class Proxy:
 
     async def stop(self) -> None:
         await self.heartbeat.stop()
+        self.metrics.unwatch_gc()
         self.batcher.flush()
         for fut in self.pending.values():
             if not fut.done():

@@ -36,6 +36,7 @@ class RequestBatcher:
         max_items: int,
         on_flushed: Callable[[list[dict[str, Any]]], None] | None = None,
         on_delivered: Callable[[list[str]], None] | None = None,
+        on_acked: Callable[[int], None] | None = None,
     ) -> None:
         self.transport = transport
         self.clock = clock
@@ -44,6 +45,8 @@ class RequestBatcher:
         self.max_items = max_items
         self.on_flushed = on_flushed
         self.on_delivered = on_delivered
+        # Called with the milliseconds from a batch's produce call to Kafka's acknowledgement.
+        self.on_acked = on_acked
         self.items: list[dict[str, Any]] = []
         self.last_flush_ms = -(1 << 62)
         self.batches = 0
@@ -81,14 +84,13 @@ class RequestBatcher:
         rids = [r["request_id"] for r in items]
         try:
             value = serde.encode_batch(serde.Kind.REQUEST, batch_id, items)
-            delivered = self.on_delivered
             self.transport.produce(
                 topics.REQUESTS,
                 batch_id.encode(),
                 value,
                 now,
                 lambda why: self._failed(rids, why),
-                None if delivered is None else lambda: delivered(rids),
+                self._acked(rids, now),
             )
         except Exception as exc:  # KafkaUnavailable, or a record serde refused
             self._failed(rids, str(exc))
@@ -97,6 +99,19 @@ class RequestBatcher:
         self.requests += len(items)
         if self.on_flushed is not None:
             self.on_flushed(items)
+
+    def _acked(self, rids: list[str], sent_ms: int) -> Callable[[], None] | None:
+        delivered, acked = self.on_delivered, self.on_acked
+        if delivered is None and acked is None:
+            return None
+
+        def on_ack() -> None:
+            if acked is not None:
+                acked(self.clock() - sent_ms)
+            if delivered is not None:
+                delivered(rids)
+
+        return on_ack
 
     def _failed(self, rids: list[str], why: str) -> None:
         for rid in rids:

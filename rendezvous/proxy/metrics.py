@@ -8,6 +8,9 @@ increment it.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import time
 from collections.abc import Callable, Sized
 
 from prometheus_client import (
@@ -29,6 +32,7 @@ class Metrics:
     """Counters, a latency histogram and callback gauges of one proxy replica."""
 
     BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+    ACK_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
@@ -68,6 +72,21 @@ class Metrics:
             "Requests Kafka failed to take after they were queued.",
             registry=registry,
         )
+        self._kafka_ack = Histogram(
+            "rdv_proxy_kafka_ack_seconds",
+            "Time from producing a batch of requests to Kafka's acknowledgement of it.",
+            buckets=self.ACK_BUCKETS_S,
+            registry=registry,
+        )
+        self._gc_pause = Histogram(
+            "rdv_proxy_gc_pause_seconds",
+            "Pauses of Python's cyclic garbage collector in this process, by generation.",
+            ("generation",),
+            buckets=self.ACK_BUCKETS_S,
+            registry=registry,
+        )
+        self._gc_children = [self._gc_pause.labels(str(g)) for g in range(3)]
+        self._gc_started = 0.0
         # (service, endpoint, status) -> its child counter; service -> its histogram child
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._latency_children: dict[str, Histogram] = {}
@@ -101,6 +120,23 @@ class Metrics:
 
     def delivery_failure(self) -> None:
         self._delivery_failures.inc()
+
+    def kafka_ack(self, ack_ms: int) -> None:
+        self._kafka_ack.observe(ack_ms / 1000)
+
+    # -- the garbage collector (gc.callbacks: on whichever thread triggered the collection)
+    def watch_gc(self) -> None:
+        gc.callbacks.append(self._on_gc)
+
+    def unwatch_gc(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self._gc_children[info["generation"]].observe(time.perf_counter() - self._gc_started)
 
     # -- at scrape time
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:

@@ -75,3 +75,27 @@ def test_a_batch_kafka_refuses_fails_each_of_its_requests() -> None:
         assert failed == [("a", "queue full"), ("b", "queue full")] and b.batches == 0
 
     asyncio.run(go())
+
+
+def test_each_acknowledged_batch_reports_its_ack_time_then_its_requests() -> None:
+    async def go() -> None:
+        t, clock, seen = InMemoryTransport(), Clock(), []
+        t.start(asyncio.get_running_loop(), lambda r: None)
+        b = RequestBatcher(
+            t,
+            clock,
+            lambda rid, why: None,
+            interval_ms=0,
+            max_items=10,
+            on_delivered=lambda rids: seen.append(("delivered", rids)),
+            on_acked=lambda ms: seen.append(("acked", ms)),
+        )
+        b.start(asyncio.get_running_loop())
+        b.add(req("a"))
+        b.add(req("b"))
+        await asyncio.sleep(0)  # the batch leaves at clock 1_000_000
+        clock.now += 7  # Kafka acknowledges it 7 ms later
+        await asyncio.sleep(0)
+        assert seen == [("acked", 7), ("delivered", ["a", "b"])]
+
+    asyncio.run(go())
