@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rendezvous import config as config_mod
+from rendezvous import policy as policy_mod
 from rendezvous import serde, topics
-from rendezvous.enrich import initial_policy
 from rendezvous.errors import RendezvousError
 from rendezvous.settings import REPO_ROOT, StackSettings
 
@@ -172,7 +172,7 @@ def current_policy(
     """The latest policy of ``service``: the configuration's, then the control topic's."""
     from confluent_kafka import Consumer, TopicPartition
 
-    policy = initial_policy(cfg.service(service))
+    policy = policy_mod.initial(cfg.service(service)).to_record()
     consumer = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": "rdv-cli", "enable.auto.commit": False}
     )
@@ -205,16 +205,9 @@ def promote(
 ) -> dict:
     """Make ``model`` the first choice of ``service`` (no restart); returns the new policy."""
     spec = cfg.service(service)
-    m = spec.model(model)
-    if m.role == "decoy":
-        raise RendezvousError(f"{model} is the decoy of {service}; a decoy cannot answer requests")
-    policy = current_policy(bootstrap, cfg, service)
-    new = {
-        "preference": [model] + [p for p in policy["preference"] if p != model],
-        "sla_ms": sla_ms if sla_ms is not None else policy["sla_ms"],
-        "grace_ms": policy["grace_ms"],
-        "version": policy["version"] + 1,
-    }
+    policy_mod.check_promotable(spec, model)
+    policy = policy_mod.Policy.from_record(current_policy(bootstrap, cfg, service))
+    new = policy_mod.promote(spec, policy, model, sla_ms=sla_ms).to_record()
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
