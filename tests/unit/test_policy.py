@@ -128,6 +128,13 @@ def test_the_history_is_version_0_then_the_records_that_took_effect_in_topic_ord
     assert set(policy.histories(CFG, records)) == {"credit", "fraud"}
 
 
+def test_the_control_topic_keeps_every_version():
+    from rendezvous import topics
+    from rendezvous.stack.kafka import _topic_config
+
+    assert _topic_config(topics.CONTROL)["retention.ms"] == "-1"
+
+
 def test_the_history_agrees_with_the_policy_book():
     records = [record("credit", v, preference=(f"m{v}",)) for v in (1, 5, 2, 6, 6, 3)]
     book = PolicyBook(CFG)
