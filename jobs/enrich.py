@@ -13,10 +13,10 @@ from pyflink.datastream.functions import CoProcessFunction, RuntimeContext
 from jobs import common
 from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks
 from rendezvous import serde, topics
-from rendezvous.enrich import Enricher, PolicyBook, to_model_input
+from rendezvous.enrich import Enricher, to_model_input
+from rendezvous.policy import NO_POLICY, PolicyBook
 
 DEAD_LETTERS = OutputTag("dead-letters", BYTES)
-_NO_POLICY = {"preference": [], "sla_ms": 0, "grace_ms": 0, "version": -1}
 
 
 class EnrichFunction(CoProcessFunction):
@@ -43,7 +43,7 @@ class EnrichFunction(CoProcessFunction):
         records = []
         for request in requests:
             service = request["service"]
-            policy = self.policies.get(service) or _NO_POLICY
+            policy = self.policies.get(service) or NO_POLICY
             record, dead = to_model_input(request, policy, self.enrichers.get(service), now)
             records.append(record)
             if dead is not None:

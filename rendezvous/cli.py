@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from rendezvous.errors import RendezvousError
 from rendezvous.settings import StackSettings
+
+if TYPE_CHECKING:
+    from rendezvous.policy import History, Policy
 
 
 def _stack(settings: StackSettings):
@@ -102,30 +106,99 @@ def cmd_cancel(args: argparse.Namespace, settings: StackSettings) -> int:
     return 0
 
 
-def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
-    from rendezvous import config, deploy
+def _issuer() -> str:
+    """Who issues a policy change from this process: user@host."""
+    import getpass
+    import socket
 
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container user without a passwd entry)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _rules(policy: Policy) -> str:
+    return f"preference {' > '.join(policy.preference)}, SLA {policy.sla_ms} ms"
+
+
+def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
+    import time
+
+    from rendezvous import config, control
+    from rendezvous.errors import PolicyError
+
+    going_back = args.undo or args.to_version is not None
+    if going_back == (args.model is not None):
+        args.usage_error("name a MODEL to promote, or use --undo or --to-version N, not both")
+    if going_back and args.sla_ms is not None:
+        args.usage_error("--sla-ms goes with promoting a MODEL; --undo and --to-version restore "
+                         "the earlier SLA")  # fmt: skip
     cfg = config.load(_config_path(args, settings))
-    policy = deploy.promote(settings.kafka, cfg, args.service, args.model, sla_ms=args.sla_ms)
-    print(
-        f"{args.service}: preference {' > '.join(policy['preference'])}, SLA {policy['sla_ms']} ms "
-        f"(policy version {policy['version']}); applies to requests accepted from now on"
-    )
+    log = control.KafkaControl(settings.kafka)
+    issued = {"issued_by": _issuer(), "issued_ms": time.time_ns() // 1_000_000}
+    try:
+        if args.undo:
+            earlier, policy = control.undo(log, cfg, args.service, **issued)
+            done = f"restored policy version {earlier} as version {policy.version}"
+        elif args.to_version is not None:
+            policy = control.restore(log, cfg, args.service, args.to_version, **issued)
+            if policy.version == args.to_version:
+                print(f"{args.service}: policy version {policy.version} is the current one "
+                      f"({_rules(policy)}); nothing to restore")  # fmt: skip
+                return 0
+            done = f"restored policy version {args.to_version} as version {policy.version}"
+        else:
+            policy = control.promote(
+                log, cfg, args.service, args.model, sla_ms=args.sla_ms, **issued
+            )
+            done = f"policy version {policy.version}"
+    except PolicyError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"{args.service}: {_rules(policy)} ({done}); applies to requests accepted from now on")
     return 0
 
 
+def _when(issued_ms: int | None) -> str:
+    from datetime import datetime, timezone
+
+    if issued_ms is None:
+        return "-"
+    return datetime.fromtimestamp(issued_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def history_lines(history: History) -> list[str]:
+    """A service's policy history, oldest first, one line a version; the current one marked."""
+    by = max(len(c.issued_by) for c in history.changes)
+    lines = []
+    for change in history.changes:
+        p = change.policy
+        mark = "  (current)" if change is history.current else ""
+        lines.append(
+            f"v{p.version:<4} {_when(change.issued_ms):<19}  {change.issued_by:<{by}}  "
+            f"{_rules(p)}, grace {p.grace_ms} ms{mark}"
+        )
+    return lines
+
+
 def cmd_models(args: argparse.Namespace, settings: StackSettings) -> int:
-    from rendezvous import config, deploy
+    from rendezvous import config, control
 
     cfg = config.load(_config_path(args, settings))
+    histories = control.histories(control.KafkaControl(settings.kafka), cfg)
     for service in cfg.services.values():
-        policy = deploy.current_policy(settings.kafka, cfg, service.name)
+        history = histories[service.name]
+        policy = history.current.policy
         print(
-            f"{service.name}: SLA {policy['sla_ms']} ms, preference {' > '.join(policy['preference'])} (v{policy['version']})"
+            f"{service.name}: SLA {policy.sla_ms} ms, preference {' > '.join(policy.preference)} (v{policy.version})"
         )
         for m in service.models:
-            rank = policy["preference"].index(m.name) + 1 if m.name in policy["preference"] else "-"
+            rank = policy.preference.index(m.name) + 1 if m.name in policy.preference else "-"
             print(f"  {m.name:<16} {m.role:<11} rank {rank!s:<3} {m.uri or m.callable or ''}")
+        print("  policy history (UTC):")
+        for line in history_lines(history):
+            print(f"    {line}")
     return 0
 
 
@@ -164,14 +237,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="*", help="cancel only jobs whose name contains one of these")
     p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("promote", help="make a model the first choice of a service, at runtime")
+    p = sub.add_parser(
+        "promote",
+        help="make a model the first choice of a service, at runtime; or undo that",
+        description="Publish a new version of a service's policy on the control topic; the "
+        "jobs apply it to requests accepted from then on, with no restart. With a MODEL, it "
+        "goes first in the preference order. --undo brings back the version before the "
+        "current one, --to-version N version N: the same preference, SLA and grace, under a "
+        "new version number (see the versions with `rendezvous models`).",
+    )
     p.add_argument("service")
-    p.add_argument("model")
+    p.add_argument("model", nargs="?", help="the model to put first (not with --undo/--to-version)")
+    back = p.add_mutually_exclusive_group()
+    back.add_argument(
+        "--undo", action="store_true", help="republish the policy before the current one"
+    )
+    back.add_argument(
+        "--to-version", type=int, metavar="N", help="republish the policy of version N"
+    )
     p.add_argument("--sla-ms", type=int, help="also change the SLA")
     p.add_argument("--config", help="service configuration (YAML or JSON)")
-    p.set_defaults(func=cmd_promote)
+    p.set_defaults(func=cmd_promote, usage_error=p.error)
 
-    p = sub.add_parser("models", help="list each service's models, roles and current preference")
+    p = sub.add_parser(
+        "models", help="list each service's models, roles, current preference and policy history"
+    )
     p.add_argument("--config", help="service configuration (YAML or JSON)")
     p.set_defaults(func=cmd_models)
 

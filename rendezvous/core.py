@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rendezvous.policy import NO_POLICY
+
 ORPHAN_MS = 60_000
 TOMBSTONE_MS = 60_000
 
@@ -251,7 +253,7 @@ def _orphan_decision(state: Pending) -> dict[str, Any]:
         "received_ms": first["received_ms"],
         "deadline_ms": first["received_ms"],
         "features": None,
-        "policy_version": -1,
+        "policy_version": NO_POLICY.version,
         "status": "error",
         "model": None,
         "version": None,

@@ -1,4 +1,4 @@
-"""Submitting the jobs of a configuration and changing policies at runtime."""
+"""Submitting the jobs of a configuration."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rendezvous import config as config_mod
-from rendezvous import serde, topics
-from rendezvous.enrich import initial_policy
 from rendezvous.errors import RendezvousError
 from rendezvous.kafka import KafkaConnection
 from rendezvous.settings import REPO_ROOT, StackSettings
@@ -173,75 +171,3 @@ def wait_running(stack, job_ids: set[str], timeout_s: float = 120.0) -> None:
         if time.monotonic() > deadline:
             raise RendezvousError(f"jobs not running after {timeout_s:.0f}s: {', '.join(pending)}")
         time.sleep(0.25)
-
-
-def current_policy(
-    kafka: KafkaConnection, cfg: config_mod.Config, service: str, timeout_s: float = 10.0
-) -> dict:
-    """The latest policy of ``service``: the configuration's, then the control topic's."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    policy = initial_policy(cfg.service(service))
-    consumer = Consumer(kafka.client_config({"group.id": "rdv-cli", "enable.auto.commit": False}))
-    try:
-        low, high = consumer.get_watermark_offsets(
-            TopicPartition(topics.CONTROL, 0), timeout=timeout_s
-        )
-        if high > low:
-            consumer.assign([TopicPartition(topics.CONTROL, 0, low)])
-            deadline = time.monotonic() + timeout_s
-            seen = low
-            while seen < high and time.monotonic() < deadline:
-                msg = consumer.poll(0.5)
-                if msg is None or msg.error():
-                    continue
-                seen = msg.offset() + 1
-                kind, record = serde.decode(msg.value())
-                newer = (
-                    kind == serde.Kind.CONTROL and record["policy"]["version"] > policy["version"]
-                )
-                if newer and record["service"] == service:
-                    policy = record["policy"]
-    finally:
-        consumer.close()
-    return policy
-
-
-def promote(
-    kafka: KafkaConnection,
-    cfg: config_mod.Config,
-    service: str,
-    model: str,
-    *,
-    sla_ms: int | None = None,
-) -> dict:
-    """Make ``model`` the first choice of ``service`` (no restart); returns the new policy."""
-    spec = cfg.service(service)
-    m = spec.model(model)
-    if m.role == "decoy":
-        raise RendezvousError(f"{model} is the decoy of {service}; a decoy cannot answer requests")
-    policy = current_policy(kafka, cfg, service)
-    new = {
-        "preference": [model] + [p for p in policy["preference"] if p != model],
-        "sla_ms": sla_ms if sla_ms is not None else policy["sla_ms"],
-        "grace_ms": policy["grace_ms"],
-        "version": policy["version"] + 1,
-    }
-    from confluent_kafka import Producer
-
-    producer = Producer(kafka.client_config({"linger.ms": 0}))
-    value = serde.encode(
-        serde.Kind.CONTROL,
-        {
-            "service": service,
-            "policy": new,
-            "issued_ms": int(time.time() * 1000),
-            "issued_by": "cli",
-        },
-    )
-    producer.produce(topics.CONTROL, value=value, key=service.encode())
-    if producer.flush(10) != 0:
-        raise RendezvousError(
-            f"could not write the policy change to {topics.CONTROL} at {kafka.bootstrap}; is Kafka up (`rendezvous status`)?"
-        )
-    return new

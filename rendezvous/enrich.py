@@ -1,4 +1,4 @@
-"""Enrichment and the per-service policy book: pure functions the enrich job calls."""
+"""Enrichment and the model-input record: pure functions the enrich job calls."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from rendezvous import serde
-from rendezvous.config import Config, ServiceSpec
+from rendezvous.config import ServiceSpec
+from rendezvous.policy import Policy
 
 EXPIRED = "deadline_exceeded"
 
@@ -92,38 +93,9 @@ def _cell(text: str) -> Any:
     return text
 
 
-class PolicyBook:
-    """The current policy of every service: the configuration's, then control records."""
-
-    def __init__(self, config: Config) -> None:
-        self.policies: dict[str, dict[str, Any]] = {
-            name: initial_policy(spec) for name, spec in config.services.items()
-        }
-
-    def get(self, service: str) -> dict[str, Any] | None:
-        return self.policies.get(service)
-
-    def apply(self, control: Mapping[str, Any]) -> bool:
-        """Take a control record if it is newer than what is held; True when taken."""
-        current = self.policies.get(control["service"])
-        if current is not None and control["policy"]["version"] <= current["version"]:
-            return False
-        self.policies[control["service"]] = dict(control["policy"])
-        return True
-
-
-def initial_policy(spec: ServiceSpec) -> dict[str, Any]:
-    return {
-        "preference": list(spec.preference),
-        "sla_ms": spec.sla_ms,
-        "grace_ms": spec.grace_ms,
-        "version": 0,
-    }
-
-
 def to_model_input(
     request: Mapping[str, Any],
-    policy: Mapping[str, Any],
+    policy: Policy,
     enricher: Enricher | None,
     now_ms: int,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -157,7 +129,7 @@ def to_model_input(
         "payload": request["payload"],
         "enriched_ms": now_ms,
         "reply_to": request.get("reply_to", ""),
-        "policy": dict(policy),
+        "policy": policy.to_record(),
         "error": error,
     }
     dead = None

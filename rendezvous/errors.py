@@ -26,6 +26,12 @@ class ConfigError(RendezvousError):
     problems: tuple = ()  # a configuration file's problems, one per field (see rendezvous.config)
 
 
+class PolicyError(RendezvousError):
+    """A policy change that cannot be made as asked (nothing to undo, an unknown version)."""
+
+    code = "policy"
+
+
 class StackError(RendezvousError):
     """A local service could not be started, probed or stopped."""
 

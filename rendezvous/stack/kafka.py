@@ -187,4 +187,8 @@ def _topic_config(name: str) -> dict[str, str]:
         # segments so that old ones can actually be deleted.
         config["retention.ms"] = str(6 * 3600 * 1000)
         config["segment.ms"] = str(3600 * 1000)
+    if name == topics.CONTROL:
+        # The policy history: the enrich job re-reads it from the start on every run, so a
+        # deleted record would silently bring an older policy back. A few records a change.
+        config["retention.ms"] = "-1"
     return config

@@ -180,11 +180,12 @@ def test_enrichment_failure_is_answered_and_dead_lettered(harness, stack):
 
 
 def test_promotion_changes_the_answer_without_a_restart(harness, service, stack):
-    from rendezvous import config
+    from rendezvous import config, control
 
     cfg = config.load(service[1])
-    policy = deploy.promote(stack.settings.kafka, cfg, service[0], "canary")
-    assert policy["preference"][0] == "canary" and policy["version"] == 1
+    log = control.KafkaControl(stack.settings.kafka)
+    policy = control.promote(log, cfg, service[0], "canary", issued_by="tests", issued_ms=now_ms())
+    assert policy.preference[0] == "canary" and policy.version == 1
     deadline = time.monotonic() + 30
     while True:  # the control record reaches the enrich job asynchronously
         req = harness.request()

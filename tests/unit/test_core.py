@@ -251,7 +251,10 @@ def test_all_in_time_scores_in_any_order_pick_the_champion(order):
 def test_core_does_not_import_pyflink():
     import subprocess
 
-    code = "import rendezvous.core, rendezvous.serde, rendezvous.config, rendezvous.enrich, sys; print('pyflink' in sys.modules)"
+    code = (
+        "import rendezvous.core, rendezvous.serde, rendezvous.config, rendezvous.enrich, "
+        "rendezvous.policy, rendezvous.control, sys; print('pyflink' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -6,10 +6,11 @@ import pytest
 
 from rendezvous import serde
 from rendezvous.enrich import to_model_input
+from rendezvous.policy import Policy
 
 pytestmark = pytest.mark.unit
 
-POLICY = {"preference": ["m"], "sla_ms": 100, "grace_ms": 0, "version": 1}
+POLICY = Policy(preference=("m",), sla_ms=100, grace_ms=0, version=1)
 
 
 def request(received: int = 1_000) -> dict:
