@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from cachetools import TTLCache
+from cachetools import LRUCache
 
 from rendezvous.proxy.errors import (
     AnswerTimeout,
@@ -54,6 +54,45 @@ class Accepted:
     failure: str | None = None  # why Kafka did not take it, once known
 
 
+class ResultCache(LRUCache):
+    """An LRU of results by request id, each with the time it arrived; an entry older than
+    ``ttl_ms`` is absent (and dropped when looked up). ``get`` gives ``(arrived_ms, result)``.
+
+    Not cachetools' TTLCache, and no ``(arrived_ms, result)`` tuple per entry: both are objects
+    Python's cyclic garbage collector tracks and walks on every full collection, and with
+    100,000 results such a collection paused the proxy's event loop for tens of milliseconds.
+    Here the order lives in an OrderedDict, the arrival times in a dict of strings to ints, and
+    a decoded result (a dict of strings and numbers) is not tracked by the collector at all.
+    """
+
+    def __init__(self, maxsize: int, ttl_ms: int, clock: Clock) -> None:
+        super().__init__(maxsize)
+        self.ttl_ms = ttl_ms
+        self.clock = clock
+        self._arrived: dict[str, int] = {}
+
+    def put(self, rid: str, result: Result) -> None:
+        """Keep ``result``, arrived now."""
+        self._arrived[rid] = self.clock()
+        self[rid] = result
+
+    def get(self, rid: str, default: None = None) -> tuple[int, Result] | None:  # type: ignore[override]
+        result = super().get(rid)
+        return default if result is None else (self._arrived[rid], result)
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._arrived.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        if not super().__contains__(key):
+            return False
+        if self.clock() - self._arrived[key] <= self.ttl_ms:  # type: ignore[index]
+            return True
+        del self[key]  # type: ignore[arg-type]
+        return False
+
+
 class ReplicaBook(Generic[Waiter]):
     """The bookkeeping of one proxy replica (see the module docstring)."""
 
@@ -67,10 +106,8 @@ class ReplicaBook(Generic[Waiter]):
         self.pending: dict[str, Waiter] = {}
         self.accepted: OrderedDict[str, Accepted] = OrderedDict()
         # request id -> (arrived_ms, result). A result is served while it is at most
-        # cache_ttl_ms old (the clock counts whole milliseconds; TTLCache expires at now >= ttl).
-        self.cache: TTLCache[str, tuple[int, Result]] = TTLCache(
-            maxsize=cache_size, ttl=cache_ttl_ms + 1, timer=clock
-        )
+        # cache_ttl_ms old.
+        self.cache = ResultCache(cache_size, cache_ttl_ms, clock)
         self.unconfirmed: set[str] = set()
         self.bodies: OrderedDict[str, bytes] = OrderedDict()
 
@@ -147,7 +184,7 @@ class ReplicaBook(Generic[Waiter]):
         rid = result["request_id"]
         cache = self.cache
         if rid not in cache:  # the first answer wins; a duplicate changes nothing
-            cache[rid] = (self.clock(), result)
+            cache.put(rid, result)
         self.accepted.pop(rid, None)
         # A result proves Kafka took the request, whether or not its acknowledgement came first.
         self.unconfirmed.discard(rid)

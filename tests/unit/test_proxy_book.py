@@ -306,3 +306,18 @@ def test_the_book_needs_no_event_loop_nor_http() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_cached_results_add_nothing_for_the_garbage_collector_to_walk() -> None:
+    import gc
+
+    b = book(Clock(), cache_size=5_000)
+    gc.collect()
+    before = len(gc.get_objects())
+    for i in range(5_000):
+        b.on_result(result(f"g{i}"))
+    gc.collect()
+    # A decoded result is a dict of strings and numbers, which the collector does not track;
+    # the cache must not add a tracked object of its own per entry either.
+    assert len(gc.get_objects()) - before < 100
+    assert len(b.cache) == 5_000
