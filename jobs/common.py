@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def environment(
     watermarks: bool = False,
     process: bool = False,
     checkpoint_interval: str | None = None,
+    restarts: Mapping[str, str] | None = None,
 ) -> StreamExecutionEnvironment:
     """The job's environment. Python runs in thread mode (inside the TaskManager's JVM), or with
     ``process`` in a Python worker process of the job's own (its own interpreter lock, at the
@@ -73,7 +75,8 @@ def environment(
     second at most, so every network buffer is flushed as soon as a record is in it instead of
     on the cluster's buffer timeout. ``watermarks``: the job decides on event time and needs
     frequent watermarks; other jobs switch the periodic watermark timer off.
-    ``checkpoint_interval``: this job's, instead of the cluster's.
+    ``checkpoint_interval``: this job's, instead of the cluster's. ``restarts``: this job's
+    restart-strategy options (see rendezvous.restarts), instead of the cluster's strategy.
     """
     conf = Configuration()
     if process:
@@ -87,6 +90,8 @@ def environment(
     conf.set_string("pipeline.auto-watermark-interval", "5 ms" if watermarks else "0 ms")
     if checkpoint_interval:
         conf.set_string("execution.checkpointing.interval", checkpoint_interval)
+    for key, value in (restarts or {}).items():
+        conf.set_string(key, value)
     return StreamExecutionEnvironment.get_execution_environment(conf)
 
 

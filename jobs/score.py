@@ -11,7 +11,7 @@ from pyflink.datastream.functions import FlatMapFunction, RuntimeContext
 
 from jobs import common
 from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks, without_heartbeats
-from rendezvous import serde, topics
+from rendezvous import restarts, serde, topics
 from rendezvous.scoring import score_records
 
 _INPUTS = (serde.Kind.MODEL_INPUT, serde.Kind.MODEL_INPUT_BATCH)
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
         latency_critical=True,
         process=spec.isolation == "process",
         checkpoint_interval=s.checkpoint_interval,
+        # gives up on a model that cannot load instead of restarting it forever
+        restarts=restarts.SCORING,
     )
     group = f"{s.group_prefix}-score-{s.service}-{s.model}"
     build(

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from rendezvous.errors import RendezvousError
+from rendezvous.errors import JobFailed, NotEnoughSlots, RendezvousError
 from rendezvous.settings import StackSettings
 
 if TYPE_CHECKING:
@@ -20,6 +20,12 @@ def _stack(settings: StackSettings):
 
 
 def cmd_up(args: argparse.Namespace, settings: StackSettings) -> int:
+    sizes = {"flink_taskmanagers": args.taskmanagers, "flink_taskmanager_slots": args.slots}
+    sizes = {name: value for name, value in sizes.items() if value is not None}
+    if sizes:
+        # Beside a running JobManager only the missing TaskManagers start, with these slots:
+        # the cluster grows and its jobs keep running.
+        settings = StackSettings(**{**settings.model_dump(), **sizes})
     stack = _stack(settings)
     print(f"starting the local stack in {settings.home}")
     timings = stack.up()
@@ -48,10 +54,19 @@ def cmd_status(args: argparse.Namespace, settings: StackSettings) -> int:
         print(f"{row.name:<20} {'up' if row.up else 'down':<6} {row.address:<28} {pids}")
     flink_up = next(r.up for r in rows if r.name == "flink")
     if flink_up:
+        from rendezvous import deploy
+
         jobs = stack.flink.jobs()
         print(f"\nFlink jobs ({len(jobs)}):")
         for job in sorted(jobs, key=lambda j: j.get("name", "")):
             print(f"  {job['jid']}  {job['state']:<10} {job['name']}")
+            if _failing(job):
+                try:
+                    failure = deploy.job_failure(stack, job["jid"])
+                except (OSError, ValueError):  # the job left the cluster meanwhile
+                    failure = None
+                if failure is not None:
+                    print(f"      cause: {failure.line}")
     kafka_up = next(r.up for r in rows if r.name == "kafka")
     if kafka_up:
         topics = stack.kafka.list_topics()
@@ -59,6 +74,16 @@ def cmd_status(args: argparse.Namespace, settings: StackSettings) -> int:
         for name, parts in topics.items():
             print(f"  {name:<28} {parts} partition{'s' if parts != 1 else ''}")
     return 0 if all(r.up for r in rows) else 3
+
+
+def _failing(job: dict) -> bool:
+    """Failed, failing, restarting, or live with tasks not running (a restart loop between
+    two restarts): a job whose latest failure is worth a line."""
+    if job["state"] in ("FAILED", "FAILING", "RESTARTING"):
+        return True
+    tasks = job.get("tasks", {})
+    idle = tasks.get("running", 0) < tasks.get("total", 0)
+    return idle and job["state"] in ("RUNNING", "CREATED", "INITIALIZING")
 
 
 DEFAULT_CONFIG = "rendezvous.yaml"
@@ -87,7 +112,11 @@ def cmd_submit(args: argparse.Namespace, settings: StackSettings) -> int:
         raise StackError(
             f"no Flink cluster answers at {settings.flink_url}; run `rendezvous up` first"
         )
-    deploy.submit(stack, _config_path(args, settings), only=args.only, prune=args.prune)
+    try:
+        deploy.submit(stack, _config_path(args, settings), only=args.only, prune=args.prune)
+    except (NotEnoughSlots, JobFailed) as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -210,6 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("up", help="start Kafka, Flink and MLflow on loopback")
+    p.add_argument(
+        "--taskmanagers",
+        type=int,
+        metavar="N",
+        help="Flink TaskManagers (default: RDV_FLINK_TASKMANAGERS); with the stack up, "
+        "starts the missing ones beside the running jobs",
+    )
+    p.add_argument(
+        "--slots",
+        type=int,
+        metavar="S",
+        help="task slots of each TaskManager started now (default: RDV_FLINK_TASKMANAGER_SLOTS)",
+    )
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="stop what `up` started")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from rendezvous import config as config_mod
-from rendezvous.errors import RendezvousError
+from rendezvous import failures, slots
+from rendezvous.errors import JobFailed, NotEnoughSlots
 from rendezvous.kafka import KafkaConnection
 from rendezvous.settings import REPO_ROOT, StackSettings
 
@@ -117,26 +119,32 @@ def submit(
     cancelled; the other jobs keep running either way. A scoring job added while the
     rendezvous job runs starts at the live end of the model inputs (unless its consumer group
     has offsets already): a new model scores traffic from now on, not the retained history.
+
+    Nothing is submitted or cancelled when the new jobs do not fit in the cluster's free task
+    slots (:class:`NotEnoughSlots`); a job that fails to start is cancelled and named with
+    its cause (:class:`JobFailed`, see :func:`wait_running`).
     """
     running = running_jobs(stack)
     planned = plan(stack.settings, config_path)
     if JOIN_JOB in running:
         planned = [joining_live(job) for job in planned]
+    stale = {}
     if prune:
         wanted = {job.name for job in planned}
-        for name, jid in sorted(running.items()):
-            if name.startswith(SCORE_JOB_PREFIX) and name not in wanted:
-                stack.flink.cancel(jid)
-                log(f"  {name:<40} cancelled: no longer in the configuration")
-                del running[name]
-    todo = []
+        stale = {name: jid for name, jid in sorted(running.items())
+                 if name.startswith(SCORE_JOB_PREFIX) and name not in wanted}  # fmt: skip
+    todo, kept = [], []
     for job in planned:
         if only and not any(o in job.name for o in only):
             continue
-        if job.name in running:
-            log(f"  {job.name:<40} already running ({running[job.name]})")
-        else:
-            todo.append(job)
+        (kept if job.name in running else todo).append(job)
+    check_slots(stack, len(todo), cancelling=set(stale), log=log)
+    for name, jid in stale.items():
+        stack.flink.cancel(jid)
+        log(f"  {name:<40} cancelled: no longer in the configuration")
+        del running[name]
+    for job in kept:
+        log(f"  {job.name:<40} already running ({running[job.name]})")
     submitted = {}
 
     def one(job: JobPlan) -> tuple[str, str]:
@@ -151,23 +159,109 @@ def submit(
     return {**running, **submitted}
 
 
-def wait_running(stack, job_ids: set[str], timeout_s: float = 120.0) -> None:
-    """Wait until every task of the jobs is RUNNING (sources are reading)."""
-    deadline = time.monotonic() + timeout_s
+def check_slots(stack, jobs: int, *, cancelling: set[str] = frozenset(), log=print) -> None:
+    """Raise :class:`NotEnoughSlots` when ``jobs`` new jobs do not fit in the cluster's free
+    slots (after the jobs named in ``cancelling`` give theirs back); warn when losing a
+    TaskManager would leave some jobs without a slot."""
+    if jobs == 0:
+        return
+    flink = stack.flink
+    capacity = slots.Capacity.from_rest(
+        flink.rest("/overview", timeout_s=10), flink.rest("/taskmanagers", timeout_s=10)
+    )
+    waiting = slots.waiting_for_slots(flink.rest("/jobs/overview", timeout_s=10),
+                                      besides=cancelling)  # fmt: skip
+    growth = slots.Growth(
+        slots_per_taskmanager=stack.settings.flink_taskmanager_slots,
+        local=flink.jobmanager.pid() is not None,  # started by `rendezvous up` here
+    )
+    freed = len(cancelling) * slots.SLOTS_PER_JOB
+    problem = slots.shortfall(jobs, capacity, growth, waiting=waiting, freed=freed)
+    if problem:
+        raise NotEnoughSlots(problem)
+    warning = slots.standby_warning(max(jobs - len(cancelling), 0), capacity)
+    if warning:
+        log(f"  warning: {warning}")
+
+
+TERMINAL = ("FAILED", "CANCELED", "FINISHED")
+
+
+def wait_running(
+    stack,
+    job_ids: set[str],
+    timeout_s: float = 120.0,
+    *,
+    poll_s: float = 0.25,
+    exceptions_every_s: float = 1.0,
+    clock=time.monotonic,
+    sleep=time.sleep,
+) -> None:
+    """Wait until every task of the jobs is RUNNING (sources are reading).
+
+    A job not running yet has its exception history read every ``exceptions_every_s``; the
+    first failure ends the wait: the failing jobs are cancelled (a later ``submit`` then
+    submits them again) and :class:`JobFailed` names each with its cause in one line.
+    """
+    deadline = clock() + timeout_s
+    checked: dict[str, float] = {}
     while True:
-        pending = []
-        for jid in job_ids:
+        pending, failed = [], []
+        for jid in sorted(job_ids):
             info = stack.flink.rest(f"/jobs/{jid}")
-            if info["state"] in ("FAILED", "CANCELED", "FINISHED"):
-                raise RendezvousError(
-                    f"job {info['name']} is {info['state']}; see the Flink UI at {stack.settings.flink_url}/#/job/{jid}"
-                )
-            if info["state"] != "RUNNING" or any(
-                v["status"] != "RUNNING" for v in info["vertices"]
-            ):
-                pending.append(info["name"])
+            if _started(info):
+                continue
+            ended = info["state"] in TERMINAL
+            if ended or clock() - checked.get(jid, float("-inf")) >= exceptions_every_s:
+                checked[jid] = clock()
+                failure = job_failure(stack, jid)
+                if failure is not None or ended:
+                    failed.append((jid, info, failure))
+                    continue
+            pending.append(info)
+        if failed:
+            raise _failed(stack, failed)
         if not pending:
             return
-        if time.monotonic() > deadline:
-            raise RendezvousError(f"jobs not running after {timeout_s:.0f}s: {', '.join(pending)}")
-        time.sleep(0.25)
+        if clock() > deadline:
+            raise JobFailed(
+                f"jobs not running after {timeout_s:.0f}s: "
+                + "; ".join(_pending(info) for info in pending)
+                + f"; see the Flink UI at {stack.settings.flink_url}"
+            )
+        sleep(poll_s)
+
+
+def job_failure(stack, job_id: str) -> failures.Failure | None:
+    """The job's latest failure, from its exception history; None when it never failed."""
+    return failures.latest(stack.flink.rest(f"/jobs/{job_id}/exceptions?maxExceptions=1",
+                                            timeout_s=10))  # fmt: skip
+
+
+def _started(info: dict) -> bool:
+    return info["state"] == "RUNNING" and all(v["status"] == "RUNNING" for v in info["vertices"])
+
+
+def _pending(info: dict) -> str:
+    states = sorted({v["status"] for v in info["vertices"] if v["status"] != "RUNNING"})
+    wait = ", waiting for a free slot" if "SCHEDULED" in states else ""
+    tasks = f"; tasks {', '.join(states)}{wait}" if states else ""
+    return f"{info['name']} ({info['state']}{tasks})"
+
+
+def _failed(stack, failed: list[tuple[str, dict, failures.Failure | None]]) -> JobFailed:
+    lines, cancelled = [], False
+    for jid, info, failure in failed:
+        if info["state"] not in TERMINAL:
+            with contextlib.suppress(OSError):  # it may have ended meanwhile
+                stack.flink.cancel(jid)
+                cancelled = True
+        lines.append(failures.describe(info["name"], failure) if failure
+                     else f"{info['name']}: {info['state']} without an error")  # fmt: skip
+    stopped = "cancelled it" if len(failed) == 1 else "cancelled them"
+    lines.append(
+        "fix the cause and run `rendezvous submit` again"
+        + (f" ({stopped}; " if cancelled else " (")
+        + f"full traces in the Flink UI at {stack.settings.flink_url})"
+    )
+    return JobFailed("\n".join(lines))

@@ -48,3 +48,15 @@ class ComponentDied(StackError):
 
 class MissingTool(StackError):
     code = "missing_tool"
+
+
+class NotEnoughSlots(StackError):
+    """The jobs to submit do not fit in the Flink cluster's free task slots."""
+
+    code = "not_enough_slots"
+
+
+class JobFailed(StackError):
+    """A submitted Flink job failed, or did not start running in time."""
+
+    code = "job_failed"

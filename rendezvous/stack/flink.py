@@ -186,14 +186,19 @@ class FlinkCluster:
 
         ``nice`` > 0 starts them at a lower CPU priority: a replacement booting on the cores
         that serve traffic then takes only what the serving path leaves.
+
+        Each gets the slots the settings give now (``-D``, over the configuration written when
+        the cluster started), so TaskManagers added beside a running JobManager (``rendezvous
+        up --taskmanagers N --slots S``) can have more slots than the first ones.
         """
         env = self.env()
         started = []
         prefix = ["nice", "-n", str(nice)] if nice else []
+        slots = f"-Dtaskmanager.numberOfTaskSlots={self.settings.flink_taskmanager_slots}"
         for taskmanager in self.taskmanagers:
             if taskmanager.pid() is None:
                 taskmanager.start(
-                    [*prefix, "bash", self.bin("taskmanager.sh"), "start-foreground"],
+                    [*prefix, "bash", self.bin("taskmanager.sh"), "start-foreground", slots],
                     env=env,
                     cwd=self.dir,
                 )

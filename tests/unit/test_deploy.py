@@ -1,9 +1,18 @@
-"""Which jobs a configuration plans, and where a scoring job added to a live system starts."""
+"""Which jobs a configuration plans, where a scoring job added to a live system starts, and
+how submit checks the free slots and reports a job that fails to start (against a fake Flink
+REST API)."""
 
 from __future__ import annotations
 
-from rendezvous import deploy
+import itertools
+from types import SimpleNamespace
+
+import pytest
+
+from rendezvous import cli, deploy
+from rendezvous.errors import JobFailed, NotEnoughSlots
 from rendezvous.settings import StackSettings
+from tests.unit.flink_samples import PEMJA, entry, history
 
 CONFIG = """
 services:
@@ -69,3 +78,180 @@ def test_jobs_get_the_kafka_properties_file_by_path_never_its_secrets(tmp_path):
         assert job.args[job.args.index("--kafka-properties") + 1] == str(props.resolve())
         assert job.args[job.args.index("--bootstrap") + 1] == "b:9093"
         assert not any("hunter2" in a for a in job.args)
+
+
+# ---- submit and wait_running against a fake Flink REST API ----------------------------------
+
+NO_HISTORY = history()
+
+
+def details(name: str, state: str = "RUNNING", *vertex_states: str) -> dict:
+    vertices = [{"id": f"v{i}", "name": f"vertex {i}", "parallelism": 1, "status": status}
+                for i, status in enumerate(vertex_states or ("RUNNING", "RUNNING"))]  # fmt: skip
+    return {"jid": "", "name": name, "state": state, "vertices": vertices}
+
+
+class FakeFlink:
+    """The few REST answers submit and wait_running read, and what they did."""
+
+    def __init__(self, *, total=16, free=16, sizes=(8, 8), jobs=(), local=True):
+        self.overview = {"taskmanagers": len(sizes), "slots-total": total,
+                         "slots-available": free, "jobs-running": len(jobs)}  # fmt: skip
+        self.taskmanagers = {"taskmanagers": [{"id": f"tm{i}", "slotsNumber": n, "freeSlots": n}
+                                              for i, n in enumerate(sizes)]}  # fmt: skip
+        self.overview_jobs = [{"jid": jid, "name": name, "state": "RUNNING",
+                               "tasks": {"total": 2, "running": 2, "scheduled": 0}}
+                              for name, jid in jobs]  # fmt: skip
+        self.details: dict[str, dict] = {}
+        self.exceptions: dict[str, dict] = {}
+        self.submitted: list[str] = []
+        self.cancelled: list[str] = []
+        self.on_submit = lambda name: details(name)
+        self.jobmanager = SimpleNamespace(pid=lambda: 4242 if local else None)
+        self._ids = (f"{i:032x}" for i in itertools.count(1))
+
+    def rest(self, path: str, timeout_s: float = 2.0) -> dict:
+        if path == "/overview":
+            return self.overview
+        if path == "/taskmanagers":
+            return self.taskmanagers
+        if path == "/jobs/overview":
+            return {"jobs": self.overview_jobs}
+        jid, _, rest = path.removeprefix("/jobs/").partition("/")
+        if rest.startswith("exceptions"):
+            return self.exceptions.get(jid, NO_HISTORY)
+        return self.details[jid]
+
+    def jobs(self) -> list[dict]:
+        return self.overview_jobs
+
+    def submit(self, script, args, *, name_hint: str = "") -> str:
+        jid = next(self._ids)
+        self.submitted.append(name_hint)
+        self.details[jid] = self.on_submit(name_hint)
+        return jid
+
+    def cancel(self, jid: str) -> None:
+        self.cancelled.append(jid)
+
+
+def fake_stack(tmp_path, **kwargs):
+    return SimpleNamespace(flink=FakeFlink(**kwargs), settings=StackSettings(home=tmp_path))
+
+
+def config(tmp_path):
+    path = tmp_path / "services.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_submit_refuses_before_doing_anything_when_the_jobs_do_not_fit(tmp_path):
+    stack = fake_stack(tmp_path, total=16, free=4)
+    with pytest.raises(NotEnoughSlots) as refused:
+        deploy.submit(stack, config(tmp_path), log=lambda _: None)
+    assert "need 6 Flink task slots but 4 are free" in refused.value.message
+    assert "rendezvous up --taskmanagers 3" in refused.value.message
+    assert stack.flink.submitted == [] and stack.flink.cancelled == []
+
+
+def test_running_jobs_need_no_slot_and_pruned_ones_give_theirs_back(tmp_path):
+    running = [("rendezvous-enrich", "e" * 32), ("rendezvous-join", "j" * 32),
+               ("rendezvous-archive", "a" * 32), ("rendezvous-score credit/old", "o" * 32)]  # fmt: skip
+    stack = fake_stack(tmp_path, total=8, free=3, sizes=(8,), jobs=running)
+    lines: list[str] = []
+    deploy.submit(stack, config(tmp_path), prune=True, log=lines.append)
+    assert stack.flink.cancelled == ["o" * 32]
+    assert stack.flink.submitted == [f"rendezvous-score credit/{m}" for m in ("champ", "shadow", "backstop")]  # fmt: skip
+    assert not any("warning" in line for line in lines)  # one TaskManager: no standby to lose
+
+
+def test_submit_warns_when_a_lost_taskmanager_would_leave_jobs_without_a_slot(tmp_path):
+    stack = fake_stack(tmp_path, total=8, free=6, sizes=(4, 4))
+    lines: list[str] = []
+    deploy.submit(stack, config(tmp_path), log=lines.append)
+    assert any(
+        "8 slots in use but 4 left if the largest TaskManager dies" in line for line in lines
+    )
+
+
+def test_a_job_that_cannot_load_its_model_is_named_with_its_cause_and_cancelled(tmp_path):
+    stack = fake_stack(tmp_path)
+    broken = "rendezvous-score credit/shadow"
+
+    def on_submit(name):
+        if name != broken:
+            return details(name)
+        jid = f"{len(stack.flink.submitted):032x}"
+        stack.flink.exceptions[jid] = history(entry(PEMJA, "pemja.core.PythonException"))
+        return details(name, "RUNNING", "INITIALIZING", "RUNNING")
+
+    stack.flink.on_submit = on_submit
+    with pytest.raises(JobFailed) as failed:
+        deploy.submit(stack, config(tmp_path), log=lambda _: None)
+    first, *rest = failed.value.message.splitlines()
+    assert first.startswith(f"{broken}: ModelLoadError: model broken: cannot import no_such_module")
+    assert "No module named 'no_such_module'" in first
+    assert len(rest) == 1 and "cancelled it" in rest[0] and "rendezvous submit" in rest[0]
+    (jid,) = stack.flink.cancelled
+    assert stack.flink.details[jid]["name"] == broken
+
+
+def test_a_job_that_ended_is_not_cancelled_again():
+    flink = FakeFlink()
+    flink.details["f" * 32] = details("rendezvous-score s/m", "FAILED", "FAILED")
+    stack = SimpleNamespace(flink=flink, settings=StackSettings())
+    with pytest.raises(JobFailed, match=r"^rendezvous-score s/m: FAILED without an error\n"):
+        deploy.wait_running(stack, {"f" * 32})
+    assert flink.cancelled == []
+
+
+def test_a_job_waiting_for_a_slot_is_named_when_the_wait_runs_out():
+    flink = FakeFlink()
+    flink.details["w" * 32] = details("rendezvous-join", "RUNNING", "SCHEDULED", "RUNNING")
+    stack = SimpleNamespace(flink=flink, settings=StackSettings())
+    now = itertools.count(0.0, 1.0)
+    with pytest.raises(JobFailed) as late:
+        deploy.wait_running(stack, {"w" * 32}, timeout_s=5, clock=lambda: next(now),
+                            sleep=lambda _: None)  # fmt: skip
+    assert late.value.message.startswith(
+        "jobs not running after 5s: rendezvous-join (RUNNING; tasks SCHEDULED, waiting for a free slot)"
+    )
+
+
+def test_wait_running_returns_once_every_task_runs():
+    flink = FakeFlink()
+    states = iter([("RUNNING", "DEPLOYING"), ("RUNNING", "INITIALIZING"), ("RUNNING", "RUNNING")])
+    flink.rest = lambda path, timeout_s=2.0: (
+        NO_HISTORY if path.endswith("maxExceptions=1") else details("j", "RUNNING", *next(states))
+    )
+    deploy.wait_running(SimpleNamespace(flink=flink, settings=StackSettings()), {"x" * 32},
+                        sleep=lambda _: None)  # fmt: skip
+
+
+def test_cli_submit_exits_1_with_the_message(tmp_path, monkeypatch, capsys):
+    stack = fake_stack(tmp_path, total=16, free=0)
+    stack.flink.ready = lambda: True
+    monkeypatch.setattr(cli, "_stack", lambda settings: stack)
+    assert cli.main(["submit", "--config", str(config(tmp_path))]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: the jobs to submit need 6 Flink task slots but 0 are free")
+
+
+def test_cli_status_shows_the_cause_of_a_restarting_job(tmp_path, monkeypatch, capsys):
+    flink = FakeFlink()
+    flink.overview_jobs = [
+        {"jid": "b" * 32, "name": "rendezvous-score credit/broken", "state": "RUNNING",
+         "tasks": {"total": 2, "running": 1, "initializing": 1}},
+        {"jid": "g" * 32, "name": "rendezvous-join", "state": "RUNNING",
+         "tasks": {"total": 2, "running": 2}},
+    ]  # fmt: skip
+    flink.exceptions["b" * 32] = history(entry(PEMJA, "pemja.core.PythonException"))
+    flink.exceptions["g" * 32] = history(entry(PEMJA, "pemja.core.PythonException"))  # recovered
+    rows = [SimpleNamespace(name="flink", up=True, pids=(1, 2), address="http://flink"),
+            SimpleNamespace(name="kafka", up=False, pids=(None,), address="kafka:9092")]  # fmt: skip
+    stack = SimpleNamespace(flink=flink, settings=StackSettings(home=tmp_path), status=lambda: rows)
+    monkeypatch.setattr(cli, "_stack", lambda settings: stack)
+    assert cli.main(["status"]) == 3  # Kafka is down here
+    out = capsys.readouterr().out
+    assert "      cause: ModelLoadError: model broken: cannot import no_such_module" in out
+    assert out.count("cause:") == 1
