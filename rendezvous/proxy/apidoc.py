@@ -105,7 +105,14 @@ def component_schemas() -> dict[str, Any]:
 # ---- the request bodies, one per service -------------------------------------------------
 _FIELD_TYPES = {
     "double": {"type": "number", "format": "double"},
-    "long": {"type": "integer", "format": "int64"},
+    # An integral JSON number: the proxy takes 30.0 for 30 (a float is exact below 2**53).
+    "long": {
+        "type": "number",
+        "multipleOf": 1,
+        "minimum": -(2**53) + 1,
+        "maximum": 2**53 - 1,
+        "description": "an integer; a number with no fraction, such as 30.0, is taken as one",
+    },
     "string": {"type": "string"},
     "boolean": {"type": "boolean"},
 }
