@@ -292,8 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     print("preparing the demo (stack, models, jobs, proxy) ...", flush=True)
     url = demo.prepare(settings, print=lambda *a, **k: None)
     stack = Stack(settings, log=lambda m: None)
-    doc = {"command": [sys.executable, "-m", "bench.chaos", *(argv or sys.argv[1:])],
-           "started": started.isoformat(), "runs": []}  # fmt: skip
+    doc = {
+        "command": [sys.executable, "-m", "bench.chaos", *(argv or sys.argv[1:])],
+        "started": started.isoformat(),
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory(prefix="rdv-chaos-") as tmp:
         for fault in args.faults:
             print(f"\n{fault}: {args.rate:g} req/s, fault after {args.before:g} s ...", flush=True)
@@ -302,8 +305,10 @@ def main(argv: list[str] | None = None) -> int:
             out_path.write_text(json.dumps(doc, indent=1, default=str))
             print(HEADER)
             print(line(r), flush=True)
-            print(f"    codes {r['codes']}; fault injected in {r['inject_s']} s; "
-                  f"archive audited {r['archived_after_s']} s after the load")  # fmt: skip
+            print(
+                f"    codes {r['codes']}; fault injected in {r['inject_s']} s; "
+                f"archive audited {r['archived_after_s']} s after the load"
+            )
             if r["differ"]:
                 print(f"    differing answers, e.g. {r['differ_sample'][:2]}")
             if any(r["lost"].values()):

@@ -71,8 +71,13 @@ def parse_args(argv: list[str] | None) -> ReplaySettings:
 class _FlinkTypes(serde.TypeFold):
     """An Avro type as Flink type information (nullability is not part of it)."""
 
-    _PRIMITIVES = {"string": Types.STRING, "long": Types.LONG, "boolean": Types.BOOLEAN,
-                   "int": Types.INT, "double": Types.DOUBLE}  # fmt: skip
+    _PRIMITIVES = {
+        "string": Types.STRING,
+        "long": Types.LONG,
+        "boolean": Types.BOOLEAN,
+        "int": Types.INT,
+        "double": Types.DOUBLE,
+    }
 
     def primitive(self, name, path):
         if name not in self._PRIMITIVES:
@@ -88,8 +93,10 @@ class _FlinkTypes(serde.TypeFold):
 
 def row_type(table: str):
     """The Flink row type of a row of ``table``: its columns, the partition columns as strings."""
-    types = [serde.fold_type(f["type"], _FlinkTypes(), path=f"{table}.{f['name']}")
-             for f in layout.avro_schema(table)["fields"]]  # fmt: skip
+    types = [
+        serde.fold_type(f["type"], _FlinkTypes(), path=f"{table}.{f['name']}")
+        for f in layout.avro_schema(table)["fields"]
+    ]
     types += [Types.STRING() for _ in layout.PARTITIONS]
     return Types.ROW_NAMED(list(layout.columns(table)), types)
 

@@ -161,8 +161,9 @@ def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
     if going_back == (args.model is not None):
         args.usage_error("name a MODEL to promote, or use --undo or --to-version N, not both")
     if going_back and args.sla_ms is not None:
-        args.usage_error("--sla-ms goes with promoting a MODEL; --undo and --to-version restore "
-                         "the earlier SLA")  # fmt: skip
+        args.usage_error(
+            "--sla-ms goes with promoting a MODEL; --undo and --to-version restore the earlier SLA"
+        )
     cfg = config.load(_config_path(args, settings))
     log = control.KafkaControl(settings.kafka)
     issued = {"issued_by": _issuer(), "issued_ms": time.time_ns() // 1_000_000}
@@ -173,8 +174,10 @@ def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
         elif args.to_version is not None:
             policy = control.restore(log, cfg, args.service, args.to_version, **issued)
             if policy.version == args.to_version:
-                print(f"{args.service}: policy version {policy.version} is the current one "
-                      f"({_rules(policy)}); nothing to restore")  # fmt: skip
+                print(
+                    f"{args.service}: policy version {policy.version} is the current one "
+                    f"({_rules(policy)}); nothing to restore"
+                )
                 return 0
             done = f"restored policy version {args.to_version} as version {policy.version}"
         else:

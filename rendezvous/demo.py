@@ -67,10 +67,22 @@ def prepare(settings: StackSettings, *, retrain: bool = False, print=print) -> s
     print(f"4/5 starting the proxy on {settings.proxy_url}")
     proxy = Service("proxy", settings.run_dir, settings.logs_dir)
     if proxy.pid() is None:
-        ensure_port_free(settings.host, settings.proxy_port, wanted_by="the demo's proxy",
-                         setting="RDV_PROXY_PORT")  # fmt: skip
-        argv = [str(settings.python), "-m", "rendezvous.cli", "proxy", "--config", str(config_path),
-                "--port", str(settings.proxy_port)]  # fmt: skip
+        ensure_port_free(
+            settings.host,
+            settings.proxy_port,
+            wanted_by="the demo's proxy",
+            setting="RDV_PROXY_PORT",
+        )
+        argv = [
+            str(settings.python),
+            "-m",
+            "rendezvous.cli",
+            "proxy",
+            "--config",
+            str(config_path),
+            "--port",
+            str(settings.proxy_port),
+        ]
         # The proxy reads the stack's addresses (Kafka, MLflow) from these settings, not defaults.
         proxy.start(argv, env={**_env(), **settings.to_env()}, cwd=settings.home)
 
@@ -142,9 +154,11 @@ def run(settings: StackSettings, *, requests: int, concurrency: int, retrain: bo
     with httpx.Client(timeout=30) as client:
         t0 = time.monotonic()
         warmed = _warm_up(client, url, bodies, concurrency=concurrency)
-        print(f"5/5 sending {len(bodies)} requests ({concurrency} at a time) after {warmed} "
-              f"warm-up requests ({time.monotonic() - t0:.0f} s until the jobs answered "
-              "in time)")  # fmt: skip
+        print(
+            f"5/5 sending {len(bodies)} requests ({concurrency} at a time) after {warmed} "
+            f"warm-up requests ({time.monotonic() - t0:.0f} s until the jobs answered "
+            "in time)"
+        )
 
         def call(body):
             t0 = time.perf_counter()
@@ -173,8 +187,10 @@ def run(settings: StackSettings, *, requests: int, concurrency: int, retrain: bo
         print(f"  first HTTP {status}: {message}")
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    print(f"\nlatency at the client: p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms "
-          f"over {len(latencies)} requests")  # fmt: skip
+    print(
+        f"\nlatency at the client: p50 {statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms "
+        f"over {len(latencies)} requests"
+    )
     print("\nTry it yourself:")
     print(f"  curl -s -X POST {url} -H 'content-type: application/json' -d '{_json(bodies[0])}'")
     print(

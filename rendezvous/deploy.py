@@ -30,10 +30,19 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
     """The jobs a configuration needs: enrich, the rendezvous join, the archive, one scorer per
     model."""
     cfg = config_mod.load(config_path)
-    common = ("--bootstrap", settings.kafka_bootstrap, "--config", str(Path(config_path).resolve()),
-              "--tracking-uri", settings.mlflow_url, "--start", start,
-              "--checkpoint-interval", f"{settings.serving_checkpoint_s} s",
-              *_kafka_properties(settings.kafka))  # fmt: skip
+    common = (
+        "--bootstrap",
+        settings.kafka_bootstrap,
+        "--config",
+        str(Path(config_path).resolve()),
+        "--tracking-uri",
+        settings.mlflow_url,
+        "--start",
+        start,
+        "--checkpoint-interval",
+        f"{settings.serving_checkpoint_s} s",
+        *_kafka_properties(settings.kafka),
+    )
     jobs = [
         JobPlan("rendezvous-enrich", JOBS_DIR / "enrich.py", common),
         JobPlan(JOIN_JOB, JOBS_DIR / "join.py", common),
@@ -50,7 +59,7 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
                 "--start",
                 start,
                 *_kafka_properties(settings.kafka),
-            ),  # fmt: skip
+            ),
         ),
     ]
     for service in cfg.services.values():
@@ -131,8 +140,11 @@ def submit(
     stale = {}
     if prune:
         wanted = {job.name for job in planned}
-        stale = {name: jid for name, jid in sorted(running.items())
-                 if name.startswith(SCORE_JOB_PREFIX) and name not in wanted}  # fmt: skip
+        stale = {
+            name: jid
+            for name, jid in sorted(running.items())
+            if name.startswith(SCORE_JOB_PREFIX) and name not in wanted
+        }
     todo, kept = [], []
     for job in planned:
         if only and not any(o in job.name for o in only):
@@ -169,8 +181,9 @@ def check_slots(stack, jobs: int, *, cancelling: set[str] = frozenset(), log=pri
     capacity = slots.Capacity.from_rest(
         flink.rest("/overview", timeout_s=10), flink.rest("/taskmanagers", timeout_s=10)
     )
-    waiting = slots.waiting_for_slots(flink.rest("/jobs/overview", timeout_s=10),
-                                      besides=cancelling)  # fmt: skip
+    waiting = slots.waiting_for_slots(
+        flink.rest("/jobs/overview", timeout_s=10), besides=cancelling
+    )
     growth = slots.Growth(
         slots_per_taskmanager=stack.settings.flink_taskmanager_slots,
         local=flink.jobmanager.pid() is not None,  # started by `rendezvous up` here
@@ -234,8 +247,9 @@ def wait_running(
 
 def job_failure(stack, job_id: str) -> failures.Failure | None:
     """The job's latest failure, from its exception history; None when it never failed."""
-    return failures.latest(stack.flink.rest(f"/jobs/{job_id}/exceptions?maxExceptions=1",
-                                            timeout_s=10))  # fmt: skip
+    return failures.latest(
+        stack.flink.rest(f"/jobs/{job_id}/exceptions?maxExceptions=1", timeout_s=10)
+    )
 
 
 def _started(info: dict) -> bool:
@@ -256,8 +270,11 @@ def _failed(stack, failed: list[tuple[str, dict, failures.Failure | None]]) -> J
             with contextlib.suppress(OSError):  # it may have ended meanwhile
                 stack.flink.cancel(jid)
                 cancelled = True
-        lines.append(failures.describe(info["name"], failure) if failure
-                     else f"{info['name']}: {info['state']} without an error")  # fmt: skip
+        lines.append(
+            failures.describe(info["name"], failure)
+            if failure
+            else f"{info['name']}: {info['state']} without an error"
+        )
     stopped = "cancelled it" if len(failed) == 1 else "cancelled them"
     lines.append(
         "fix the cause and run `rendezvous submit` again"

@@ -80,8 +80,9 @@ def latest(exceptions: dict) -> Failure | None:
         return None
     entry = max(entries, key=lambda e: e.get("timestamp") or 0)
     cls, message = root_cause(entry.get("stacktrace") or "", entry.get("exceptionName") or "")
-    return Failure(_short(cls), _one_line(message), int(entry.get("timestamp") or 0),
-                   entry.get("taskName"))  # fmt: skip
+    return Failure(
+        _short(cls), _one_line(message), int(entry.get("timestamp") or 0), entry.get("taskName")
+    )
 
 
 def describe(job_name: str, failure: Failure) -> str:

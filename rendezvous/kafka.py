@@ -33,18 +33,34 @@ _LOGIN_MODULES = {
 }
 # librdkafka names with no one-to-one Java equivalent: give the Java client's own with ``java.``
 # and move this one under ``librdkafka.``.
-_LIBRDKAFKA_ONLY = frozenset({
-    "ssl.certificate.location", "ssl.key.location", "ssl.certificate.pem", "ssl.key.pem",
-    "ssl.ca.pem", "enable.ssl.certificate.verification", "sasl.oauthbearer.method",
-    "sasl.oauthbearer.client.id", "sasl.oauthbearer.client.secret", "sasl.kerberos.keytab",
-    "sasl.kerberos.principal",
-})  # fmt: skip
+_LIBRDKAFKA_ONLY = frozenset(
+    {
+        "ssl.certificate.location",
+        "ssl.key.location",
+        "ssl.certificate.pem",
+        "ssl.key.pem",
+        "ssl.ca.pem",
+        "enable.ssl.certificate.verification",
+        "sasl.oauthbearer.method",
+        "sasl.oauthbearer.client.id",
+        "sasl.oauthbearer.client.secret",
+        "sasl.kerberos.keytab",
+        "sasl.kerberos.principal",
+    }
+)
 # Java names librdkafka refuses: they need the ``java.`` prefix.
-_JAVA_ONLY = frozenset({
-    "sasl.jaas.config", "ssl.truststore.location", "ssl.truststore.password",
-    "ssl.truststore.type", "ssl.keystore.type", "ssl.keystore.certificate.chain",
-    "ssl.keystore.key", "ssl.truststore.certificates",
-})  # fmt: skip
+_JAVA_ONLY = frozenset(
+    {
+        "sasl.jaas.config",
+        "ssl.truststore.location",
+        "ssl.truststore.password",
+        "ssl.truststore.type",
+        "ssl.keystore.type",
+        "ssl.keystore.certificate.chain",
+        "ssl.keystore.key",
+        "ssl.truststore.certificates",
+    }
+)
 _SECRET = re.compile(r"password|secret|jaas|token|credential|\.key\.pem$|keystore\.key$", re.I)
 MASK = "***"
 

@@ -69,8 +69,10 @@ def avro_schema(table: str) -> dict[str, Any]:
     schema = orjson.loads(folder.joinpath(f"{base}.avsc").read_text())
     if table == REPLAY:
         replay_id = {"name": "replay_id", "type": "string", "doc": "which replay run"}
-        fields = [{**f, "doc": _REPLAY_DOCS[f["name"]]} if f["name"] in _REPLAY_DOCS else f
-                  for f in schema["fields"]]  # fmt: skip
+        fields = [
+            {**f, "doc": _REPLAY_DOCS[f["name"]]} if f["name"] in _REPLAY_DOCS else f
+            for f in schema["fields"]
+        ]
         schema = {**schema, "name": "ArchivedReplayScore", "fields": [*fields, replay_id]}
     return schema
 

@@ -84,8 +84,19 @@ def compare(live: pd.DataFrame, replay: pd.DataFrame, fields: OutputFields) -> p
 def diff_table(diff: pd.DataFrame) -> str:
     from rendezvous.archive import render
 
-    headers = ["against", "live", "replayed", "matched", "missing", "status changed",
-               "agreement", "delta mean", "delta p05", "delta p50", "delta p95"]  # fmt: skip
+    headers = [
+        "against",
+        "live",
+        "replayed",
+        "matched",
+        "missing",
+        "status changed",
+        "agreement",
+        "delta mean",
+        "delta p05",
+        "delta p50",
+        "delta p95",
+    ]
     rows = [
         [
             r.model,
@@ -173,12 +184,21 @@ def cmd_replay(args: argparse.Namespace, settings: StackSettings) -> int:
         raise StackError(f"no Flink cluster answers at {settings.flink_url}; run `rendezvous up`")
     since_ms, until_ms = window_ms(window)
     job_args = [
-        "--archive", str(root), "--service", args.service, "--model", json.dumps(spec),
-        "--replay-id", replay_id, "--tracking-uri", args.tracking_uri or settings.mlflow_url,
-        "--parallelism", str(args.parallelism),
+        "--archive",
+        str(root),
+        "--service",
+        args.service,
+        "--model",
+        json.dumps(spec),
+        "--replay-id",
+        replay_id,
+        "--tracking-uri",
+        args.tracking_uri or settings.mlflow_url,
+        "--parallelism",
+        str(args.parallelism),
         *(["--since-ms", str(since_ms)] if since_ms is not None else []),
         *(["--until-ms", str(until_ms)] if until_ms is not None else []),
-    ]  # fmt: skip
+    ]
     print(
         f"replaying {n} archived requests of {args.service} ({window.describe()}"
         + (f"; {total - n} more failed enrichment" if total > n else "")

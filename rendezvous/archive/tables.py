@@ -16,8 +16,14 @@ from rendezvous.archive import layout
 from rendezvous.archive.sql import ident, literal
 from rendezvous.kafka import KafkaConnection
 
-_PRIMITIVE_SQL = {"string": "STRING", "long": "BIGINT", "int": "INT", "boolean": "BOOLEAN",
-                  "double": "DOUBLE", "bytes": "BYTES"}  # fmt: skip
+_PRIMITIVE_SQL = {
+    "string": "STRING",
+    "long": "BIGINT",
+    "int": "INT",
+    "boolean": "BOOLEAN",
+    "double": "DOUBLE",
+    "bytes": "BYTES",
+}
 
 
 def _name(name: str) -> str:
@@ -187,9 +193,10 @@ def insert_sql(table: str) -> str:
         exprs.append(f"{expr} AS {_name(name)}")
     aliases = ", ".join(map(_name, fields))
     return (
-        f"INSERT INTO {_name(table)}\nSELECT " + ",\n  ".join(exprs)
+        f"INSERT INTO {_name(table)}\nSELECT "
+        + ",\n  ".join(exprs)
         + f"\nFROM {_name('kafka_' + table)} AS b CROSS JOIN UNNEST(b.`items`) AS i ({aliases})"
-    )  # fmt: skip
+    )
 
 
 # ---- the replay job: requests -> replay --------------------------------------------------
@@ -218,8 +225,19 @@ def replay_row(s: dict[str, Any], *, replay_id: str, sla_ms: int) -> tuple:
     alone exceeds the SLA."""
     compute_ms = s["scored_ms"] - s["started_ms"]
     return (
-        s["request_id"], s["model"], s["version"], s["role"], s["status"], s.get("output"),
-        s.get("error"), s["received_ms"], s["deadline_ms"], s["started_ms"], s["scored_ms"],
-        compute_ms, compute_ms > sla_ms, replay_id,
+        s["request_id"],
+        s["model"],
+        s["version"],
+        s["role"],
+        s["status"],
+        s.get("output"),
+        s.get("error"),
+        s["received_ms"],
+        s["deadline_ms"],
+        s["started_ms"],
+        s["scored_ms"],
+        compute_ms,
+        compute_ms > sla_ms,
+        replay_id,
         *layout.partition(s["service"], s["received_ms"]),
-    )  # fmt: skip
+    )

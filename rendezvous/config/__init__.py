@@ -41,10 +41,23 @@ from rendezvous.config.validate import Problem, check
 from rendezvous.errors import ConfigError
 
 __all__ = [
-    "DEFAULT_GRACE_MS", "ENRICH_OPS", "FIELD_TYPES", "FORMAT_VERSION", "ISOLATION", "ROLES",
-    "Config", "ConfigError", "FieldSpec", "ModelSpec", "Problem", "ServiceSpec",
-    "check", "load", "parse", "read",
-]  # fmt: skip
+    "DEFAULT_GRACE_MS",
+    "ENRICH_OPS",
+    "FIELD_TYPES",
+    "FORMAT_VERSION",
+    "ISOLATION",
+    "ROLES",
+    "Config",
+    "ConfigError",
+    "FieldSpec",
+    "ModelSpec",
+    "Problem",
+    "ServiceSpec",
+    "check",
+    "load",
+    "parse",
+    "read",
+]
 
 
 def read(path: str | Path) -> Any:

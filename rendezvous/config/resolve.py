@@ -23,11 +23,13 @@ def resolve(cfg: Config, *, base_dir: Path, tracking_uri: str | None) -> list[Pr
         if svc.input_from_model is not None:
             model = svc.model(svc.input_from_model)
             if model.uri is None:
-                problems.append(Problem(
-                    f"{path}.input.from_model",
-                    f"model {model.name} is a callable and has no MLflow signature; name a model "
-                    "with a uri, or declare the input fields",
-                ))  # fmt: skip
+                problems.append(
+                    Problem(
+                        f"{path}.input.from_model",
+                        f"model {model.name} is a callable and has no MLflow signature; name a model "
+                        "with a uri, or declare the input fields",
+                    )
+                )
             else:
                 problems += _check_signature(model, f"{path}.input.from_model", tracking_uri)
         for i, step in enumerate(svc.enrich):
@@ -95,7 +97,17 @@ def _check_table(step: dict, where: str, base_dir: Path) -> list[Problem]:
         with table.open(newline="") as fh:
             header = next(csv.reader(fh), [])
     except OSError as exc:
-        return [Problem(where, f"cannot read {table}: {exc.strerror}; paths are relative to the configuration file's folder")]  # fmt: skip
+        return [
+            Problem(
+                where,
+                f"cannot read {table}: {exc.strerror}; paths are relative to the configuration file's folder",
+            )
+        ]
     if column not in header:
-        return [Problem(where, f"{table} has no column {column!r} (its header: {', '.join(header) or 'empty'}); set table_key to the column to match")]  # fmt: skip
+        return [
+            Problem(
+                where,
+                f"{table} has no column {column!r} (its header: {', '.join(header) or 'empty'}); set table_key to the column to match",
+            )
+        ]
     return []

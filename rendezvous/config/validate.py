@@ -254,11 +254,13 @@ def _newer_keys(node: Any, path: str, version: int) -> list[Problem]:
             key = field.alias or name
             since = next((m for m in field.metadata if isinstance(m, fmt.Since)), None)
             if since is not None and since.version > version:
-                found.append(Problem(
-                    f"{path}.{key}",
-                    f"`{key}` was introduced in format version {since.version}; this file "
-                    f"declares version: {version}; set version: {since.version} or remove the key",
-                ))  # fmt: skip
+                found.append(
+                    Problem(
+                        f"{path}.{key}",
+                        f"`{key}` was introduced in format version {since.version}; this file "
+                        f"declares version: {version}; set version: {since.version} or remove the key",
+                    )
+                )
             found += _newer_keys(getattr(node, name), f"{path}.{key}", version)
     elif isinstance(node, list):
         for i, item in enumerate(node):
@@ -283,19 +285,29 @@ def _semantics(raw: Any, path: str) -> list[Problem]:
         uri, func = m.get("uri"), m.get("callable")
         if m.get("role") == "decoy":
             if uri is not None or func is not None:
-                problems.append(Problem(f"{path}.models[{i}]", "a decoy has no uri or callable; it only archives"))  # fmt: skip
+                problems.append(
+                    Problem(
+                        f"{path}.models[{i}]", "a decoy has no uri or callable; it only archives"
+                    )
+                )
         elif (uri is None) == (func is None):
-            problems.append(Problem(
-                f"{path}.models[{i}]",
-                "set exactly one of uri (an MLflow model URI) or callable ('module:function')",
-            ))  # fmt: skip
+            problems.append(
+                Problem(
+                    f"{path}.models[{i}]",
+                    "set exactly one of uri (an MLflow model URI) or callable ('module:function')",
+                )
+            )
     names = [m.get("name") for m in models if isinstance(m.get("name"), str)]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        problems.append(Problem(f"{path}.models", f"model names must be unique; repeated: {', '.join(dup)}"))  # fmt: skip
+        problems.append(
+            Problem(f"{path}.models", f"model names must be unique; repeated: {', '.join(dup)}")
+        )
     champions = [str(m.get("name")) for m in models if m.get("role") == "champion"]
     if len(champions) > 1:
-        problems.append(Problem(f"{path}.models", f"at most one champion; found {', '.join(champions)}"))  # fmt: skip
+        problems.append(
+            Problem(f"{path}.models", f"at most one champion; found {', '.join(champions)}")
+        )
     roles = {m.get("name"): m.get("role") for m in models if isinstance(m.get("name"), str)}
     preference = raw.get("preference")
     for i, n in enumerate(preference if isinstance(preference, list) else ()):
@@ -303,13 +315,17 @@ def _semantics(raw: Any, path: str) -> list[Problem]:
         if n not in roles:
             problems.append(Problem(where, f"{n!r} is not one of the models ({', '.join(roles)})"))
         elif roles[n] == "decoy":
-            problems.append(Problem(where, f"{n!r} is the decoy; a decoy only archives and cannot answer"))  # fmt: skip
+            problems.append(
+                Problem(where, f"{n!r} is the decoy; a decoy only archives and cannot answer")
+            )
     source = raw.get("input")
     if isinstance(source, Mapping) and "from_model" in source and source["from_model"] not in roles:
-        problems.append(Problem(
-            f"{path}.input.from_model",
-            f"{source['from_model']!r} is not one of the models ({', '.join(roles)})",
-        ))  # fmt: skip
+        problems.append(
+            Problem(
+                f"{path}.input.from_model",
+                f"{source['from_model']!r} is not one of the models ({', '.join(roles)})",
+            )
+        )
     return problems
 
 
@@ -327,7 +343,7 @@ def _to_spec(name: str, svc: fmt.Service) -> ServiceSpec:
             callable=m.callable,
             params=dict(m.params),
             isolation=m.isolation,
-        )  # fmt: skip
+        )
         for m in svc.models
     )
     if svc.preference is not None:
@@ -355,10 +371,15 @@ def _to_spec(name: str, svc: fmt.Service) -> ServiceSpec:
         from_model = None
     enrich = tuple(_step(s) for s in svc.enrich)
     return ServiceSpec(
-        name=name, sla_ms=svc.sla_ms, grace_ms=svc.grace_ms, models=models,
-        preference=preference, input_fields=input_fields, input_from_model=from_model,
+        name=name,
+        sla_ms=svc.sla_ms,
+        grace_ms=svc.grace_ms,
+        models=models,
+        preference=preference,
+        input_fields=input_fields,
+        input_from_model=from_model,
         enrich=enrich,
-    )  # fmt: skip
+    )
 
 
 def _step(step: BaseModel) -> dict[str, Any]:

@@ -59,8 +59,12 @@ class _AliasFollower:
             self.last_error = None
         except Exception as exc:
             self.last_error = str(exc)
-            log.warning("model %s: keeping version %s; alias check failed: %s",
-                        self.source.model, current_version, exc)  # fmt: skip
+            log.warning(
+                "model %s: keeping version %s; alias check failed: %s",
+                self.source.model,
+                current_version,
+                exc,
+            )
         with self._lock:
             self._busy = False
             if loaded is not None and self._closed:

@@ -124,8 +124,13 @@ class Scorer:
             return False
         old, self._loaded = self._loaded, new
         old.discard()
-        log.info("model %s: %s now at version %s (was %s)", self.name, self.source,
-                 new.version, old.version)  # fmt: skip
+        log.info(
+            "model %s: %s now at version %s (was %s)",
+            self.name,
+            self.source,
+            new.version,
+            old.version,
+        )
         return True
 
     def close(self) -> None:

@@ -8,9 +8,13 @@ from rendezvous.models.registry import _Source
 from rendezvous.models.uri import parse_model_uri
 
 SIGNATURE_TYPES = {
-    "double": "double", "float": "double", "long": "long", "integer": "long",
-    "string": "string", "boolean": "boolean",
-}  # fmt: skip
+    "double": "double",
+    "float": "double",
+    "long": "long",
+    "integer": "long",
+    "string": "string",
+    "boolean": "boolean",
+}
 
 
 def input_fields_from_signature(uri: str, tracking_uri: str | None) -> tuple[FieldSpec, ...]:

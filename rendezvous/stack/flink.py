@@ -112,8 +112,12 @@ class FlinkCluster:
     def write_config(self) -> None:
         home = pyflink_home()
         self.conf_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties",
-                     "log4j-session.properties"):  # fmt: skip
+        for name in (
+            "log4j.properties",
+            "log4j-console.properties",
+            "log4j-cli.properties",
+            "log4j-session.properties",
+        ):
             shutil.copyfile(home / "conf" / name, self.conf_dir / name)
         (self.conf_dir / "masters").write_text(
             f"{self.settings.host}:{self.settings.flink_rest_port}\n"
@@ -158,10 +162,18 @@ class FlinkCluster:
     # ---- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
         s = self.settings
-        ensure_port_free(s.host, s.flink_rest_port, wanted_by="the Flink web UI / REST API",
-                         setting="RDV_FLINK_REST_PORT")  # fmt: skip
-        ensure_port_free(s.host, s.flink_rpc_port, wanted_by="the Flink JobManager RPC",
-                         setting="RDV_FLINK_RPC_PORT")  # fmt: skip
+        ensure_port_free(
+            s.host,
+            s.flink_rest_port,
+            wanted_by="the Flink web UI / REST API",
+            setting="RDV_FLINK_REST_PORT",
+        )
+        ensure_port_free(
+            s.host,
+            s.flink_rpc_port,
+            wanted_by="the Flink JobManager RPC",
+            setting="RDV_FLINK_RPC_PORT",
+        )
         self.write_config()
         env = self.env()
         if self.jobmanager.pid() is None:
@@ -259,9 +271,20 @@ class FlinkCluster:
 
         py = str(self.settings.python)
         argv = [
-            "bash", self.bin("flink"), "run", *(["-d"] if detached else []), "-m", f"{self.settings.host}:{self.settings.flink_rest_port}",
-            "-py", str(script), "-pyexec", py, "-pyclientexec", py, *args,
-        ]  # fmt: skip
+            "bash",
+            self.bin("flink"),
+            "run",
+            *(["-d"] if detached else []),
+            "-m",
+            f"{self.settings.host}:{self.settings.flink_rest_port}",
+            "-py",
+            str(script),
+            "-pyexec",
+            py,
+            "-pyclientexec",
+            py,
+            *args,
+        ]
         done = subprocess.run(argv, capture_output=True, text=True, env=self.env(), cwd=REPO_ROOT)
         match = re.search(r"JobID ([0-9a-f]{32})", done.stdout + done.stderr)
         if done.returncode != 0 or match is None:

@@ -93,11 +93,29 @@ def build_project_jar(out: Path, connectors: Path) -> Path:
         )
     with tempfile.TemporaryDirectory() as classes:
         steps = (
-            [javac, "--release", "17", "-cp",
-             os.pathsep.join([str(pyflink_home() / "lib" / "*"), str(connectors / "*")]),
-             "-d", classes, *map(str, _java_sources())],
-            [jar, "--create", "--file", str(out), "-C", classes, ".", "-C", str(JAVA_RESOURCES), "."],
-        )  # fmt: skip
+            [
+                javac,
+                "--release",
+                "17",
+                "-cp",
+                os.pathsep.join([str(pyflink_home() / "lib" / "*"), str(connectors / "*")]),
+                "-d",
+                classes,
+                *map(str, _java_sources()),
+            ],
+            [
+                jar,
+                "--create",
+                "--file",
+                str(out),
+                "-C",
+                classes,
+                ".",
+                "-C",
+                str(JAVA_RESOURCES),
+                ".",
+            ],
+        )
         for argv in steps:
             done = subprocess.run(argv, capture_output=True, text=True)
             if done.returncode != 0:

@@ -102,9 +102,17 @@ class KafkaBroker:
                 cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             id_file.write_text(cluster_id)
         argv = [
-            "java", "-cp", self._classpath(), "kafka.tools.StorageTool", "format",
-            "-t", id_file.read_text().strip(), "-c", str(conf), "--ignore-formatted",
-        ]  # fmt: skip
+            "java",
+            "-cp",
+            self._classpath(),
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            id_file.read_text().strip(),
+            "-c",
+            str(conf),
+            "--ignore-formatted",
+        ]
         done = subprocess.run(argv, capture_output=True, text=True, env=self._java_env())
         if done.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{done.stdout}{done.stderr}")
@@ -113,17 +121,26 @@ class KafkaBroker:
         s = self.settings
         ensure_port_free(s.host, s.kafka_port, wanted_by="Kafka", setting="RDV_KAFKA_PORT")
         ensure_port_free(
-            s.host, s.kafka_controller_port, wanted_by="the Kafka controller",
+            s.host,
+            s.kafka_controller_port,
+            wanted_by="the Kafka controller",
             setting="RDV_KAFKA_CONTROLLER_PORT",
-        )  # fmt: skip
+        )
         conf = self._write_config()
         self._format(conf)
         argv = [
-            "java", f"-Xms{s.kafka_heap}", f"-Xmx{s.kafka_heap}", "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            "java",
+            f"-Xms{s.kafka_heap}",
+            f"-Xmx{s.kafka_heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2.yaml'}",
-            "-cp", self._classpath(), "kafka.Kafka", str(conf),
-        ]  # fmt: skip
+            "-cp",
+            self._classpath(),
+            "kafka.Kafka",
+            str(conf),
+        ]
         self.service.start(argv, env=self._java_env(), cwd=self.dir)
 
     def ready(self) -> bool:

@@ -34,11 +34,21 @@ class MlflowServer:
         )
         (self.dir / "artifacts").mkdir(parents=True, exist_ok=True)
         argv = [
-            str(s.python), "-m", "mlflow", "server",
-            "--backend-store-uri", self.backend_uri,
-            "--artifacts-destination", str(self.dir / "artifacts"),
-            "--host", s.host, "--port", str(s.mlflow_port), "--workers", "1",
-        ]  # fmt: skip
+            str(s.python),
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            self.backend_uri,
+            "--artifacts-destination",
+            str(self.dir / "artifacts"),
+            "--host",
+            s.host,
+            "--port",
+            str(s.mlflow_port),
+            "--workers",
+            "1",
+        ]
         # The server's background job runner (a pool of huey consumers, about 1 GB) serves
         # GenAI evaluation jobs this project does not use.
         env = dict(

@@ -57,18 +57,32 @@ class RequestFeed:
         self.sla_ms = sla_ms
         self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
         # Results from now on (the end of each partition), read without a consumer group.
-        self.results = Consumer({"bootstrap.servers": bootstrap, "group.id": f"feed-{service}",
-                                 "enable.auto.commit": False})  # fmt: skip
+        self.results = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"feed-{service}",
+                "enable.auto.commit": False,
+            }
+        )
         parts = self.results.list_topics(topics.RESULTS, timeout=10).topics[topics.RESULTS]
         self.results.assign([TopicPartition(topics.RESULTS, p, -1) for p in parts.partitions])
 
     def send(self, rid: str, body: dict, *, flush: bool = True) -> None:
         t0 = now_ms()
-        request = {"request_id": rid, "service": self.service, "received_ms": t0,
-                   "deadline_ms": t0 + self.sla_ms, "payload": serde.to_json(body),
-                   "reply_to": "test"}  # fmt: skip
-        self.producer.produce(topics.REQUESTS, serde.encode(serde.Kind.REQUEST, request),
-                              key=rid.encode(), timestamp=t0)  # fmt: skip
+        request = {
+            "request_id": rid,
+            "service": self.service,
+            "received_ms": t0,
+            "deadline_ms": t0 + self.sla_ms,
+            "payload": serde.to_json(body),
+            "reply_to": "test",
+        }
+        self.producer.produce(
+            topics.REQUESTS,
+            serde.encode(serde.Kind.REQUEST, request),
+            key=rid.encode(),
+            timestamp=t0,
+        )
         if flush:
             self.producer.flush(10)
         else:

@@ -68,14 +68,29 @@ def stray_records(bootstrap: str, service: str) -> None:
     empty value. The archive skips them (the rdv-batch format) instead of failing for good."""
     from confluent_kafka import Producer
 
-    score = {"request_id": f"stray-{service}", "service": f"stray{service}", "model": "m",
-             "version": "1", "role": "champion", "status": "ok", "output": "1", "error": None,
-             "received_ms": 1, "deadline_ms": 2, "started_ms": 1, "scored_ms": 1}  # fmt: skip
+    score = {
+        "request_id": f"stray-{service}",
+        "service": f"stray{service}",
+        "model": "m",
+        "version": "1",
+        "role": "champion",
+        "status": "ok",
+        "output": "1",
+        "error": None,
+        "received_ms": 1,
+        "deadline_ms": 2,
+        "started_ms": 1,
+        "scored_ms": 1,
+    }
     p = Producer({"bootstrap.servers": bootstrap})
     for topic in tables.SOURCES.values():
         kind = serde.BATCH_OF[topics.ITEM_KIND[topic]]
-        for value in (bytes([kind]) + b"not avro", serde.encode(serde.Kind.SCORE, score),
-                      b"\xff\xfe", b""):  # fmt: skip
+        for value in (
+            bytes([kind]) + b"not avro",
+            serde.encode(serde.Kind.SCORE, score),
+            b"\xff\xfe",
+            b"",
+        ):
             p.produce(topic, value)
     assert p.flush(10) == 0
 
@@ -165,11 +180,29 @@ def test_replaying_the_champions_own_version_reproduces_its_scores(archived, sta
     name, ids, late = archived
     replay_id = f"test-{name}"
     done = subprocess.run(
-        [sys.executable, "-m", "rendezvous.cli", "replay", "--service", name,
-         "--model-uri", "udfs.zoo:scripted", "--params", '{"value": 0.9}', "--name", "champion",
-         "--replay-id", replay_id, "--parallelism", "2"],
-        capture_output=True, text=True, env={**os.environ, **stack_env}, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "rendezvous.cli",
+            "replay",
+            "--service",
+            name,
+            "--model-uri",
+            "udfs.zoo:scripted",
+            "--params",
+            '{"value": 0.9}',
+            "--name",
+            "champion",
+            "--replay-id",
+            replay_id,
+            "--parallelism",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **stack_env},
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     with ArchiveSQL(stack.settings.archive_dir) as db:
         replayed = db.frame("SELECT * FROM replay WHERE replay_id = ?", [replay_id])
@@ -200,10 +233,24 @@ def test_report_logs_a_run_to_the_stacks_mlflow_server(archived, stack, stack_en
     name, ids, late = archived
     experiment = f"reports-{name}"
     done = subprocess.run(
-        [sys.executable, "-m", "rendezvous.cli", "report", "--service", name, "--mlflow",
-         "--experiment", experiment, "--html", str(tmp_path / "report.html")],
-        capture_output=True, text=True, env={**os.environ, **stack_env}, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "rendezvous.cli",
+            "report",
+            "--service",
+            name,
+            "--mlflow",
+            "--experiment",
+            experiment,
+            "--html",
+            str(tmp_path / "report.html"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **stack_env},
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     client = MlflowClient(stack.settings.mlflow_url)
     (run,) = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])

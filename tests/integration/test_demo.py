@@ -78,10 +78,23 @@ def replay_the_champion(stack, stack_env, version: str, *, requests: int) -> Non
     assert counts["archived"] == requests and counts["scored"] == counts["scorable"], dict(counts)
     requests = int(counts["scorable"])
     done = subprocess.run(
-        [sys.executable, "-m", "rendezvous.cli", "replay", "--service", demo.SERVICE,
-         "--model-uri", f"models:/{demo.SERVICE}/{version}", "--replay-id", "demo-champion"],
-        capture_output=True, text=True, env={**os.environ, **stack_env}, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "rendezvous.cli",
+            "replay",
+            "--service",
+            demo.SERVICE,
+            "--model-uri",
+            f"models:/{demo.SERVICE}/{version}",
+            "--replay-id",
+            "demo-champion",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **stack_env},
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     row = next(
         line.split() for line in done.stdout.splitlines() if line.strip().startswith("champion")

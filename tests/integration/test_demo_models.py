@@ -148,8 +148,11 @@ def test_config_check_resolve_asks_the_registry_for_each_model(
     def check() -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "rendezvous.cli", "config", "check", "--resolve", str(path)],
-            capture_output=True, text=True, timeout=120, env={**os.environ, **stack_env},
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **stack_env},
+        )
 
     ok = check()
     assert ok.returncode == 0, ok.stdout + ok.stderr

@@ -31,12 +31,20 @@ def decisions_in_kafka(bootstrap: str, prefix: str, *, isolation: str) -> int:
     (read_committed, as the archive reads; read_uncommitted, re-deliveries included) finds."""
     from confluent_kafka import Consumer, TopicPartition
 
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{prefix}-{isolation}",
-                  "enable.auto.commit": False, "isolation.level": isolation})  # fmt: skip
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"count-{prefix}-{isolation}",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+        }
+    )
     try:
         parts = c.list_topics(topics.DECISIONS, timeout=10).topics[topics.DECISIONS].partitions
-        ends = {p: c.get_watermark_offsets(TopicPartition(topics.DECISIONS, p), timeout=10)[1]
-                for p in parts}  # fmt: skip
+        ends = {
+            p: c.get_watermark_offsets(TopicPartition(topics.DECISIONS, p), timeout=10)[1]
+            for p in parts
+        }
         c.assign([TopicPartition(topics.DECISIONS, p, 0) for p in parts])
         n, left = 0, {p for p, end in ends.items() if end > 0}
         deadline = time.monotonic() + 60

@@ -60,9 +60,20 @@ def service(stack, tmp_path_factory):
 
 
 def start_proxy(stack, config_path, port: int, replica: str) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "rendezvous.cli", "proxy", "--config", str(config_path),
-            "--port", str(port), "--bootstrap", stack.settings.kafka_bootstrap,
-            "--replica-id", replica]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "rendezvous.cli",
+        "proxy",
+        "--config",
+        str(config_path),
+        "--port",
+        str(port),
+        "--bootstrap",
+        stack.settings.kafka_bootstrap,
+        "--replica-id",
+        replica,
+    ]
     # These tests are about what the join decides and when; a proxy on a busy two-core machine
     # is given 60 ms past the SLA (instead of 15) before it answers 504 on the join's behalf.
     env = {**os.environ, "RDV_PROXY_RESULT_GRACE_MS": "60"}

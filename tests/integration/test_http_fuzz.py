@@ -139,24 +139,36 @@ def _raw(url: str, request: bytes) -> bytes:
         (b"GET /v1/requests/%C3%A9t%C3%A9 HTTP/1.1", b"", b""),
         (b"GET /v1/requests/%FF%FE%FD HTTP/1.1", b"", b""),
         (b"GET /v1/requests/a%0D%0Ab HTTP/1.1", b"", b""),
-        (b"POST /v1/services/credit/score HTTP/1.1", b"X-Request-ID: caf\xc3\xa9\r\n",
-         b'{"amount": 1}'),
-        (b"POST /v1/services/credit/score HTTP/1.1", b"X-Request-ID: \xff\xfe\r\n",
-         b'{"amount": 1}'),
+        (
+            b"POST /v1/services/credit/score HTTP/1.1",
+            b"X-Request-ID: caf\xc3\xa9\r\n",
+            b'{"amount": 1}',
+        ),
+        (
+            b"POST /v1/services/credit/score HTTP/1.1",
+            b"X-Request-ID: \xff\xfe\r\n",
+            b'{"amount": 1}',
+        ),
         (b"POST /v1/services/credit/score HTTP/1.1", b"", b'{"amount": "\x00"}'),
         (b"POST /v1/services/credit/score HTTP/1.1", b"", b"\xff\xfe{not json"),
         (b"POST /v1/services/%00/score HTTP/1.1", b"", b'{"amount": 1}'),
         (b"POST /v1/services/cr%C3%A9dit/score HTTP/1.1", b"", b'{"amount": 1}'),
     ],
-)  # fmt: skip
+)
 def test_bytes_no_client_would_send_get_a_4xx_json_answer(
     proxy_url, request_line: bytes, headers: bytes, body: bytes
 ) -> None:
     content = b"Content-Type: application/json\r\n" if body else b""
     request = (
-        request_line + b"\r\nHost: proxy\r\nConnection: close\r\n" + content + headers
-        + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-    )  # fmt: skip
+        request_line
+        + b"\r\nHost: proxy\r\nConnection: close\r\n"
+        + content
+        + headers
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
     response = _raw(proxy_url, request)
     assert response, "the connection was dropped without an answer"
     status_line, _, rest = response.partition(b"\r\n")

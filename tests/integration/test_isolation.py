@@ -41,13 +41,19 @@ def champion_latencies(stack, tmp_path, label: str, models: list[str]) -> list[i
     """Run a fresh service with ``models`` at RATE for N requests; the champion's score
     latencies (ms) of those requests."""
     name = f"iso{label}{uuid.uuid4().hex[:4]}"
-    path = write_service(tmp_path / f"{name}.yaml", name, sla_ms=SLA_MS, grace_ms=500,
-                         models=models)  # fmt: skip
+    path = write_service(
+        tmp_path / f"{name}.yaml", name, sla_ms=SLA_MS, grace_ms=500, models=models
+    )
     # Scores as the rendezvous job reads them: as soon as written, not when a checkpoint
     # commits their transaction (the archive's view; see test_exactly_once).
-    scores = Consumer({"bootstrap.servers": stack.settings.kafka_bootstrap,
-                       "group.id": f"iso-{name}", "enable.auto.commit": False,
-                       "isolation.level": "read_uncommitted"})  # fmt: skip
+    scores = Consumer(
+        {
+            "bootstrap.servers": stack.settings.kafka_bootstrap,
+            "group.id": f"iso-{name}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",
+        }
+    )
     parts = scores.list_topics(topics.SCORES, timeout=10).topics[topics.SCORES].partitions
     scores.assign([TopicPartition(topics.SCORES, p, -1) for p in parts])
     jobs = deploy.submit(stack, path, log=lambda _: None)
@@ -99,10 +105,14 @@ def test_a_cpu_heavy_model_in_its_own_process_does_not_delay_the_others(stack, t
     beside_process = champion_latencies(
         stack, tmp_path, "p", [CHAMPION, BACKSTOP, heavy("process")]
     )
-    med = {k: statistics.median(v) for k, v in
-           {"alone": alone, "thread": beside_thread, "process": beside_process}.items()}  # fmt: skip
-    p90 = {k: statistics.quantiles(v, n=10)[-1] for k, v in
-           {"alone": alone, "thread": beside_thread, "process": beside_process}.items()}  # fmt: skip
+    med = {
+        k: statistics.median(v)
+        for k, v in {"alone": alone, "thread": beside_thread, "process": beside_process}.items()
+    }
+    p90 = {
+        k: statistics.quantiles(v, n=10)[-1]
+        for k, v in {"alone": alone, "thread": beside_thread, "process": beside_process}.items()
+    }
     print(f"champion score latency, median / p90 ms: {med} / {p90}")
     # Beside the heavy model, in either mode, the champion scores about as fast as without it:
     # in its own process the heavy model has an interpreter of its own, and in the shared one

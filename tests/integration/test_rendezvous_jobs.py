@@ -66,8 +66,14 @@ class Harness:
 
     def request(self, x: float = 3.0) -> dict:
         rid, t0 = uuid.uuid4().hex, now_ms()
-        req = {"request_id": rid, "service": self.service, "received_ms": t0, "deadline_ms": t0 + SLA_MS,
-               "payload": serde.to_json({"x": x}), "reply_to": "test"}  # fmt: skip
+        req = {
+            "request_id": rid,
+            "service": self.service,
+            "received_ms": t0,
+            "deadline_ms": t0 + SLA_MS,
+            "payload": serde.to_json({"x": x}),
+            "reply_to": "test",
+        }
         self.producer.produce(
             topics.REQUESTS, serde.encode(serde.Kind.REQUEST, req), key=rid.encode(), timestamp=t0
         )
@@ -76,11 +82,20 @@ class Harness:
 
     def score(self, req: dict, model: str, role: str, *, status: str = "ok", output: str = "0.5"):
         t = now_ms()
-        rec = {"request_id": req["request_id"], "service": self.service, "model": model, "version": "1",
-               "role": role, "status": status, "output": output if status == "ok" else None,
-               "error": None if status == "ok" else "boom", "received_ms": req["received_ms"],
-               "deadline_ms": req["deadline_ms"],
-               "started_ms": t, "scored_ms": t}  # fmt: skip
+        rec = {
+            "request_id": req["request_id"],
+            "service": self.service,
+            "model": model,
+            "version": "1",
+            "role": role,
+            "status": status,
+            "output": output if status == "ok" else None,
+            "error": None if status == "ok" else "boom",
+            "received_ms": req["received_ms"],
+            "deadline_ms": req["deadline_ms"],
+            "started_ms": t,
+            "scored_ms": t,
+        }
         self.producer.produce(
             topics.SCORES, serde.encode(serde.Kind.SCORE, rec), key=req["request_id"].encode()
         )

@@ -172,9 +172,17 @@ def test_smoke_job_relabels_ticks_on_flink(stack, unique_topic, kafka_producer, 
     group = f"test-smoke-{uuid.uuid4().hex[:10]}"
     job_id = stack.flink.submit(
         REPO_ROOT / "jobs" / "smoke.py",
-        ["--bootstrap", stack.settings.kafka_bootstrap, "--input", tin, "--output", tout,
-         "--group", group],
-    )  # fmt: skip
+        [
+            "--bootstrap",
+            stack.settings.kafka_bootstrap,
+            "--input",
+            tin,
+            "--output",
+            tout,
+            "--group",
+            group,
+        ],
+    )
     try:
         try:
             got = kafka_consumer(tout, len(ticks), timeout_s=120)
@@ -182,10 +190,14 @@ def test_smoke_job_relabels_ticks_on_flink(stack, unique_topic, kafka_producer, 
             job = _job(stack, job_id)
             failures = stack.flink.rest(f"/jobs/{job_id}/exceptions")["exceptionHistory"]
             placed = {
-                v["name"]: [t["taskmanager-id"] for t in stack.flink.rest(
-                    f"/jobs/{job_id}/vertices/{v['id']}/taskmanagers")["taskmanagers"]]
+                v["name"]: [
+                    t["taskmanager-id"]
+                    for t in stack.flink.rest(f"/jobs/{job_id}/vertices/{v['id']}/taskmanagers")[
+                        "taskmanagers"
+                    ]
+                ]
                 for v in job["vertices"]
-            }  # fmt: skip
+            }
             raise AssertionError(
                 f"{exc}; job {job['state']}, vertices "
                 f"{[(v['name'], v['status']) for v in job['vertices']]}, placed {placed}, "
@@ -219,8 +231,11 @@ def test_cli_status_and_a_second_up(stack, stack_env, monkeypatch, capsys):
 
     assert cli.main(["status"]) == 0
     out = capsys.readouterr().out
-    for name, address in (("kafka", s.kafka_bootstrap), ("flink", s.flink_url),
-                          ("mlflow", s.mlflow_url)):  # fmt: skip
+    for name, address in (
+        ("kafka", s.kafka_bootstrap),
+        ("flink", s.flink_url),
+        ("mlflow", s.mlflow_url),
+    ):
         assert re.search(rf"^{name}\s+up\s+{re.escape(address)}\s+\d", out, re.M), out
     assert "Flink jobs" in out and "Topics" in out
 

@@ -72,8 +72,12 @@ def test_a_scoring_job_that_cannot_load_its_model_gives_up_and_status_names_the_
     jid = stack.flink.submit(job.script, list(job.args), name_hint=job.name)
     try:
         # about a minute of restart delays (rendezvous.restarts), then FAILED for good
-        wait_until(lambda: stack.flink.rest(f"/jobs/{jid}")["state"] == "FAILED",
-                   timeout_s=180, interval_s=1, what=f"{job.name} to give up")  # fmt: skip
+        wait_until(
+            lambda: stack.flink.rest(f"/jobs/{jid}")["state"] == "FAILED",
+            timeout_s=180,
+            interval_s=1,
+            what=f"{job.name} to give up",
+        )
     finally:
         if stack.flink.rest(f"/jobs/{jid}")["state"] in deploy.LIVE:
             with contextlib.suppress(OSError):
@@ -115,11 +119,16 @@ def test_up_with_more_taskmanagers_adds_slots_and_keeps_the_running_jobs(stack, 
     overview = flink.rest("/overview")
     jobmanager = flink.jobmanager.pid()
     running = {j["jid"] for j in flink.jobs() if j["state"] == "RUNNING"}
-    extra = Service(f"flink-taskmanager-{len(flink.taskmanagers) + 1}", stack.settings.run_dir,
-                    stack.settings.logs_dir)  # fmt: skip
+    extra = Service(
+        f"flink-taskmanager-{len(flink.taskmanagers) + 1}",
+        stack.settings.run_dir,
+        stack.settings.logs_dir,
+    )
     try:
-        assert cli.main(["up", "--taskmanagers", str(len(flink.taskmanagers) + 1),
-                         "--slots", "2"]) == 0  # fmt: skip
+        assert (
+            cli.main(["up", "--taskmanagers", str(len(flink.taskmanagers) + 1), "--slots", "2"])
+            == 0
+        )
         out = capsys.readouterr().out
         assert f"starting {extra.name} ..." in out, out
         grown = flink.rest("/overview")
@@ -130,5 +139,8 @@ def test_up_with_more_taskmanagers_adds_slots_and_keeps_the_running_jobs(stack, 
     finally:
         extra.stop()
         # the other tests expect the stack's own TaskManagers only
-        wait_until(lambda: flink.rest("/overview")["taskmanagers"] == overview["taskmanagers"],
-                   timeout_s=60, what="the added TaskManager to leave the cluster")  # fmt: skip
+        wait_until(
+            lambda: flink.rest("/overview")["taskmanagers"] == overview["taskmanagers"],
+            timeout_s=60,
+            what="the added TaskManager to leave the cluster",
+        )

@@ -50,25 +50,60 @@ def _as_flink_reads(table: str) -> dict[str, Any]:
 
 SAMPLES = {
     "requests": {
-        "request_id": "r1", "service": "credit", "received_ms": 1_700_000_000_000,
-        "deadline_ms": 1_700_000_000_100, "features": '{"a": 1}', "payload": '{"a": 1}',
-        "enriched_ms": 1_700_000_000_002, "reply_to": "p1",
+        "request_id": "r1",
+        "service": "credit",
+        "received_ms": 1_700_000_000_000,
+        "deadline_ms": 1_700_000_000_100,
+        "features": '{"a": 1}',
+        "payload": '{"a": 1}',
+        "enriched_ms": 1_700_000_000_002,
+        "reply_to": "p1",
         "policy": {"preference": ["gbm", "lr"], "sla_ms": 100, "grace_ms": 500, "version": 3},
         "error": None,
     },
     "scores": {
-        "request_id": "r1", "service": "credit", "model": "gbm", "version": "4", "role": "champion",
-        "status": "ok", "output": "0.5", "error": None, "received_ms": 1, "deadline_ms": 101,
-        "started_ms": 5, "scored_ms": 9,
+        "request_id": "r1",
+        "service": "credit",
+        "model": "gbm",
+        "version": "4",
+        "role": "champion",
+        "status": "ok",
+        "output": "0.5",
+        "error": None,
+        "received_ms": 1,
+        "deadline_ms": 101,
+        "started_ms": 5,
+        "scored_ms": 9,
     },
     "decisions": {
-        "request_id": "r1", "service": "credit", "received_ms": 1, "deadline_ms": 101,
-        "features": None, "policy_version": 3, "status": "ok", "model": "gbm", "version": "4",
-        "role": "champion", "reason": "preferred", "output": "0.5", "decided_ms": 10,
-        "latency_ms": 9, "scores": [{"model": "gbm", "version": "4", "role": "champion",
-        "status": "ok", "output": "0.5", "error": None, "latency_ms": 8, "late": False}],
+        "request_id": "r1",
+        "service": "credit",
+        "received_ms": 1,
+        "deadline_ms": 101,
+        "features": None,
+        "policy_version": 3,
+        "status": "ok",
+        "model": "gbm",
+        "version": "4",
+        "role": "champion",
+        "reason": "preferred",
+        "output": "0.5",
+        "decided_ms": 10,
+        "latency_ms": 9,
+        "scores": [
+            {
+                "model": "gbm",
+                "version": "4",
+                "role": "champion",
+                "status": "ok",
+                "output": "0.5",
+                "error": None,
+                "latency_ms": 8,
+                "late": False,
+            }
+        ],
     },
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("table", layout.TABLES)

@@ -21,8 +21,11 @@ pytestmark = pytest.mark.unit
 
 def test_model_spec_tells_a_callable_from_an_mlflow_uri():
     assert model_spec("udfs.zoo:constant", name="c", params={"value": 1}) == {
-        "name": "c", "role": "replay", "callable": "udfs.zoo:constant", "params": {"value": 1}
-    }  # fmt: skip
+        "name": "c",
+        "role": "replay",
+        "callable": "udfs.zoo:constant",
+        "params": {"value": 1},
+    }
     for uri in ("models:/credit/3", "models:/credit@champion", "runs:/abc123/model"):
         assert model_spec(uri, name="replay") == {"name": "replay", "role": "replay", "uri": uri}
 
@@ -47,12 +50,23 @@ def test_replay_id_is_sortable_by_time_and_unique():
 
 
 def test_replay_row_has_the_replay_columns_and_compute_time_latency():
-    s = {"request_id": "q1", "service": "credit", "model": "m", "version": "3", "role": "replay",
-         "status": "ok", "output": "0.5", "error": None, "received_ms": 1_700_000_000_000,
-         "deadline_ms": 1_700_000_000_025, "started_ms": 1_800_000_000_000,
-         "scored_ms": 1_800_000_000_030}  # fmt: skip
-    row = dict(zip(layout.columns("replay"), tables.replay_row(
-        s, replay_id="r1", sla_ms=25), strict=True))  # fmt: skip
+    s = {
+        "request_id": "q1",
+        "service": "credit",
+        "model": "m",
+        "version": "3",
+        "role": "replay",
+        "status": "ok",
+        "output": "0.5",
+        "error": None,
+        "received_ms": 1_700_000_000_000,
+        "deadline_ms": 1_700_000_000_025,
+        "started_ms": 1_800_000_000_000,
+        "scored_ms": 1_800_000_000_030,
+    }
+    row = dict(
+        zip(layout.columns("replay"), tables.replay_row(s, replay_id="r1", sla_ms=25), strict=True)
+    )
     assert row["latency_ms"] == 30 and row["late"] is True  # 30 ms of compute > 25 ms SLA
     assert (row["replay_id"], row["service"], row["dt"], row["hr"]) == (
         "r1",
@@ -104,14 +118,34 @@ def test_compare_with_no_live_scores_is_empty():
 
 
 def test_cli_refuses_params_that_are_not_an_object(tmp_path, capsys):
-    code = cli.main(["replay", "--service", "s", "--model-uri", "udfs.zoo:constant",
-                     "--params", "[1]", "--archive", str(tmp_path)])  # fmt: skip
+    code = cli.main(
+        [
+            "replay",
+            "--service",
+            "s",
+            "--model-uri",
+            "udfs.zoo:constant",
+            "--params",
+            "[1]",
+            "--archive",
+            str(tmp_path),
+        ]
+    )
     assert code != 0
     assert "--params must be a JSON object" in capsys.readouterr().err
 
 
 def test_cli_names_the_services_there_are(tmp_path, capsys):
-    code = cli.main(["replay", "--service", "nope", "--model-uri", "udfs.zoo:constant",
-                     "--archive", str(tmp_path)])  # fmt: skip
+    code = cli.main(
+        [
+            "replay",
+            "--service",
+            "nope",
+            "--model-uri",
+            "udfs.zoo:constant",
+            "--archive",
+            str(tmp_path),
+        ]
+    )
     assert code != 0
     assert "no archived requests of service 'nope' (all times)" in capsys.readouterr().err

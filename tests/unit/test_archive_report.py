@@ -228,8 +228,19 @@ def test_cli_chooses_the_output_fields(tmp_path, capsys):
     argv = ["report", "--archive", str(root), "--label-field", "class", "--output-field", "score"]
     assert cli.main(argv) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("m2"))
-    assert line.split()[:11] == ["m2", "challenger", "2", "0.0%", "0.0%", "5.0", "5.0", "5.0",
-                                 "50.0%", "2", "+0.1500"]  # fmt: skip
+    assert line.split()[:11] == [
+        "m2",
+        "challenger",
+        "2",
+        "0.0%",
+        "0.0%",
+        "5.0",
+        "5.0",
+        "5.0",
+        "50.0%",
+        "2",
+        "+0.1500",
+    ]
 
     assert cli.main(["report", "--archive", str(root)]) == 0
     out = capsys.readouterr().out
@@ -320,8 +331,20 @@ def test_mlflow_run_per_service(archive, tmp_path, monkeypatch, capsys):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("reports", artifact_location=(tmp_path / "art").as_uri())
-    argv = ["report", "--archive", str(archive), "--since", "2024-05-01", "--until", "2024-05-02",
-            "--mlflow", "--tracking-uri", uri, "--experiment", "reports"]  # fmt: skip
+    argv = [
+        "report",
+        "--archive",
+        str(archive),
+        "--since",
+        "2024-05-01",
+        "--until",
+        "2024-05-02",
+        "--mlflow",
+        "--tracking-uri",
+        uri,
+        "--experiment",
+        "reports",
+    ]
     assert cli.main(argv) == 0
     assert f"MLflow runs in experiment 'reports' at {uri}" in capsys.readouterr().out
 

@@ -104,8 +104,12 @@ def test_table_format_prints_a_box_table(archive):
     out = io.StringIO()
     run(archive, "SELECT model, count(*) AS n FROM scores GROUP BY 1 ORDER BY 1", stdout=out)
     assert _cells(out.getvalue()) == [
-        ["model", "n"], ["varchar", "int64"], ["gbm", "4"], ["lr", "5"], ["rules", "4"]
-    ]  # fmt: skip
+        ["model", "n"],
+        ["varchar", "int64"],
+        ["gbm", "4"],
+        ["lr", "5"],
+        ["rules", "4"],
+    ]
 
 
 def test_table_format_fits_the_width(archive):
@@ -122,8 +126,12 @@ def test_csv_json_and_parquet_formats(archive, tmp_path):
     run(archive, query, fmt="csv", stdout=out)
     table = list(csv.DictReader(io.StringIO(out.getvalue())))
     assert [(r["request_id"], r["latency_ms"]) for r in table] == [
-        ("r1", "5"), ("r1", "50"), ("r2", "15"), ("r3", "25"), ("r4", "35")
-    ]  # fmt: skip
+        ("r1", "5"),
+        ("r1", "50"),
+        ("r2", "15"),
+        ("r3", "25"),
+        ("r4", "35"),
+    ]
     assert table[0]["dt"] == "2024-05-01"
 
     out = io.StringIO()

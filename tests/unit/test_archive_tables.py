@@ -81,11 +81,23 @@ def test_select_requests_quotes_the_service() -> None:
 
 
 def test_a_replay_row_has_a_value_for_every_replay_column() -> None:
-    s = {"request_id": "q1", "service": "credit", "model": "m", "version": "3", "role": "replay",
-         "status": "error", "output": None, "error": "boom", "received_ms": LATE_EVENING,
-         "deadline_ms": LATE_EVENING + 25, "started_ms": 10, "scored_ms": 15}  # fmt: skip
-    row = dict(zip(layout.columns("replay"), tables.replay_row(s, replay_id="r", sla_ms=25),
-                   strict=True))  # fmt: skip
+    s = {
+        "request_id": "q1",
+        "service": "credit",
+        "model": "m",
+        "version": "3",
+        "role": "replay",
+        "status": "error",
+        "output": None,
+        "error": "boom",
+        "received_ms": LATE_EVENING,
+        "deadline_ms": LATE_EVENING + 25,
+        "started_ms": 10,
+        "scored_ms": 15,
+    }
+    row = dict(
+        zip(layout.columns("replay"), tables.replay_row(s, replay_id="r", sla_ms=25), strict=True)
+    )
     assert (row["latency_ms"], row["late"], row["error"]) == (5, False, "boom")
     assert (row["service"], row["dt"], row["hr"]) == ("credit", "2024-05-01", "23")
 
@@ -191,8 +203,11 @@ def test_the_walk_refuses_what_has_no_counterpart(avro: Any) -> None:
 
 
 def test_the_arrow_schema_of_a_bad_type_names_its_place(monkeypatch) -> None:
-    bad = {"type": "record", "name": "X", "fields": [
-        {"name": "xs", "type": {"type": "array", "items": ["int", "string"]}}]}  # fmt: skip
+    bad = {
+        "type": "record",
+        "name": "X",
+        "fields": [{"name": "xs", "type": {"type": "array", "items": ["int", "string"]}}],
+    }
     monkeypatch.setattr(layout, "avro_schema", lambda table: bad)
     layout.arrow_schema.cache_clear()
     try:

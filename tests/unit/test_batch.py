@@ -211,6 +211,9 @@ def test_answered_batches_delete_their_deadline_timer():
 
 
 def test_results_go_to_the_replica_that_waits_for_them():
-    results = [{"request_id": "a", "reply_to": "p1"}, {"request_id": "b", "reply_to": "p2"},
-               {"request_id": "c", "reply_to": "p1"}]  # fmt: skip
+    results = [
+        {"request_id": "a", "reply_to": "p1"},
+        {"request_id": "b", "reply_to": "p2"},
+        {"request_id": "c", "reply_to": "p1"},
+    ]
     assert batch.by_reply_to(results) == {"p1": [results[0], results[2]], "p2": [results[1]]}

@@ -22,8 +22,14 @@ class Clock:
 
 
 def req(rid: str) -> dict:
-    return {"request_id": rid, "service": "s", "received_ms": 1, "deadline_ms": 2,
-            "payload": "{}", "reply_to": "p"}  # fmt: skip
+    return {
+        "request_id": rid,
+        "service": "s",
+        "received_ms": 1,
+        "deadline_ms": 2,
+        "payload": "{}",
+        "reply_to": "p",
+    }
 
 
 def batches(t: InMemoryTransport) -> list[list[str]]:
@@ -40,8 +46,14 @@ def test_quiet_requests_leave_at_once_and_busy_ones_together() -> None:
     async def go() -> None:
         t, clock, failed, flushed = InMemoryTransport(), Clock(), [], []
         t.start(asyncio.get_running_loop(), lambda r: None)
-        b = RequestBatcher(t, clock, lambda rid, why: failed.append(rid), interval_ms=10,
-                           max_items=3, on_flushed=flushed.append)  # fmt: skip
+        b = RequestBatcher(
+            t,
+            clock,
+            lambda rid, why: failed.append(rid),
+            interval_ms=10,
+            max_items=3,
+            on_flushed=flushed.append,
+        )
         b.start(asyncio.get_running_loop())
         b.add(req("a"))
         b.add(req("b"))  # handled in the same loop turn: same batch
@@ -66,8 +78,9 @@ def test_a_batch_kafka_refuses_fails_each_of_its_requests() -> None:
         t, failed = InMemoryTransport(), []
         t.start(asyncio.get_running_loop(), lambda r: None)
         t.fail_produce = "queue full"
-        b = RequestBatcher(t, Clock(), lambda rid, why: failed.append((rid, why)),
-                           interval_ms=0, max_items=10)  # fmt: skip
+        b = RequestBatcher(
+            t, Clock(), lambda rid, why: failed.append((rid, why)), interval_ms=0, max_items=10
+        )
         b.start(asyncio.get_running_loop())
         b.add(req("a"))
         b.add(req("b"))

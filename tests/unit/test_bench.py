@@ -229,8 +229,30 @@ def test_tables_print_every_run():
 
 # ---- CPU from /proc -------------------------------------------------------------------------
 def stat_line(pid, ppid, utime, stime, cutime=0, cstime=0, comm="java", start=100) -> str:
-    fields = ["S", ppid, 1, 1, 0, -1, 4194560, 10, 0, 0, 0, utime, stime, cutime, cstime,
-              20, 0, 30, 0, start, 1000, 100]  # fmt: skip
+    fields = [
+        "S",
+        ppid,
+        1,
+        1,
+        0,
+        -1,
+        4194560,
+        10,
+        0,
+        0,
+        0,
+        utime,
+        stime,
+        cutime,
+        cstime,
+        20,
+        0,
+        30,
+        0,
+        start,
+        1000,
+        100,
+    ]
     return f"{pid} ({comm}) " + " ".join(str(f) for f in fields)
 
 
@@ -294,8 +316,7 @@ def test_snapshots_sum_trees_and_deltas_are_seconds():
     later[30] = cpu.Proc(cpu.ProcStat(30, 1, 10 + 20 + 45, 1), STACK[30].cmdline)
     delta = cpu.cpu_delta(before, cpu.snapshot(roots, later), clk_tck=100)
     assert delta == {"mlflow server": 0.5, "kafka": 1.0, "mlflow serve": 0.25}
-    assert cpu.per_thousand(delta, 500) == {"mlflow server": 1.0, "kafka": 2.0,
-                                            "mlflow serve": 0.5}  # fmt: skip
+    assert cpu.per_thousand(delta, 500) == {"mlflow server": 1.0, "kafka": 2.0, "mlflow serve": 0.5}
     assert cpu.per_thousand({"kafka": 1.0, "proxy": None}, 0) == {"kafka": None, "proxy": None}
 
 
@@ -383,10 +404,16 @@ def test_chaos_recovery_and_back_times():
 
     def hits(codes: str) -> list[Hit]:  # one request every 0.5 s from t=0, "." a 200, "x" not
         return [
-            Hit(seq=i, sent_ns=int(i * 0.5e9), latency_ms=5.0, code=200 if c == "." else 504,
-                note="", retry_after=False)
+            Hit(
+                seq=i,
+                sent_ns=int(i * 0.5e9),
+                latency_ms=5.0,
+                code=200 if c == "." else 504,
+                note="",
+                retry_after=False,
+            )
             for i, c in enumerate(codes)
-        ]  # fmt: skip
+        ]
 
     # errors for 2 s, then 200s, one stray miss at 9 s
     run = hits("..xxxx" + "." * 12 + "x" + "." * 12)

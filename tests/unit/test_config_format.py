@@ -45,14 +45,42 @@ def with_change(path: str, value: Any) -> dict[str, Any]:
 UNKNOWN_KEYS = {
     "top level": ("", "owner", "owner: unknown key; the keys here are version, services"),
     "top level near": ("", "verison", "verison: unknown key; did you mean `version`?"),
-    "service": ("services.credit", "modelz", "services.credit.modelz: unknown key; did you mean `models`?"),
-    "service sla": ("services.credit", "sla", "services.credit.sla: unknown key; did you mean `sla_ms`?"),
-    "model": ("services.credit.models.0", "isolaton", "services.credit.models[0].isolaton: unknown key; did you mean `isolation`?"),
-    "model far off": ("services.credit.models.0", "smaple", "services.credit.models[0].smaple: unknown key; the keys here are name, role, uri, callable, params, isolation"),
-    "input field": ("services.credit.input.age", "requred", "services.credit.input.age.requred: unknown key; did you mean `required`?"),
-    "enrich step": ("services.credit.enrich.0", "too", "services.credit.enrich[0].too: unknown key; did you mean `to`?"),
-    "lookup step": ("services.credit.enrich.1", "prefx", "services.credit.enrich[1].prefx: unknown key; did you mean `prefix`?"),
-}  # fmt: skip
+    "service": (
+        "services.credit",
+        "modelz",
+        "services.credit.modelz: unknown key; did you mean `models`?",
+    ),
+    "service sla": (
+        "services.credit",
+        "sla",
+        "services.credit.sla: unknown key; did you mean `sla_ms`?",
+    ),
+    "model": (
+        "services.credit.models.0",
+        "isolaton",
+        "services.credit.models[0].isolaton: unknown key; did you mean `isolation`?",
+    ),
+    "model far off": (
+        "services.credit.models.0",
+        "smaple",
+        "services.credit.models[0].smaple: unknown key; the keys here are name, role, uri, callable, params, isolation",
+    ),
+    "input field": (
+        "services.credit.input.age",
+        "requred",
+        "services.credit.input.age.requred: unknown key; did you mean `required`?",
+    ),
+    "enrich step": (
+        "services.credit.enrich.0",
+        "too",
+        "services.credit.enrich[0].too: unknown key; did you mean `to`?",
+    ),
+    "lookup step": (
+        "services.credit.enrich.1",
+        "prefx",
+        "services.credit.enrich[1].prefx: unknown key; did you mean `prefix`?",
+    ),
+}
 
 
 @pytest.mark.parametrize(("where", "key", "expected"), UNKNOWN_KEYS.values(), ids=UNKNOWN_KEYS)
@@ -134,7 +162,10 @@ def test_the_version_is_a_positive_integer(version):
 
 
 def test_optional_enrichment_arguments_reach_the_steps():
-    data = with_change("services.credit.enrich.1", {"op": "lookup", "key": "region", "table": "t.csv", "missing": {"x": 0}})  # fmt: skip
+    data = with_change(
+        "services.credit.enrich.1",
+        {"op": "lookup", "key": "region", "table": "t.csv", "missing": {"x": 0}},
+    )
     data["services"]["credit"]["enrich"].append({"op": "default", "field": "age", "value": None})
     data["services"]["credit"]["enrich"].append({"op": "rename", "from": "a", "to": "b"})
     steps = config.parse(data).service("credit").enrich
@@ -172,8 +203,12 @@ def test_every_example_file_validates_against_the_schema_and_loads(validator):
     assert files, "no example configuration files found"
     documents = {str(f): config.read(f) for f in files}
     documents["demo"] = {"services": {"breast_cancer": demo_models.demo_service_config()}}
-    documents["the module's docstring"] = yaml.safe_load(config.__doc__.split("```yaml")[1].split("```")[0])  # fmt: skip
-    documents["the reference's example"] = yaml.safe_load(markdown().split("```yaml")[1].split("```")[0])  # fmt: skip
+    documents["the module's docstring"] = yaml.safe_load(
+        config.__doc__.split("```yaml")[1].split("```")[0]
+    )
+    documents["the reference's example"] = yaml.safe_load(
+        markdown().split("```yaml")[1].split("```")[0]
+    )
     documents["tests' valid file"] = yaml.safe_load(VALID_YAML)
     for name, data in documents.items():
         errors = [e.message for e in validator.iter_errors(data)]
@@ -204,10 +239,13 @@ SHAPE_ERRORS = {
     "input type": ("services.credit.input.amount", "float"),
     "enrich op": ("services.credit.enrich.0.op", "sqrt"),
     "lookup without table": ("services.credit.enrich.1", {"op": "lookup", "key": "region"}),
-    "scale factor text": ("services.credit.enrich.0", {"op": "scale", "field": "amount", "factor": "2"}),
+    "scale factor text": (
+        "services.credit.enrich.0",
+        {"op": "scale", "field": "amount", "factor": "2"},
+    ),
     "version zero": ("version", 0),
     "service name": ("services", {"credit card": valid()["services"]["credit"]}),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize(("where", "value"), SHAPE_ERRORS.values(), ids=SHAPE_ERRORS)
@@ -219,12 +257,28 @@ def test_the_schema_and_the_loader_reject_the_same_bad_files(validator, where, v
 
 # Problems between fields, which a JSON Schema does not express: only the loader finds them.
 REFERENCE_ERRORS = {
-    "duplicate model names": ("services.credit.models.2.name", "lr", "model names must be unique; repeated: lr"),
-    "two champions": ("services.credit.models.1.role", "champion", "at most one champion; found gbm, lr"),
-    "preference names an unknown model": ("services.credit.preference.1", "nn", "'nn' is not one of the models"),
-    "from_model names an unknown model": ("services.credit.input", {"from_model": "nn"}, "'nn' is not one of the models"),
+    "duplicate model names": (
+        "services.credit.models.2.name",
+        "lr",
+        "model names must be unique; repeated: lr",
+    ),
+    "two champions": (
+        "services.credit.models.1.role",
+        "champion",
+        "at most one champion; found gbm, lr",
+    ),
+    "preference names an unknown model": (
+        "services.credit.preference.1",
+        "nn",
+        "'nn' is not one of the models",
+    ),
+    "from_model names an unknown model": (
+        "services.credit.input",
+        {"from_model": "nn"},
+        "'nn' is not one of the models",
+    ),
     "uri and callable": ("services.credit.models.0.callable", "a:b", "set exactly one of uri"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize(
@@ -260,8 +314,11 @@ def test_the_reference_in_docs_is_generated_from_the_definitions():
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "rendezvous.cli", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
 
 
 def test_config_check_prints_every_problem_and_fails(tmp_path):
@@ -292,8 +349,13 @@ def test_resolve_checks_callables_and_lookup_tables_one_line_each(tmp_path):
         {"name": "ok", "role": "champion", "callable": "udfs.zoo:constant", "params": {"value": 1}},
         {"name": "gone", "role": "canary", "callable": "udfs.nosuch:predict"},
         {"name": "typo", "role": "backstop", "callable": "udfs.zoo:constnt"},
-        {"name": "params", "role": "challenger", "callable": "udfs.zoo:constant", "params": {"nope": 1}},
-    ]  # fmt: skip
+        {
+            "name": "params",
+            "role": "challenger",
+            "callable": "udfs.zoo:constant",
+            "params": {"nope": 1},
+        },
+    ]
     svc["preference"] = ["ok", "gone", "typo"]
     svc["enrich"] = [
         {"op": "lookup", "key": "region", "table": "regions.csv"},

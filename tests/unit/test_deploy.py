@@ -86,8 +86,10 @@ NO_HISTORY = history()
 
 
 def details(name: str, state: str = "RUNNING", *vertex_states: str) -> dict:
-    vertices = [{"id": f"v{i}", "name": f"vertex {i}", "parallelism": 1, "status": status}
-                for i, status in enumerate(vertex_states or ("RUNNING", "RUNNING"))]  # fmt: skip
+    vertices = [
+        {"id": f"v{i}", "name": f"vertex {i}", "parallelism": 1, "status": status}
+        for i, status in enumerate(vertex_states or ("RUNNING", "RUNNING"))
+    ]
     return {"jid": "", "name": name, "state": state, "vertices": vertices}
 
 
@@ -95,13 +97,26 @@ class FakeFlink:
     """The few REST answers submit and wait_running read, and what they did."""
 
     def __init__(self, *, total=16, free=16, sizes=(8, 8), jobs=(), local=True):
-        self.overview = {"taskmanagers": len(sizes), "slots-total": total,
-                         "slots-available": free, "jobs-running": len(jobs)}  # fmt: skip
-        self.taskmanagers = {"taskmanagers": [{"id": f"tm{i}", "slotsNumber": n, "freeSlots": n}
-                                              for i, n in enumerate(sizes)]}  # fmt: skip
-        self.overview_jobs = [{"jid": jid, "name": name, "state": "RUNNING",
-                               "tasks": {"total": 2, "running": 2, "scheduled": 0}}
-                              for name, jid in jobs]  # fmt: skip
+        self.overview = {
+            "taskmanagers": len(sizes),
+            "slots-total": total,
+            "slots-available": free,
+            "jobs-running": len(jobs),
+        }
+        self.taskmanagers = {
+            "taskmanagers": [
+                {"id": f"tm{i}", "slotsNumber": n, "freeSlots": n} for i, n in enumerate(sizes)
+            ]
+        }
+        self.overview_jobs = [
+            {
+                "jid": jid,
+                "name": name,
+                "state": "RUNNING",
+                "tasks": {"total": 2, "running": 2, "scheduled": 0},
+            }
+            for name, jid in jobs
+        ]
         self.details: dict[str, dict] = {}
         self.exceptions: dict[str, dict] = {}
         self.submitted: list[str] = []
@@ -155,13 +170,19 @@ def test_submit_refuses_before_doing_anything_when_the_jobs_do_not_fit(tmp_path)
 
 
 def test_running_jobs_need_no_slot_and_pruned_ones_give_theirs_back(tmp_path):
-    running = [("rendezvous-enrich", "e" * 32), ("rendezvous-join", "j" * 32),
-               ("rendezvous-archive", "a" * 32), ("rendezvous-score credit/old", "o" * 32)]  # fmt: skip
+    running = [
+        ("rendezvous-enrich", "e" * 32),
+        ("rendezvous-join", "j" * 32),
+        ("rendezvous-archive", "a" * 32),
+        ("rendezvous-score credit/old", "o" * 32),
+    ]
     stack = fake_stack(tmp_path, total=8, free=3, sizes=(8,), jobs=running)
     lines: list[str] = []
     deploy.submit(stack, config(tmp_path), prune=True, log=lines.append)
     assert stack.flink.cancelled == ["o" * 32]
-    assert stack.flink.submitted == [f"rendezvous-score credit/{m}" for m in ("champ", "shadow", "backstop")]  # fmt: skip
+    assert stack.flink.submitted == [
+        f"rendezvous-score credit/{m}" for m in ("champ", "shadow", "backstop")
+    ]
     assert not any("warning" in line for line in lines)  # one TaskManager: no standby to lose
 
 
@@ -211,8 +232,9 @@ def test_a_job_waiting_for_a_slot_is_named_when_the_wait_runs_out():
     stack = SimpleNamespace(flink=flink, settings=StackSettings())
     now = itertools.count(0.0, 1.0)
     with pytest.raises(JobFailed) as late:
-        deploy.wait_running(stack, {"w" * 32}, timeout_s=5, clock=lambda: next(now),
-                            sleep=lambda _: None)  # fmt: skip
+        deploy.wait_running(
+            stack, {"w" * 32}, timeout_s=5, clock=lambda: next(now), sleep=lambda _: None
+        )
     assert late.value.message.startswith(
         "jobs not running after 5s: rendezvous-join (RUNNING; tasks SCHEDULED, waiting for a free slot)"
     )
@@ -224,8 +246,9 @@ def test_wait_running_returns_once_every_task_runs():
     flink.rest = lambda path, timeout_s=2.0: (
         NO_HISTORY if path.endswith("maxExceptions=1") else details("j", "RUNNING", *next(states))
     )
-    deploy.wait_running(SimpleNamespace(flink=flink, settings=StackSettings()), {"x" * 32},
-                        sleep=lambda _: None)  # fmt: skip
+    deploy.wait_running(
+        SimpleNamespace(flink=flink, settings=StackSettings()), {"x" * 32}, sleep=lambda _: None
+    )
 
 
 def test_cli_submit_exits_1_with_the_message(tmp_path, monkeypatch, capsys):
@@ -240,15 +263,25 @@ def test_cli_submit_exits_1_with_the_message(tmp_path, monkeypatch, capsys):
 def test_cli_status_shows_the_cause_of_a_restarting_job(tmp_path, monkeypatch, capsys):
     flink = FakeFlink()
     flink.overview_jobs = [
-        {"jid": "b" * 32, "name": "rendezvous-score credit/broken", "state": "RUNNING",
-         "tasks": {"total": 2, "running": 1, "initializing": 1}},
-        {"jid": "g" * 32, "name": "rendezvous-join", "state": "RUNNING",
-         "tasks": {"total": 2, "running": 2}},
-    ]  # fmt: skip
+        {
+            "jid": "b" * 32,
+            "name": "rendezvous-score credit/broken",
+            "state": "RUNNING",
+            "tasks": {"total": 2, "running": 1, "initializing": 1},
+        },
+        {
+            "jid": "g" * 32,
+            "name": "rendezvous-join",
+            "state": "RUNNING",
+            "tasks": {"total": 2, "running": 2},
+        },
+    ]
     flink.exceptions["b" * 32] = history(entry(PEMJA, "pemja.core.PythonException"))
     flink.exceptions["g" * 32] = history(entry(PEMJA, "pemja.core.PythonException"))  # recovered
-    rows = [SimpleNamespace(name="flink", up=True, pids=(1, 2), address="http://flink"),
-            SimpleNamespace(name="kafka", up=False, pids=(None,), address="kafka:9092")]  # fmt: skip
+    rows = [
+        SimpleNamespace(name="flink", up=True, pids=(1, 2), address="http://flink"),
+        SimpleNamespace(name="kafka", up=False, pids=(None,), address="kafka:9092"),
+    ]
     stack = SimpleNamespace(flink=flink, settings=StackSettings(home=tmp_path), status=lambda: rows)
     monkeypatch.setattr(cli, "_stack", lambda settings: stack)
     assert cli.main(["status"]) == 3  # Kafka is down here

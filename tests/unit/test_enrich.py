@@ -14,9 +14,14 @@ POLICY = Policy(preference=("m",), sla_ms=100, grace_ms=0, version=1)
 
 
 def request(received: int = 1_000) -> dict:
-    return {"request_id": "r", "service": "s", "received_ms": received,
-            "deadline_ms": received + 100, "payload": serde.to_json({"x": 1.0}),
-            "reply_to": "p"}  # fmt: skip
+    return {
+        "request_id": "r",
+        "service": "s",
+        "received_ms": received,
+        "deadline_ms": received + 100,
+        "payload": serde.to_json({"x": 1.0}),
+        "reply_to": "p",
+    }
 
 
 class Identity:

@@ -58,8 +58,11 @@ def test_a_chained_python_error_reports_the_last_one():
         "",
         *PY_TRACEBACK,
     )
-    stack = trace("java.lang.RuntimeException: Error received from SDK harness for instruction 1: "
-                  + tb[0], *tb[1:], "\tat x.Y.z(Y.java:1)")  # fmt: skip
+    stack = trace(
+        "java.lang.RuntimeException: Error received from SDK harness for instruction 1: " + tb[0],
+        *tb[1:],
+        "\tat x.Y.z(Y.java:1)",
+    )
     assert failures.root_cause(stack)[0] == "rendezvous.models.errors.ModelLoadError"
 
 
@@ -79,10 +82,17 @@ def test_a_wrapper_repeating_its_cause_gives_way_to_the_cause_and_suppressed_are
 
 
 def test_the_newest_entry_wins_and_a_global_failure_has_no_task():
-    old = entry(TASKMANAGER_LOST, "org.apache.flink.runtime.jobmaster.JobMasterException",
-                timestamp=1_000)  # fmt: skip
-    new = entry(PEMJA, "pemja.core.PythonException", timestamp=2_000,
-                taskName=None, endpoint=None, taskManagerId=None)  # fmt: skip
+    old = entry(
+        TASKMANAGER_LOST, "org.apache.flink.runtime.jobmaster.JobMasterException", timestamp=1_000
+    )
+    new = entry(
+        PEMJA,
+        "pemja.core.PythonException",
+        timestamp=2_000,
+        taskName=None,
+        endpoint=None,
+        taskManagerId=None,
+    )
     for order in ((old, new), (new, old)):
         failure = failures.latest(history(*order, truncated=True))
         assert failure.exception == "ModelLoadError"
@@ -101,8 +111,9 @@ def test_an_unreadable_trace_falls_back_to_the_exception_name():
 
 
 def test_a_long_message_is_cut_to_one_bounded_line():
-    stack = trace("java.lang.IllegalStateException: " + "x" * 1000 + "\nsecond line",
-                  "\tat a.B.c(B.java:1)")  # fmt: skip
+    stack = trace(
+        "java.lang.IllegalStateException: " + "x" * 1000 + "\nsecond line", "\tat a.B.c(B.java:1)"
+    )
     failure = failures.latest(history(entry(stack, "java.lang.IllegalStateException")))
     assert len(failure.message) == failures.MAX_MESSAGE
     assert "\n" not in failure.line

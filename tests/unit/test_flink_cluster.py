@@ -14,8 +14,11 @@ def started_argvs(monkeypatch, settings: StackSettings, running: set[str]) -> di
     started: dict[str, list] = {}
     monkeypatch.setattr(FlinkCluster, "env", lambda self: {})
     monkeypatch.setattr(procs.Service, "pid", lambda svc: 1 if svc.name in running else None)
-    monkeypatch.setattr(procs.Service, "start",
-                        lambda svc, argv, *, env, cwd: started.setdefault(svc.name, list(argv)))  # fmt: skip
+    monkeypatch.setattr(
+        procs.Service,
+        "start",
+        lambda svc, argv, *, env, cwd: started.setdefault(svc.name, list(argv)),
+    )
     FlinkCluster(settings).start_taskmanagers()
     return started
 

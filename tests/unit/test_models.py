@@ -275,8 +275,9 @@ def pyfunc_folder(tmp_path_factory):
             def predict(self, context, model_input, params=None):
                 return [float(len(model_input["e"].iloc[0]) + model_input["c"].iloc[0])]
 
-        mlflow.pyfunc.save_model(str(path), python_model=Mixed(), signature=signature,
-                                 pip_requirements=[])  # fmt: skip
+        mlflow.pyfunc.save_model(
+            str(path), python_model=Mixed(), signature=signature, pip_requirements=[]
+        )
     return str(path)
 
 
@@ -389,8 +390,12 @@ def champion_alias(registry):
 def test_registry_references_resolve_to_versions(registry, champion_alias):
     uri, _ = registry
     versions = {}
-    for ref in ("models:/credit@champion", "models:/credit@canary", "models:/credit/1",
-                "models:/credit/latest"):  # fmt: skip
+    for ref in (
+        "models:/credit@champion",
+        "models:/credit@canary",
+        "models:/credit/1",
+        "models:/credit/latest",
+    ):
         scorer = load_scorer(ModelSpec("m", "champion", uri=ref), tracking_uri=uri)
         assert scorer.kind == "onnx"
         versions[ref] = scorer.version

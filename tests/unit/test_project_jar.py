@@ -46,8 +46,14 @@ def jar(connectors, tmp_path_factory) -> Path:
 def test_drop_heartbeats_drops_exactly_the_empty_batches(tmp_path, jar):
     (tmp_path / "Harness.java").write_text(HARNESS)
     heartbeats = [serde.empty_batch(kind) for kind in serde.BATCH_OF]
-    request = {"request_id": "r-1", "service": "s", "received_ms": 1, "deadline_ms": 2,
-               "payload": "{}", "reply_to": "t"}  # fmt: skip
+    request = {
+        "request_id": "r-1",
+        "service": "s",
+        "received_ms": 1,
+        "deadline_ms": 2,
+        "payload": "{}",
+        "reply_to": "t",
+    }
     records = [
         serde.encode_batch(serde.Kind.REQUEST, "b-1", [request]),
         serde.encode_batch(serde.Kind.REQUEST, "", [request]),  # items, though no batch ID
@@ -57,10 +63,17 @@ def test_drop_heartbeats_drops_exactly_the_empty_batches(tmp_path, jar):
     ]
     classpath = os.pathsep.join([str(jar), str(pyflink_home() / "lib" / "*")])
     done = subprocess.run(
-        ["java", "-cp", classpath, str(tmp_path / "Harness.java"),
-         *(v.hex() for v in heartbeats + records)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            "java",
+            "-cp",
+            classpath,
+            str(tmp_path / "Harness.java"),
+            *(v.hex() for v in heartbeats + records),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.split() == ["drop"] * len(heartbeats) + ["keep"] * len(records)
     assert all(serde.is_heartbeat(v) for v in heartbeats)
     assert not any(serde.is_heartbeat(v) for v in records)

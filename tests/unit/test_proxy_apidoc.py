@@ -42,12 +42,30 @@ def test_the_document_has_every_operation_and_is_json() -> None:
     }
     score = doc["paths"]["/v1/services/credit/score"]["post"]
     assert set(score["responses"]) == {
-        "200", "400", "404", "408", "409", "413", "415", "422", "502", "503", "504"
-    }  # fmt: skip
+        "200",
+        "400",
+        "404",
+        "408",
+        "409",
+        "413",
+        "415",
+        "422",
+        "502",
+        "503",
+        "504",
+    }
     submit = doc["paths"]["/v1/services/credit/requests"]["post"]
     assert set(submit["responses"]) == {
-        "202", "400", "404", "408", "409", "413", "415", "422", "503"
-    }  # fmt: skip
+        "202",
+        "400",
+        "404",
+        "408",
+        "409",
+        "413",
+        "415",
+        "422",
+        "503",
+    }
     status = doc["paths"]["/v1/requests/{request_id}"]["get"]
     assert set(status["responses"]) == {"200", "202", "400", "404", "502", "503", "504"}
 
@@ -60,8 +78,11 @@ def test_every_status_an_error_carries_is_documented() -> None:
         for op in item.values()
         for status in op["responses"]
     }
-    carried = {cls.status for cls in vars(errors).values()
-               if isinstance(cls, type) and issubclass(cls, errors.ProxyError)}  # fmt: skip
+    carried = {
+        cls.status
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.ProxyError)
+    }
     assert carried - {500} <= documented
 
 
@@ -89,9 +110,15 @@ def test_response_schemas_come_from_the_models_in_the_openapi_3_0_dialect() -> N
 
 def test_a_real_answer_body_fits_its_model() -> None:
     body = {
-        "request_id": "r1", "service": "credit", "model": None, "model_version": None,
-        "role": None, "output": {"p": 1}, "reason": "champion", "latency_ms": 3,
-    }  # fmt: skip
+        "request_id": "r1",
+        "service": "credit",
+        "model": None,
+        "model_version": None,
+        "role": None,
+        "output": {"p": 1},
+        "reason": "champion",
+        "latency_ms": 3,
+    }
     assert apidoc.Answer.model_validate(body).model_dump() == body
     error = {"error": {"code": "schema", "message": "m", "request_id": None}}
     assert apidoc.Error.model_validate(error).model_dump() == error

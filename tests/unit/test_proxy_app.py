@@ -461,8 +461,12 @@ def test_result_cache_is_bounded() -> None:
     async def go() -> None:
         async with proxy(cache_size=3) as (_client, t, p):
             for i in range(5):
-                req = {"request_id": f"r{i}", "service": "credit", "received_ms": T0,
-                       "deadline_ms": T0 + 1}  # fmt: skip
+                req = {
+                    "request_id": f"r{i}",
+                    "service": "credit",
+                    "received_ms": T0,
+                    "deadline_ms": T0 + 1,
+                }
                 t.inject_result(t.result_for(req))
             await asyncio.sleep(0)
             assert list(p.cache) == ["r2", "r3", "r4"]
@@ -874,9 +878,10 @@ def test_a_body_that_is_not_sent_as_json_is_415_naming_the_header() -> None:
             assert "'image/png' is not JSON" in err["message"]
             assert "Content-Type: application/json" in err["message"]
             r = await client.post(
-                "/v1/services/fast/requests", content=body,
+                "/v1/services/fast/requests",
+                content=body,
                 headers={"content-type": "application/x-www-form-urlencoded"},
-            )  # fmt: skip
+            )
             assert r.status_code == 415
             assert t.produced(serde.Kind.REQUEST) == []  # nothing reached the pipeline
             for kind in ("application/json; charset=utf-8", "application/merge-patch+json"):

@@ -15,8 +15,14 @@ pytestmark = pytest.mark.unit
 
 
 def record(service="svc", error=None, features=None):
-    return {"request_id": "r", "service": service, "received_ms": 100, "deadline_ms": 200,
-            "features": serde.to_json(features or {"x": 1.0}), "error": error}  # fmt: skip
+    return {
+        "request_id": "r",
+        "service": service,
+        "received_ms": 100,
+        "deadline_ms": 200,
+        "features": serde.to_json(features or {"x": 1.0}),
+        "error": error,
+    }
 
 
 def clock():

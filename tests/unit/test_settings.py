@@ -101,8 +101,12 @@ def test_each_taskmanager_is_its_own_process(tmp_path):
 
     cluster = FlinkCluster(StackSettings(home=tmp_path, flink_taskmanagers=3))
     names = [svc.name for svc in cluster.services]
-    assert names == ["flink-jobmanager", "flink-taskmanager", "flink-taskmanager-2",
-                     "flink-taskmanager-3"]  # fmt: skip
+    assert names == [
+        "flink-jobmanager",
+        "flink-taskmanager",
+        "flink-taskmanager-2",
+        "flink-taskmanager-3",
+    ]
     assert cluster.runtime_config()["taskmanager.load-balance.mode"] == "slots"
 
 

@@ -14,19 +14,37 @@ REMOTE = slots.Growth(slots_per_taskmanager=8, local=False)
 
 
 def overview(total: int, free: int, taskmanagers: int = 2) -> dict:
-    return {"taskmanagers": taskmanagers, "taskmanagers-blocked": 0, "slots-total": total,
-            "slots-available": free, "slots-free-and-blocked": 0, "jobs-running": total - free,
-            "jobs-finished": 0, "jobs-cancelled": 0, "jobs-failed": 0,
-            "flink-version": "2.3.0", "flink-commit": "abc1234"}  # fmt: skip
+    return {
+        "taskmanagers": taskmanagers,
+        "taskmanagers-blocked": 0,
+        "slots-total": total,
+        "slots-available": free,
+        "slots-free-and-blocked": 0,
+        "jobs-running": total - free,
+        "jobs-finished": 0,
+        "jobs-cancelled": 0,
+        "jobs-failed": 0,
+        "flink-version": "2.3.0",
+        "flink-commit": "abc1234",
+    }
 
 
 def taskmanagers(*sizes: int) -> dict:
-    return {"taskmanagers": [
-        {"id": f"127.0.0.1:4032{i}-5a9d2c", "path": f"pekko.tcp://flink@127.0.0.1:4032{i}/user/rpc/taskmanager_0",
-         "dataPort": 40400 + i, "jmxPort": -1, "timeSinceLastHeartbeat": 1_750_000_000_000,
-         "slotsNumber": n, "freeSlots": n, "blocked": False}
-        for i, n in enumerate(sizes)
-    ]}  # fmt: skip
+    return {
+        "taskmanagers": [
+            {
+                "id": f"127.0.0.1:4032{i}-5a9d2c",
+                "path": f"pekko.tcp://flink@127.0.0.1:4032{i}/user/rpc/taskmanager_0",
+                "dataPort": 40400 + i,
+                "jmxPort": -1,
+                "timeSinceLastHeartbeat": 1_750_000_000_000,
+                "slotsNumber": n,
+                "freeSlots": n,
+                "blocked": False,
+            }
+            for i, n in enumerate(sizes)
+        ]
+    }
 
 
 def capacity(total: int, free: int, *sizes: int) -> slots.Capacity:
@@ -34,11 +52,32 @@ def capacity(total: int, free: int, *sizes: int) -> slots.Capacity:
 
 
 def job(name: str, state: str, **tasks: int) -> dict:
-    counts = dict.fromkeys(("created", "scheduled", "deploying", "running", "finished",
-                            "canceling", "canceled", "failed", "reconciling", "initializing"), 0)  # fmt: skip
+    counts = dict.fromkeys(
+        (
+            "created",
+            "scheduled",
+            "deploying",
+            "running",
+            "finished",
+            "canceling",
+            "canceled",
+            "failed",
+            "reconciling",
+            "initializing",
+        ),
+        0,
+    )
     counts.update(tasks)
-    return {"jid": "0" * 32, "name": name, "state": state, "start-time": 1, "end-time": -1,
-            "duration": 5, "last-modification": 1, "tasks": {"total": sum(counts.values()), **counts}}  # fmt: skip
+    return {
+        "jid": "0" * 32,
+        "name": name,
+        "state": state,
+        "start-time": 1,
+        "end-time": -1,
+        "duration": 5,
+        "last-modification": 1,
+        "tasks": {"total": sum(counts.values()), **counts},
+    }
 
 
 def test_capacity_reads_the_rest_payloads():
@@ -88,13 +127,15 @@ def test_jobs_waiting_for_a_slot_come_first_and_cancelled_jobs_give_theirs_back(
 
 
 def test_waiting_counts_live_jobs_with_scheduled_tasks_only():
-    jobs = {"jobs": [
-        job("rendezvous-join", "RUNNING", running=3),
-        job("rendezvous-score a/m", "RUNNING", scheduled=2),
-        job("rendezvous-score a/n", "RESTARTING", scheduled=1),
-        job("old", "FAILED", scheduled=1),
-        job("rendezvous-enrich", "CREATED", created=2),
-    ]}  # fmt: skip
+    jobs = {
+        "jobs": [
+            job("rendezvous-join", "RUNNING", running=3),
+            job("rendezvous-score a/m", "RUNNING", scheduled=2),
+            job("rendezvous-score a/n", "RESTARTING", scheduled=1),
+            job("old", "FAILED", scheduled=1),
+            job("rendezvous-enrich", "CREATED", created=2),
+        ]
+    }
     assert slots.waiting_for_slots(jobs) == 2
     assert slots.waiting_for_slots(jobs, besides={"rendezvous-score a/m"}) == 1
     assert slots.waiting_for_slots({"jobs": []}) == 0
