@@ -12,7 +12,7 @@ from pyflink.datastream.functions import CoProcessFunction, RuntimeContext
 
 from jobs import common
 from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks
-from rendezvous import serde, topics
+from rendezvous import records, serde, topics
 from rendezvous.enrich import Enricher, to_model_input
 from rendezvous.policy import NO_POLICY, PolicyBook
 
@@ -63,14 +63,7 @@ class EnrichFunction(CoProcessFunction):
 def _dead_letter(value: bytes, error: str) -> bytes:
     return serde.encode(
         serde.Kind.DEAD_LETTER,
-        {
-            "request_id": None,
-            "service": None,
-            "stage": "enrich",
-            "error": error,
-            "record": value,
-            "at_ms": common.now_ms(),
-        },
+        records.dead_letter(stage="enrich", error=error, record=value, at_ms=common.now_ms()),
     )
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from rendezvous import records
 from rendezvous.policy import NO_POLICY
 
 ORPHAN_MS = 60_000
@@ -36,15 +37,15 @@ class Pending:
     request: dict[str, Any] | None = None
     scores: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> first score
     duplicates: int = 0
-    result: dict[str, Any] | None = None
+    result: records.Result | None = None
     orphan_timer: int | None = None
     finished_until: int | None = None
 
 
 @dataclass
 class Outcome:
-    results: list[dict[str, Any]] = field(default_factory=list)
-    decisions: list[dict[str, Any]] = field(default_factory=list)
+    results: list[records.Result] = field(default_factory=list)
+    decisions: list[records.Decision] = field(default_factory=list)
     timers: list[int] = field(default_factory=list)
     done: bool = False
 
@@ -162,50 +163,42 @@ def _try_answer(state: Pending, out: Outcome, *, at_deadline: bool) -> None:
     if reason != "preferred":
         kind = "backstop" if score["role"] == "backstop" else "fallback"
         reason = f"{kind}: {reason}"
-    state.result = {
-        "request_id": request["request_id"],
-        "service": request["service"],
-        "status": "ok",
-        "model": model,
-        "version": score["version"],
-        "role": score["role"],
-        "output": score["output"],
-        "reason": reason,
-        "error": None,
-        "received_ms": request["received_ms"],
-        "deadline_ms": request["deadline_ms"],
-        "decided_ms": decided,
-        "reply_to": request.get("reply_to", ""),
-    }
+    state.result = records.result(
+        request,
+        status="ok",
+        model=model,
+        version=score["version"],
+        role=score["role"],
+        output=score["output"],
+        reason=reason,
+        error=None,
+        decided_ms=decided,
+    )
     out.results.append(state.result)
 
 
 def _answer_error(state: Pending, out: Outcome, *, reason: str, at_ms: int) -> None:
     request = state.request
     assert request is not None
-    state.result = {
-        "request_id": request["request_id"],
-        "service": request["service"],
-        "status": "error",
-        "model": None,
-        "version": None,
-        "role": None,
-        "output": None,
-        "reason": reason,
-        "error": reason,
-        "received_ms": request["received_ms"],
-        "deadline_ms": request["deadline_ms"],
-        "decided_ms": at_ms,
-        "reply_to": request.get("reply_to", ""),
-    }
+    state.result = records.result(
+        request,
+        status="error",
+        model=None,
+        version=None,
+        role=None,
+        output=None,
+        reason=reason,
+        error=reason,
+        decided_ms=at_ms,
+    )
     out.results.append(state.result)
 
 
 # ---- the joined record ------------------------------------------------------------------
 
 
-def _score_rows(state: Pending, deadline_ms: int | None) -> list[dict[str, Any]]:
-    rows = []
+def _score_rows(state: Pending, deadline_ms: int | None) -> list[records.DecisionScore]:
+    rows: list[records.DecisionScore] = []
     for model in sorted(state.scores):
         s = state.scores[model]
         rows.append(
@@ -223,7 +216,7 @@ def _score_rows(state: Pending, deadline_ms: int | None) -> list[dict[str, Any]]
     return rows
 
 
-def _decision(state: Pending) -> dict[str, Any]:
+def _decision(state: Pending) -> records.Decision:
     request, result = state.request, state.result
     assert request is not None and result is not None
     return {
@@ -245,7 +238,7 @@ def _decision(state: Pending) -> dict[str, Any]:
     }
 
 
-def _orphan_decision(state: Pending) -> dict[str, Any]:
+def _orphan_decision(state: Pending) -> records.Decision:
     first = next(iter(state.scores.values()))
     return {
         "request_id": first["request_id"],

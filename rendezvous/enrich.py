@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rendezvous import serde
+from rendezvous import records, serde
 from rendezvous.config import ServiceSpec
 from rendezvous.policy import Policy
 
@@ -98,7 +98,7 @@ def to_model_input(
     policy: Policy,
     enricher: Enricher | None,
     now_ms: int,
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
+) -> tuple[records.ModelInput, records.DeadLetter | None]:
     """The model-input record for a request, and a dead letter when enrichment failed.
 
     A failed request still goes on (with ``error`` set) so the rendezvous answers it with an
@@ -120,7 +120,7 @@ def to_model_input(
             features_json = serde.to_json(enricher.apply(serde.from_json(request["payload"])))
         except (EnrichError, ValueError, TypeError) as exc:
             error = str(exc)
-    record = {
+    record: records.ModelInput = {
         "request_id": request["request_id"],
         "service": request["service"],
         "received_ms": request["received_ms"],
@@ -134,12 +134,12 @@ def to_model_input(
     }
     dead = None
     if error is not None and late_ms <= 0:
-        dead = {
-            "request_id": request["request_id"],
-            "service": request["service"],
-            "stage": "enrich",
-            "error": error,
-            "record": serde.encode(serde.Kind.REQUEST, dict(request)),
-            "at_ms": now_ms,
-        }
+        dead = records.dead_letter(
+            request_id=request["request_id"],
+            service=request["service"],
+            stage="enrich",
+            error=error,
+            record=serde.encode(serde.Kind.REQUEST, dict(request)),
+            at_ms=now_ms,
+        )
     return record, dead

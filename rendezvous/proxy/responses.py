@@ -43,6 +43,7 @@ def answer_body(result: dict[str, Any], latency_ms: int) -> bytes:
             request_id=rid,
         )
     output = result["output"]
+    # The output is already JSON (written by serde.to_json): embedded as it is, not re-parsed.
     return orjson.dumps(
         {
             "request_id": rid,
@@ -50,7 +51,7 @@ def answer_body(result: dict[str, Any], latency_ms: int) -> bytes:
             "model": result["model"],
             "model_version": result["version"],
             "role": result["role"],
-            "output": None if output is None else orjson.loads(output),
+            "output": None if output is None else orjson.Fragment(output),
             "reason": result["reason"],
             "latency_ms": latency_ms,
         }

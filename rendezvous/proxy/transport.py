@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, NamedTuple
 
-from rendezvous import heartbeat, serde, topics
+from rendezvous import heartbeat, records, serde, topics
 from rendezvous.proxy.errors import KafkaUnavailable
 from rendezvous.proxy.settings import ProxySettings
 
@@ -487,7 +487,7 @@ class InMemoryTransport(Transport):
     def result_for(
         request: Mapping[str, Any],
         *,
-        status: str = "ok",
+        status: records.ResultStatus = "ok",
         output: Any = None,
         model: str | None = "m",
         version: str | None = "1",
@@ -496,20 +496,17 @@ class InMemoryTransport(Transport):
         error: str | None = None,
         decided_ms: int | None = None,
         reply_to: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> records.Result:
         """A RESULT record answering a decoded REQUEST record."""
-        return {
-            "request_id": request["request_id"],
-            "service": request["service"],
-            "status": status,
-            "model": model,
-            "version": version,
-            "role": role,
-            "output": None if output is None else serde.to_json(output),
-            "reason": reason,
-            "error": error,
-            "received_ms": request["received_ms"],
-            "deadline_ms": request["deadline_ms"],
-            "decided_ms": request["received_ms"] if decided_ms is None else decided_ms,
-            "reply_to": request.get("reply_to", "") if reply_to is None else reply_to,
-        }
+        return records.result(
+            request,
+            status=status,
+            model=model,
+            version=version,
+            role=role,
+            output=None if output is None else serde.to_json(output),
+            reason=reason,
+            error=error,
+            decided_ms=request["received_ms"] if decided_ms is None else decided_ms,
+            reply_to=reply_to,
+        )

@@ -253,7 +253,7 @@ def test_core_does_not_import_pyflink():
 
     code = (
         "import rendezvous.core, rendezvous.serde, rendezvous.config, rendezvous.enrich, "
-        "rendezvous.policy, rendezvous.control, sys; print('pyflink' in sys.modules)"
+        "rendezvous.policy, rendezvous.control, rendezvous.records, sys; print('pyflink' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
