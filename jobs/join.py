@@ -16,7 +16,8 @@ side output.
 from __future__ import annotations
 
 from pyflink.common.typeinfo import Types
-from pyflink.datastream import OutputTag
+from pyflink.datastream import DataStream, OutputTag
+from pyflink.datastream.connectors import Sink, Source
 from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ValueStateDescriptor
 
@@ -84,13 +85,28 @@ class RendezvousFunction(KeyedProcessFunction):
             yield DECISIONS, serde.encode_batch(serde.Kind.DECISION, key, outcome.decisions)
 
 
-def build(env, source, results_sink, decisions_sink) -> None:
-    stream = env.from_source(
-        source,
-        event_time(out_of_order_ms=0, idle_ms=None),
-        "inputs+scores",
-        type_info=BYTES,
-    ).uid("join-source")
+def build(
+    env,
+    source: Source | DataStream,
+    results_sink: Sink | None = None,
+    decisions_sink: Sink | None = None,
+) -> tuple[DataStream, DataStream]:
+    """The job's wiring: model inputs, scores and heartbeats in; results and decisions out.
+
+    ``source`` is the Kafka source of both topics (element timestamps and watermarks come from
+    the record timestamps), or a stream of the same values whose elements carry their timestamps
+    and watermarks already (a bounded collection in tests). Returns the results and the
+    decisions streams, each written to its sink when one is given.
+    """
+    if isinstance(source, DataStream):
+        stream = source
+    else:
+        stream = env.from_source(
+            source,
+            event_time(out_of_order_ms=0, idle_ms=None),
+            "inputs+scores",
+            type_info=BYTES,
+        ).uid("join-source")
     out = (
         without_heartbeats(stream, "join-data")
         .key_by(key_of, key_type=Types.STRING())
@@ -98,10 +114,12 @@ def build(env, source, results_sink, decisions_sink) -> None:
         .name("rendezvous")
         .uid("rendezvous")
     )
-    out.sink_to(results_sink).name("results sink").uid("join-results-sink")
-    out.get_side_output(DECISIONS).sink_to(decisions_sink).name("decisions sink").uid(
-        "join-decisions-sink"
-    )
+    if results_sink is not None:
+        out.sink_to(results_sink).name("results sink").uid("join-results-sink")
+    decisions = out.get_side_output(DECISIONS)
+    if decisions_sink is not None:
+        decisions.sink_to(decisions_sink).name("decisions sink").uid("join-decisions-sink")
+    return out, decisions
 
 
 def main(argv: list[str] | None = None) -> None:
