@@ -276,9 +276,9 @@ class Proxy:
         if outcome is None:
             raise AnswerTimeout(
                 f"no result for request {rid} of service {spec.name!r} by its deadline "
-                f"({spec.sla_ms} ms SLA) plus {self.settings.result_grace_ms} ms grace; it was "
-                f"queued for Kafka and, once Kafka takes it, will still be decided and archived; "
-                f"check that the stream jobs run (`rendezvous status`)"
+                f"({spec.sla_ms} ms SLA) plus {self.settings.result_grace_ms} ms grace; Kafka took "
+                f"the request, so it is still decided and archived downstream; check that the "
+                f"stream jobs run (`rendezvous status`)"
             )
         if isinstance(outcome, _Failed):
             raise KafkaUnavailable(f"request {rid} failed: {outcome.text}")

@@ -217,10 +217,18 @@ class ReplicaBook(Generic[Waiter]):
             if now <= entry.expires_ms:
                 return None
             if now - entry.expires_ms <= self.cache_ttl_ms:
+                if rid in self.unconfirmed:
+                    raise KafkaUnavailable(
+                        f"request {rid} of service {entry.service!r} has no result and Kafka "
+                        f"has not acknowledged it: it may never reach the pipeline (or reach it "
+                        f"late, and then be decided and archived as deadline_exceeded); check "
+                        f"that Kafka is up (`rendezvous status`)"
+                    )
                 raise AnswerTimeout(
                     f"no result for request {rid} of service {entry.service!r} by its deadline "
-                    f"plus {self.result_grace_ms} ms grace; the request is still archived "
-                    f"downstream; check that the stream jobs run (`rendezvous status`)"
+                    f"plus {self.result_grace_ms} ms grace; Kafka took the request, so it is "
+                    f"still decided and archived downstream; check that the stream jobs run "
+                    f"(`rendezvous status`)"
                 )
             del self.accepted[rid]
         raise UnknownRequest(

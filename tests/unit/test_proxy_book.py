@@ -179,6 +179,21 @@ def test_an_accepted_request_is_pending_then_late_then_forgotten() -> None:
     assert b.accepted == {}
 
 
+def test_a_late_request_kafka_never_acknowledged_is_not_called_archived() -> None:
+    clock = Clock()
+    b = book(clock)
+    for rid in ("taken", "lost"):
+        b.produced(rid, BODY)
+        b.accept(rid, "credit", T0 + 100)
+    b.delivered(["taken"])
+    clock.now = T0 + 101
+    with pytest.raises(errors.AnswerTimeout, match="Kafka took the request, so it is still"):
+        b.status("taken")
+    with pytest.raises(errors.KafkaUnavailable, match="Kafka has not acknowledged it") as lost:
+        b.status("lost")
+    assert "archived downstream" not in lost.value.message
+
+
 def test_a_delivery_failure_is_the_status_of_an_accepted_request() -> None:
     b = book(Clock())
     b.accept("a1", "credit", T0 + 100)
