@@ -16,8 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -28,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rendezvous import serde
+from rendezvous.clock import Clock, now_ms
 from rendezvous.config import Config, ServiceSpec
 from rendezvous.proxy.admission import Admission
 from rendezvous.proxy.apidoc import OPENAPI_URL, docs_routes, openapi
@@ -54,12 +54,7 @@ from rendezvous.proxy.validation import Validator
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], int]
 UNKNOWN_SERVICE_LABEL = "_unknown"
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class _Failed:
@@ -368,7 +363,7 @@ def create_app(
         settings,
         config,
         KafkaTransport(settings) if transport is None else transport,
-        wall_clock_ms if clock is None else clock,
+        now_ms if clock is None else clock,
     )
 
     @contextlib.asynccontextmanager
