@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +92,3 @@ def environment(
     for key, value in (restarts or {}).items():
         conf.set_string(key, value)
     return StreamExecutionEnvironment.get_execution_environment(conf)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000

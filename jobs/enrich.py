@@ -13,6 +13,7 @@ from pyflink.datastream.functions import CoProcessFunction, RuntimeContext
 from jobs import common
 from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks
 from rendezvous import records, serde, topics
+from rendezvous.clock import now_ms
 from rendezvous.enrich import Enricher, to_model_input
 from rendezvous.policy import NO_POLICY, PolicyBook
 
@@ -39,7 +40,7 @@ class EnrichFunction(CoProcessFunction):
         except serde.SerdeError as exc:
             yield DEAD_LETTERS, _dead_letter(value, str(exc))
             return
-        now = common.now_ms()
+        now = now_ms()
         records = []
         for request in requests:
             service = request["service"]
@@ -63,7 +64,7 @@ class EnrichFunction(CoProcessFunction):
 def _dead_letter(value: bytes, error: str) -> bytes:
     return serde.encode(
         serde.Kind.DEAD_LETTER,
-        records.dead_letter(stage="enrich", error=error, record=value, at_ms=common.now_ms()),
+        records.dead_letter(stage="enrich", error=error, record=value, at_ms=now_ms()),
     )
 
 

@@ -19,9 +19,9 @@ from pyflink.datastream import MapFunction, RuntimeContext, StreamExecutionEnvir
 from pyflink.datastream.execution_mode import RuntimeExecutionMode
 from pyflink.table import StreamTableEnvironment, Table, TableResult
 
-from jobs.common import now_ms
 from rendezvous import models, scoring, serde
 from rendezvous.archive import layout, tables
+from rendezvous.clock import now_ms
 from rendezvous.config import ModelSpec
 
 

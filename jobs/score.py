@@ -12,6 +12,7 @@ from pyflink.datastream.functions import FlatMapFunction, RuntimeContext
 from jobs import common
 from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks, without_heartbeats
 from rendezvous import restarts, serde, topics
+from rendezvous.clock import now_ms
 from rendezvous.scoring import score_records
 
 _INPUTS = (serde.Kind.MODEL_INPUT, serde.Kind.MODEL_INPUT_BATCH)
@@ -40,7 +41,7 @@ class ScoreFunction(FlatMapFunction):
         except serde.SerdeError:
             return  # the enrich job already dead-lettered what it could not encode
         self.scorer.refresh()  # follows an alias moved in the registry (cheap; see models.py)
-        scores = score_records(self.scorer, self.settings.service, records, common.now_ms)
+        scores = score_records(self.scorer, self.settings.service, records, now_ms)
         if scores:
             yield serde.encode_batch(serde.Kind.SCORE, batch_id, scores)
 

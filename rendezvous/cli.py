@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from rendezvous.clock import now_ms
 from rendezvous.errors import JobFailed, NotEnoughSlots, RendezvousError
 from rendezvous.settings import StackSettings
 
@@ -152,7 +153,6 @@ def _rules(policy: Policy) -> str:
 
 
 def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
-    import time
 
     from rendezvous import config, control
     from rendezvous.errors import PolicyError
@@ -166,7 +166,7 @@ def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
         )
     cfg = config.load(_config_path(args, settings))
     log = control.KafkaControl(settings.kafka)
-    issued = {"issued_by": _issuer(), "issued_ms": time.time_ns() // 1_000_000}
+    issued = {"issued_by": _issuer(), "issued_ms": now_ms()}
     try:
         if args.undo:
             earlier, policy = control.undo(log, cfg, args.service, **issued)

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rendezvous import serde, topics
+from rendezvous.clock import now_ms
 from rendezvous.kafka import KafkaConnection
 
 
@@ -92,7 +93,7 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            at_ms = int(time.time() * 1000)
+            at_ms = now_ms()
             self.sent += produce_ticks(self._producer, self._partitions, at_ms)
             self._producer.poll(0)
             fast = self.always_busy or time.monotonic() < self._busy_until

@@ -23,6 +23,10 @@ against the same bins); the outer bins are open-ended, a bin holds ``edge[i-1] <
 edge[i]``, and equal deciles merge (discrete outputs give fewer bins). A bin that one side
 leaves empty counts as a share of 0.0001 so that the logarithm stays finite.
 ``PSI = sum((canary_share - champion_share) * ln(canary_share / champion_share))``.
+
+One module past 400 lines, on purpose: the model table, the drift and the replay comparison
+share the conventions above and the helpers that implement them (first scores, reading
+outputs, agreement, delta statistics); apart, each would import the others' internals.
 """
 
 from __future__ import annotations
@@ -189,7 +193,11 @@ def _agreement(pairs: pd.DataFrame) -> tuple[int, float]:
     return len(both), float(np.mean(same))
 
 
+DELTA_COLUMNS = ["deltas", "delta_mean", "delta_p05", "delta_p50", "delta_p95"]
+
+
 def _delta_stats(deltas: pd.Series) -> dict[str, float]:
+    """Count, mean and p05/p50/p95 of the deltas: the values of :data:`DELTA_COLUMNS`."""
     clean = deltas.dropna()
     p05, p50, p95 = _quantiles(clean, (5, 50, 95))
     mean = float(clean.mean()) if len(clean) else math.nan
@@ -254,11 +262,7 @@ MODEL_COLUMNS = [
     "latency_p99",
     "compared",
     "agreement",
-    "deltas",
-    "delta_mean",
-    "delta_p05",
-    "delta_p50",
-    "delta_p95",
+    *DELTA_COLUMNS,
     "answered",
     "win_rate",
 ]
@@ -468,11 +472,7 @@ REPLAY_COLUMNS = [
     "status_changed",
     "compared",
     "agreement",
-    "deltas",
-    "delta_mean",
-    "delta_p05",
-    "delta_p50",
-    "delta_p95",
+    *DELTA_COLUMNS,
 ]
 
 
@@ -508,10 +508,9 @@ def compare_replay(
         mine = merged[merged["model"] == model]
         both = mine[mine["_merge"] == "both"]
         ok = both[(both["status_live"] == "ok") & (both["status_replay"] == "ok")]
-        labelled = ok[ok["label_live"].notna() & ok["label_replay"].notna()]
-        same = [
-            a == b for a, b in zip(labelled["label_replay"], labelled["label_live"], strict=True)
-        ]
+        compared, agreement = _agreement(
+            ok.rename(columns={"label_replay": "label", "label_live": "champion_label"})
+        )
         rows.append(
             {
                 "model": model,
@@ -521,8 +520,8 @@ def compare_replay(
                 "missing_in_replay": int((mine["_merge"] == "left_only").sum()),
                 "missing_in_live": int((mine["_merge"] == "right_only").sum()),
                 "status_changed": int((both["status_live"] != both["status_replay"]).sum()),
-                "compared": len(labelled),
-                "agreement": float(np.mean(same)) if same else math.nan,
+                "compared": compared,
+                "agreement": agreement,
                 **_delta_stats(ok["value_replay"] - ok["value_live"]),
             }
         )

@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from rendezvous import serde, topics
+from rendezvous.clock import Clock
 from rendezvous.proxy.transport import Transport
 
-Clock = Callable[[], int]
 FailureHandler = Callable[[str, str], None]  # (request id, why)
 
 

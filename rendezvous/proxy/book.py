@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from cachetools import LRUCache
 
+from rendezvous.clock import Clock
 from rendezvous.proxy.errors import (
     AnswerTimeout,
     DuplicateRequest,
@@ -35,7 +36,6 @@ from rendezvous.proxy.errors import (
     UnknownRequest,
 )
 
-Clock = Callable[[], int]
 Result = dict[str, Any]
 Waiter = TypeVar("Waiter")
 

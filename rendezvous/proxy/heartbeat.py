@@ -12,11 +12,10 @@ import contextlib
 from collections.abc import Callable
 
 from rendezvous import topics
+from rendezvous.clock import Clock
 from rendezvous.proxy.errors import KafkaUnavailable
 from rendezvous.proxy.metrics import Metrics
 from rendezvous.proxy.transport import Transport
-
-Clock = Callable[[], int]
 
 
 class Heartbeat:

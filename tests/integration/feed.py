@@ -10,11 +10,8 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from rendezvous import serde, topics
+from rendezvous.clock import now_ms
 from tests.conftest import wait_until
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def write_service(

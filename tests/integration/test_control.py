@@ -6,13 +6,13 @@ Each test has a control topic of its own (or, through the CLI, a service name of
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 import yaml
 
 from rendezvous import cli, config, control, serde
+from rendezvous.clock import now_ms
 from rendezvous.policy import Policy
 
 pytestmark = pytest.mark.kafka
@@ -29,10 +29,6 @@ services:
     input:
       x: double
 """
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def service_config(name: str) -> config.Config:

@@ -13,16 +13,13 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from rendezvous import deploy, serde, topics
+from rendezvous.clock import now_ms
 from rendezvous.heartbeat import Heartbeat
 from rendezvous.kafka import KafkaConnection
 
 pytestmark = [pytest.mark.flink, pytest.mark.kafka]
 
 SLA_MS, GRACE_MS = 300, 500
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @pytest.fixture(scope="module")
