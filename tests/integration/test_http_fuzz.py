@@ -11,20 +11,16 @@ surface, not the pipeline.
 from __future__ import annotations
 
 import socket
-import threading
-import time
 
 import pytest
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.generation import GenerationMode
 
-from rendezvous import config, serde
-from rendezvous.proxy.app import create_app
+from rendezvous import config
 from rendezvous.proxy.settings import ProxySettings
-from rendezvous.proxy.transport import InMemoryTransport, Record
+from tests.served_proxy import free_port, served
 
 CONFIG = config.parse(
     {
@@ -48,40 +44,11 @@ CONFIG = config.parse(
 )
 
 
-def _answer_every_request(t: InMemoryTransport, record: Record) -> None:
-    """The pipeline, as far as HTTP can tell: every request is answered at once."""
-    kind, _, items = serde.decode_items(record.value)
-    if kind is serde.Kind.REQUEST:
-        for request in items:
-            t.inject_result(t.result_for(request, output=1))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def proxy_url():
-    port = _free_port()
-    app = create_app(
-        ProxySettings(replica_id="fuzz", port=port, tick_interval_ms=0),
-        CONFIG,
-        InMemoryTransport(on_produce=_answer_every_request),
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, http="httptools", log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the proxy did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    settings = ProxySettings(replica_id="fuzz", port=free_port(), tick_interval_ms=0)
+    with served(settings, CONFIG, host=settings.host, port=settings.port, http="httptools"):
+        yield f"http://{settings.host}:{settings.port}"
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ the body timeout and the connection is then closed.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -16,11 +15,10 @@ import orjson
 import pytest
 import uvicorn
 
-from rendezvous import config, serde
-from rendezvous.proxy.app import create_app
+from rendezvous import config
 from rendezvous.proxy.server import KEEP_ALIVE_S, server_options
 from rendezvous.proxy.settings import ProxySettings
-from rendezvous.proxy.transport import InMemoryTransport, Record
+from tests.served_proxy import free_port, served
 
 pytestmark = pytest.mark.unit
 
@@ -41,42 +39,16 @@ BODY_TIMEOUT_MS = 300
 MARGIN_S = 3.0
 
 
-def _answer_every_request(t: InMemoryTransport, record: Record) -> None:
-    kind, _, items = serde.decode_items(record.value)
-    if kind is serde.Kind.REQUEST:
-        for request in items:
-            t.inject_result(t.result_for(request, output=1))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def address() -> Iterator[tuple[str, int]]:
     """A proxy replica served by uvicorn in a thread, on a free port; stopped afterwards."""
     settings = ProxySettings(
-        replica_id="tcp", port=_free_port(), tick_interval_ms=0, body_timeout_ms=BODY_TIMEOUT_MS
+        replica_id="tcp", port=free_port(), tick_interval_ms=0, body_timeout_ms=BODY_TIMEOUT_MS
     )
-    app = create_app(settings, CONFIG, InMemoryTransport(on_produce=_answer_every_request))
-    server = uvicorn.Server(
-        uvicorn.Config(app, **{**server_options(settings), "log_level": "warning"})
-    )
-    thread = threading.Thread(target=server.run, name="proxy-under-test", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped before it started; see the log above"
-        assert time.monotonic() < deadline, "uvicorn did not start within 20 s"
-        time.sleep(0.02)
-    try:
+    uvicorn_options = {**server_options(settings)}
+    uvicorn_options.pop("log_level", None)
+    with served(settings, CONFIG, **uvicorn_options):
         yield settings.host, settings.port
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        assert not thread.is_alive(), "uvicorn did not stop within 10 s"
 
 
 def _read_until_closed(conn: socket.socket, timeout_s: float) -> tuple[bytes, float]:

@@ -1,0 +1,52 @@
+"""A proxy replica on a real uvicorn server in a thread, answered by the in-memory transport:
+the whole HTTP surface over TCP, without Kafka."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+
+from rendezvous import serde
+from rendezvous.proxy.app import create_app
+from rendezvous.proxy.settings import ProxySettings
+from rendezvous.proxy.transport import InMemoryTransport, Record
+
+
+def answer_every_request(t: InMemoryTransport, record: Record) -> None:
+    """The pipeline, as far as HTTP can tell: every request is answered at once."""
+    kind, _, items = serde.decode_items(record.value)
+    if kind is serde.Kind.REQUEST:
+        for request in items:
+            t.inject_result(t.result_for(request, output=1))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served(settings: ProxySettings, config, **uvicorn_options: Any) -> Iterator[ProxySettings]:
+    """Serve one replica of ``config`` on ``settings.host:settings.port`` until the block ends."""
+    app = create_app(settings, config, InMemoryTransport(on_produce=answer_every_request))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **uvicorn_options))
+    thread = threading.Thread(target=server.run, name="proxy-under-test", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped before it started; see the log above"
+        assert time.monotonic() < deadline, "uvicorn did not start within 20 s"
+        time.sleep(0.02)
+    try:
+        yield settings
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        assert not thread.is_alive(), "uvicorn did not stop within 10 s"
