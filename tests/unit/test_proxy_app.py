@@ -381,10 +381,12 @@ def test_async_request_without_result_turns_504_after_deadline() -> None:
     clock = FakeClock()
 
     async def go() -> None:
-        async with proxy(clock=clock, result_grace_ms=50) as (client, _, _p):
+        async with proxy(clock=clock, result_grace_ms=50) as (client, _, p):
             r = await client.post("/v1/services/credit/requests", json={"amount": 3})
             url = r.json()["status_url"]
-            await asyncio.sleep(0.01)  # the batch leaves and Kafka acknowledges it
+            for _ in range(10):  # the batch leaves, then Kafka acknowledges it: a loop turn each
+                await asyncio.sleep(0)
+            assert p.unconfirmed == set()
             clock.now += 150
             assert (await client.get(url)).status_code == 202
             clock.now += 1
