@@ -17,7 +17,7 @@ from rendezvous.kafka import KafkaConnection
 @dataclass(frozen=True)
 class JobSettings:
     kafka: KafkaConnection
-    config_path: Path
+    config_path: Path | None
     service: str | None
     model: str | None
     tracking_uri: str | None
@@ -26,6 +26,8 @@ class JobSettings:
     checkpoint_interval: str | None = None  # e.g. "30 s"; None: the cluster's
 
     def config(self) -> config.Config:
+        if self.config_path is None:
+            raise config.ConfigError("this job was submitted without --config")
         return config.load(self.config_path)
 
 
@@ -35,7 +37,7 @@ def parse_args(
     parser = argparse.ArgumentParser()
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--kafka-properties", type=Path, help="Kafka client properties file")
-    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--config", type=Path, help="the configuration (scoring jobs)")
     parser.add_argument("--service", required=needs_service)
     parser.add_argument("--model", required=needs_model)
     parser.add_argument("--tracking-uri")
@@ -47,7 +49,7 @@ def parse_args(
     args = parser.parse_args(argv)
     return JobSettings(
         kafka=KafkaConnection.from_file(args.bootstrap, args.kafka_properties),
-        config_path=args.config.resolve(),
+        config_path=args.config.resolve() if args.config else None,
         service=args.service,
         model=args.model,
         tracking_uri=args.tracking_uri,

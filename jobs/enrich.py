@@ -1,11 +1,16 @@
 """Enrich job: requests (+ control) -> model-input (+ dead letters).
 
-Control records reach every parallel instance (broadcast partitioning); each instance stamps
-the service's current policy onto the model-input record, so a policy change applies to every
-request accepted after it, and the rendezvous decision depends only on recorded inputs.
+Every service it enriches is defined on the control topic (see :mod:`rendezvous.catalog`): one
+enrich job serves the services of any number of configuration files, and submitting, changing
+or removing one needs no restart. Control records reach every parallel instance (broadcast
+partitioning); each instance stamps the service's current policy onto the model-input record,
+so a policy change applies to every request accepted after it, and the rendezvous decision
+depends only on recorded inputs.
 """
 
 from __future__ import annotations
+
+import logging
 
 from pyflink.datastream import OutputTag
 from pyflink.datastream.functions import CoProcessFunction, RuntimeContext
@@ -14,21 +19,39 @@ from jobs import common
 from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks
 from rendezvous import records, serde, topics
 from rendezvous.clock import now_ms
-from rendezvous.enrich import Enricher, to_model_input
-from rendezvous.policy import NO_POLICY, PolicyBook
+from rendezvous.control import KafkaControl
+from rendezvous.enrich import EnrichError, ServiceBook, to_model_input
+from rendezvous.policy import NO_POLICY
+
+logger = logging.getLogger(__name__)
 
 DEAD_LETTERS = OutputTag("dead-letters", BYTES)
 
 
 class EnrichFunction(CoProcessFunction):
-    def __init__(self, settings: common.JobSettings) -> None:
+    def __init__(self, settings: common.JobSettings, control_log=None) -> None:
         self.settings = settings
+        self.control_log = control_log  # None: the control topic of the job's Kafka
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        cfg = self.settings.config()
-        base = self.settings.config_path.parent
-        self.enrichers = {name: Enricher(spec, base) for name, spec in cfg.services.items()}
-        self.policies = PolicyBook(cfg)
+        # The whole control log first, so that a request never races its service's
+        # definition and a job restored from a checkpoint (whose control source resumes at
+        # the checkpoint's offset) holds every definition and policy that was in force; the
+        # control source then brings what comes after, and what it reads again changes
+        # nothing (records apply by version).
+        self.services = ServiceBook()
+        log = self.control_log or KafkaControl(self.settings.kafka)
+        for kind, record in log.entries():
+            self._apply(kind, record)
+
+    def _apply(self, kind, record) -> None:
+        try:
+            done = self.services.apply(kind, record)
+        except EnrichError as exc:
+            logger.error("%s", exc)
+            return
+        if done:
+            logger.info("control: %s", done)
 
     def process_element1(self, value: bytes, ctx):
         try:
@@ -42,10 +65,11 @@ class EnrichFunction(CoProcessFunction):
             return
         now = now_ms()
         records = []
+        services = self.services
         for request in requests:
             service = request["service"]
-            policy = self.policies.get(service) or NO_POLICY
-            record, dead = to_model_input(request, policy, self.enrichers.get(service), now)
+            policy = services.policy(service) or NO_POLICY
+            record, dead = to_model_input(request, policy, services.enricher(service), now)
             records.append(record)
             if dead is not None:
                 yield DEAD_LETTERS, serde.encode(serde.Kind.DEAD_LETTER, dead)
@@ -57,8 +81,7 @@ class EnrichFunction(CoProcessFunction):
         except serde.SerdeError as exc:
             yield DEAD_LETTERS, _dead_letter(value, str(exc))
             return
-        if kind == serde.Kind.CONTROL:
-            self.policies.apply(record)
+        self._apply(kind, record)
 
 
 def _dead_letter(value: bytes, error: str) -> bytes:

@@ -70,11 +70,28 @@ def cmd_status(args: argparse.Namespace, settings: StackSettings) -> int:
                     print(f"      cause: {failure.line}")
     kafka_up = next(r.up for r in rows if r.name == "kafka")
     if kafka_up:
+        _print_services(stack, settings, stack.flink.jobs() if flink_up else [])
         topics = stack.kafka.list_topics()
         print(f"\nTopics ({len(topics)}):")
         for name, parts in topics.items():
             print(f"  {name:<28} {parts} partition{'s' if parts != 1 else ''}")
     return 0 if all(r.up for r in rows) else 3
+
+
+def _print_services(stack, settings: StackSettings, jobs: list[dict]) -> None:
+    """Each service defined on the cluster: where it comes from, its jobs, whether it answers."""
+    from rendezvous import control, deploy
+
+    defined = control.defined_services(control.KafkaControl(settings.kafka))
+    print(f"\nServices ({len(defined)}):")
+    if not defined:
+        print("  none defined: `rendezvous submit --config FILE` defines a file's services")
+        return
+    working = deploy.working_jobs(jobs)
+    for definition, policy in defined:
+        status = deploy.service_status(definition.spec(), policy.preference, working)
+        print(f"  {definition.service:<24} {status.state:<9} {status.detail}")
+        print(f"  {'':<24} from {definition.source} (definition v{definition.version})")
 
 
 def _failing(job: dict) -> bool:
@@ -114,10 +131,30 @@ def cmd_submit(args: argparse.Namespace, settings: StackSettings) -> int:
             f"no Flink cluster answers at {settings.flink_url}; run `rendezvous up` first"
         )
     try:
-        deploy.submit(stack, _config_path(args, settings), only=args.only, prune=args.prune)
+        deploy.submit(
+            stack,
+            _config_path(args, settings),
+            only=args.only,
+            prune=args.prune,
+            issued_by=_issuer(),
+        )
     except (NotEnoughSlots, JobFailed) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace, settings: StackSettings) -> int:
+    from rendezvous import deploy
+
+    stack = _stack(settings)
+    if not stack.flink.ready():
+        from rendezvous.errors import StackError
+
+        raise StackError(
+            f"no Flink cluster answers at {settings.flink_url}; run `rendezvous up` first"
+        )
+    deploy.remove(stack, args.service, issued_by=_issuer())
     return 0
 
 
@@ -265,14 +302,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser(
-        "submit", help="submit the enrich, scoring and rendezvous jobs of a configuration"
+        "submit",
+        help="define a configuration's services on the cluster and submit their jobs",
+        description="Publish the file's services on the control topic (beside those of "
+        "other files, which stay as they are), then submit what is missing: the shared "
+        "enrich, rendezvous and archive jobs, and one scoring job per model.",
     )
     p.add_argument("--config", help="service configuration (YAML or JSON)")
     p.add_argument("--only", nargs="*", help="submit only jobs whose name contains one of these")
     p.add_argument(
-        "--prune", action="store_true", help="cancel scoring jobs of models no longer configured"
+        "--prune",
+        action="store_true",
+        help="remove the file's services and cancel the scoring jobs of its models that it "
+        "no longer lists",
     )
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser(
+        "remove",
+        help="take a service off the cluster (its definition and scoring jobs), nothing else",
+    )
+    p.add_argument("service")
+    p.set_defaults(func=cmd_remove)
 
     p = sub.add_parser("ddl", help="print the archive tables as Flink SQL (filesystem, Parquet)")
     p.add_argument("--archive", help="archive root (default: the stack's archive folder)")

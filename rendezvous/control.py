@@ -1,9 +1,11 @@
 """The control topic: reading each service's policy history and publishing a new version.
 
-``rdv.control`` has one partition, so its order is global; the enrich job reads it from the
-start and applies every record whose version is higher than the one in force (see
-:mod:`rendezvous.policy`). What this module reads is the same sequence. A policy change is
-read-then-write: the version it publishes is one more than the current version read.
+``rdv.control`` has one partition, so its order is global. It holds two kinds of record: each
+service's definition (:mod:`rendezvous.catalog`) and its policy changes
+(:mod:`rendezvous.policy`). The enrich job reads all of it when it opens and follows it after,
+applying every record whose version is higher than the one in force; what this module reads
+is the same sequence. A change is read-then-write: the version it publishes is one more than
+the current version read.
 
 :class:`KafkaControl` reads and writes the topic on a broker; :class:`MemoryControl` is the
 same log in a list, for tests and for callers that already hold the records.
@@ -12,42 +14,71 @@ same log in a list, for tests and for callers that already hold the records.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rendezvous import catalog as catalog_mod
 from rendezvous import policy as policy_mod
 from rendezvous import serde, topics
+from rendezvous.catalog import Catalog, Definition
 from rendezvous.errors import RendezvousError
 from rendezvous.kafka import KafkaConnection
 from rendezvous.policy import Change, History, Policy
 
 if TYPE_CHECKING:
-    from rendezvous.config import Config
+    from rendezvous.config import Config, ServiceSpec
 
 
 class ControlLog(Protocol):
+    def entries(self) -> list[tuple[serde.Kind, dict[str, Any]]]:
+        """Every record on the log, oldest first: policy changes (``CONTROL``) and service
+        definitions (``SERVICE``)."""
+        ...
+
+    def append(self, kind: serde.Kind, record: dict[str, Any]) -> None:
+        """Append a record; it is on the log when this returns."""
+        ...
+
     def read(self) -> list[dict[str, Any]]:
-        """Every control record on the log, oldest first."""
+        """Every policy change on the log, oldest first."""
         ...
 
     def publish(self, record: dict[str, Any]) -> None:
-        """Append a control record; it is on the log when this returns."""
+        """Append a policy change."""
         ...
 
 
-class MemoryControl:
-    """A control log in a list."""
-
-    def __init__(self, records: list[dict[str, Any]] | None = None) -> None:
-        self.records = list(records or [])
+class _Log:
+    """The policy view over :meth:`entries` and :meth:`append`."""
 
     def read(self) -> list[dict[str, Any]]:
-        return list(self.records)
+        return [record for kind, record in self.entries() if kind == serde.Kind.CONTROL]
 
     def publish(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
+        self.append(serde.Kind.CONTROL, record)
+
+    def catalog(self) -> Catalog:
+        """The services defined now (see :mod:`rendezvous.catalog`)."""
+        return Catalog(record for kind, record in self.entries() if kind == serde.Kind.SERVICE)
 
 
-class KafkaControl:
+class MemoryControl(_Log):
+    """A control log in a list (policy changes, unless given as ``(kind, record)`` pairs)."""
+
+    def __init__(self, records: list[Any] | None = None) -> None:
+        self.log: list[tuple[serde.Kind, dict[str, Any]]] = [
+            r if isinstance(r, tuple) else (serde.Kind.CONTROL, r) for r in records or []
+        ]
+
+    def entries(self) -> list[tuple[serde.Kind, dict[str, Any]]]:
+        return list(self.log)
+
+    def append(self, kind: serde.Kind, record: dict[str, Any]) -> None:
+        self.log.append((kind, record))
+
+
+class KafkaControl(_Log):
     """The control topic on a Kafka broker."""
 
     def __init__(
@@ -58,13 +89,13 @@ class KafkaControl:
         self.topic = topic
         self.timeout_s = timeout_s
 
-    def read(self) -> list[dict[str, Any]]:
+    def entries(self) -> list[tuple[serde.Kind, dict[str, Any]]]:
         from confluent_kafka import Consumer, KafkaException, TopicPartition
 
         consumer = Consumer(
             self.kafka.client_config({"group.id": "rdv-cli", "enable.auto.commit": False})
         )
-        records: list[dict[str, Any]] = []
+        records: list[tuple[serde.Kind, dict[str, Any]]] = []
         try:
             try:
                 low, high = consumer.get_watermark_offsets(
@@ -83,8 +114,8 @@ class KafkaControl:
                 if time.monotonic() > deadline:
                     raise RendezvousError(
                         f"read {seen - low} of the {high - low} records of {self.topic} at "
-                        f"{self.bootstrap} in {self.timeout_s:.0f}s; the policy history needs "
-                        "all of them: is Kafka up (`rendezvous status`)?"
+                        f"{self.bootstrap} in {self.timeout_s:.0f}s; the services and their "
+                        "policies need all of them: is Kafka up (`rendezvous status`)?"
                     )
                 msg = consumer.poll(0.5)
                 if msg is None or msg.error():
@@ -93,22 +124,23 @@ class KafkaControl:
                 try:
                     kind, record = serde.decode(msg.value())
                 except serde.SerdeError:
-                    continue  # the enrich job dead-letters it and applies no policy from it
-                if kind == serde.Kind.CONTROL:
-                    records.append(record)
+                    continue  # the enrich job dead-letters it and applies nothing from it
+                if kind in (serde.Kind.CONTROL, serde.Kind.SERVICE):
+                    records.append((kind, record))
         finally:
             consumer.close()
         return records
 
-    def publish(self, record: dict[str, Any]) -> None:
+    def append(self, kind: serde.Kind, record: dict[str, Any]) -> None:
         from confluent_kafka import Producer
 
         producer = Producer(self.kafka.client_config({"linger.ms": 0}))
-        value = serde.encode(serde.Kind.CONTROL, record)
+        value = serde.encode(kind, record)
         producer.produce(self.topic, value=value, key=record["service"].encode())
         if producer.flush(10) != 0:
+            what = "policy change" if kind == serde.Kind.CONTROL else "service definition"
             raise RendezvousError(
-                f"could not write the policy change to {self.topic} at {self.bootstrap}; is Kafka up (`rendezvous status`)?"
+                f"could not write the {what} to {self.topic} at {self.bootstrap}; is Kafka up (`rendezvous status`)?"
             )
 
 
@@ -179,3 +211,108 @@ def restore(
     if new != past.current.policy:
         publish(log, service, new, issued_by=issued_by, issued_ms=issued_ms)
     return new
+
+
+# ---- service definitions -----------------------------------------------------------------
+
+
+def _rules(policy: Policy) -> tuple[Any, ...]:
+    return (policy.preference, policy.sla_ms, policy.grace_ms)
+
+
+def define(
+    log: ControlLog,
+    defined: dict[str, Definition],
+    *,
+    source: str,
+    prune: bool = False,
+    issued_by: str,
+    issued_ms: int,
+) -> tuple[catalog_mod.Plan, Callable[[], list[Change]]]:
+    """What submitting a file's services (:func:`rendezvous.catalog.from_file`) changes, and
+    the function that publishes it.
+
+    Nothing is written until the returned function is called (the caller checks the cluster
+    first); it appends the definitions, then, for each service whose definition brings other
+    rules (preference, SLA, grace) than the ones it had, a policy change that puts them in
+    force, and returns those changes. A service's promotions stay in force when its
+    definition changes anything else.
+    """
+    entries = log.entries()
+    held = Catalog(record for kind, record in entries if kind == serde.Kind.SERVICE)
+    plan = catalog_mod.plan(
+        held, source, defined, prune=prune, issued_ms=issued_ms, issued_by=issued_by
+    )
+    controls = [record for kind, record in entries if kind == serde.Kind.CONTROL]
+    last_defined: dict[str, Definition] = {}
+    for kind, record in entries:
+        if kind == serde.Kind.SERVICE and record.get("definition") is not None:
+            last_defined[record["service"]] = Definition.from_record(record)
+
+    def apply() -> list[Change]:
+        changes = []
+        for definition in plan.publish:
+            log.append(serde.Kind.SERVICE, definition.to_record())
+        for definition in plan.publish:
+            if definition.removed:
+                continue
+            spec = definition.spec()
+            before = held.latest.get(spec.name)
+            wanted = policy_mod.initial(spec)
+            unchanged = (
+                before is not None
+                and not before.removed
+                and _rules(policy_mod.initial(before.spec())) == _rules(wanted)
+            )
+            if unchanged:
+                continue  # the file's rules did not change: a promotion stays in force
+            # The policy in force as the jobs hold it: version 0 of the last definition the
+            # service had (this one, if it had none), then the control records.
+            base = last_defined.get(spec.name)
+            v0 = base.spec() if base is not None else spec
+            current = policy_mod.histories(_one(v0), controls)[spec.name].current.policy
+            if _rules(current) == _rules(wanted):
+                continue
+            new = replace(wanted, version=current.version + 1)
+            changes.append(
+                publish(
+                    log, spec.name, new, issued_by=f"{issued_by} ({source})", issued_ms=issued_ms
+                )
+            )
+        return changes
+
+    return plan, apply
+
+
+def remove(log: ControlLog, service: str, *, issued_by: str, issued_ms: int) -> Definition:
+    """Remove a service from the cluster's catalog; returns its last definition."""
+    held = log.catalog().get(service)
+    if held is None:
+        known = ", ".join(log.catalog().services) or "none"
+        raise RendezvousError(
+            f"service {service!r} is not defined on this cluster; defined services: {known}"
+        )
+    log.append(
+        serde.Kind.SERVICE,
+        catalog_mod.removal(held, issued_ms=issued_ms, issued_by=issued_by).to_record(),
+    )
+    return held
+
+
+def _one(spec: ServiceSpec) -> Config:
+    from rendezvous.config import Config
+
+    return Config(services={spec.name: spec})
+
+
+def defined_services(log: ControlLog) -> list[tuple[Definition, Policy]]:
+    """Every service defined on the cluster now, with the policy in force, by name."""
+    entries = log.entries()
+    held = Catalog(record for kind, record in entries if kind == serde.Kind.SERVICE)
+    controls = [record for kind, record in entries if kind == serde.Kind.CONTROL]
+    out = []
+    for name, definition in held.services.items():
+        spec = definition.spec()
+        current = policy_mod.histories(_one(spec), controls)[name].current.policy
+        out.append((definition, current))
+    return out

@@ -7,15 +7,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rendezvous import config as config_mod
 from rendezvous import failures, slots
+from rendezvous.clock import now_ms
 from rendezvous.errors import JobFailed, NotEnoughSlots
 from rendezvous.kafka import KafkaConnection
 from rendezvous.settings import REPO_ROOT, StackSettings
 
+if TYPE_CHECKING:
+    from rendezvous.control import ControlLog
+
 JOBS_DIR = REPO_ROOT / "jobs"
+ENRICH_JOB = "rendezvous-enrich"
 JOIN_JOB = "rendezvous-join"
+ARCHIVE_JOB = "rendezvous-archive"
 SCORE_JOB_PREFIX = "rendezvous-score "
 
 
@@ -27,14 +34,13 @@ class JobPlan:
 
 
 def plan(settings: StackSettings, config_path: Path, *, start: str = "committed") -> list[JobPlan]:
-    """The jobs a configuration needs: enrich, the rendezvous join, the archive, one scorer per
-    model."""
+    """The jobs a configuration needs: the shared enrich, rendezvous and archive jobs (one
+    each per cluster, whatever the number of files: they take every service from the control
+    topic), and one scorer per model of the file's services."""
     cfg = config_mod.load(config_path)
-    common = (
+    shared = (
         "--bootstrap",
         settings.kafka_bootstrap,
-        "--config",
-        str(Path(config_path).resolve()),
         "--tracking-uri",
         settings.mlflow_url,
         "--start",
@@ -43,11 +49,12 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
         f"{settings.serving_checkpoint_s} s",
         *_kafka_properties(settings.kafka),
     )
+    scoring = (*shared, "--config", str(Path(config_path).resolve()))
     jobs = [
-        JobPlan("rendezvous-enrich", JOBS_DIR / "enrich.py", common),
-        JobPlan(JOIN_JOB, JOBS_DIR / "join.py", common),
+        JobPlan(ENRICH_JOB, JOBS_DIR / "enrich.py", shared),
+        JobPlan(JOIN_JOB, JOBS_DIR / "join.py", shared),
         JobPlan(
-            "rendezvous-archive",
+            ARCHIVE_JOB,
             JOBS_DIR / "archive.py",
             (
                 "--bootstrap",
@@ -66,12 +73,23 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
         for model in service.scoring_models:
             jobs.append(
                 JobPlan(
-                    f"{SCORE_JOB_PREFIX}{service.name}/{model.name}",
+                    score_job_name(service.name, model.name),
                     JOBS_DIR / "score.py",
-                    (*common, "--service", service.name, "--model", model.name),
+                    (*scoring, "--service", service.name, "--model", model.name),
                 )
             )
     return jobs
+
+
+def score_job_name(service: str, model: str) -> str:
+    return f"{SCORE_JOB_PREFIX}{service}/{model}"
+
+
+def service_of(job_name: str) -> str | None:
+    """The service a scoring job scores for; None for the shared jobs."""
+    if not job_name.startswith(SCORE_JOB_PREFIX):
+        return None
+    return job_name.removeprefix(SCORE_JOB_PREFIX).rpartition("/")[0]
 
 
 def _kafka_properties(kafka: KafkaConnection) -> tuple[str, ...]:
@@ -121,18 +139,37 @@ def submit(
     prune: bool = False,
     log=print,
     parallel: int = 3,
+    control_log: ControlLog | None = None,
+    issued_by: str = "",
 ) -> dict[str, str]:
-    """Submit every planned job that is not already running; returns name -> job id.
+    """Define the file's services on the cluster and submit every planned job that is not
+    already running; returns name -> job id.
 
-    With ``prune``, scoring jobs of models that the configuration no longer lists are
-    cancelled; the other jobs keep running either way. A scoring job added while the
-    rendezvous job runs starts at the live end of the model inputs (unless its consumer group
-    has offsets already): a new model scores traffic from now on, not the retained history.
+    The file's services are published on the control topic (:mod:`rendezvous.catalog`), where
+    the shared jobs take them from: services of other files are untouched, and a service
+    another file defines is refused (ConfigError) before anything changes. With ``prune``,
+    the file's services that it no longer lists are removed, and scoring jobs of the file's
+    models that it no longer lists are cancelled. A scoring job added while the rendezvous job
+    runs starts at the live end of the model inputs (unless its consumer group has offsets
+    already): a new model scores traffic from now on, not the retained history.
 
-    Nothing is submitted or cancelled when the new jobs do not fit in the cluster's free task
-    slots (:class:`NotEnoughSlots`); a job that fails to start is cancelled and named with
-    its cause (:class:`JobFailed`, see :func:`wait_running`).
+    Nothing is published, submitted or cancelled when the new jobs do not fit in the
+    cluster's free task slots (:class:`NotEnoughSlots`); a job that fails to start is cancelled
+    and named with its cause (:class:`JobFailed`, see :func:`wait_running`).
     """
+    from rendezvous import catalog, control
+
+    control_log = control_log or control.KafkaControl(stack.settings.kafka)
+    source = str(Path(config_path).resolve())
+    defined = catalog.from_file(source)
+    change, publish = control.define(
+        control_log,
+        defined,
+        source=source,
+        prune=prune,
+        issued_by=issued_by or "rendezvous submit",
+        issued_ms=now_ms(),
+    )
     running = running_jobs(stack)
     planned = plan(stack.settings, config_path)
     if JOIN_JOB in running:
@@ -140,10 +177,11 @@ def submit(
     stale = {}
     if prune:
         wanted = {job.name for job in planned}
+        mine = set(defined) | set(change.removed)
         stale = {
             name: jid
             for name, jid in sorted(running.items())
-            if name.startswith(SCORE_JOB_PREFIX) and name not in wanted
+            if service_of(name) in mine and name not in wanted
         }
     todo, kept = [], []
     for job in planned:
@@ -151,6 +189,12 @@ def submit(
             continue
         (kept if job.name in running else todo).append(job)
     check_slots(stack, len(todo), cancelling=set(stale), log=log)
+    publish()
+    for definition in change.publish:
+        what = "removed" if definition.removed else f"defined (v{definition.version})"
+        log(f"  service {definition.service:<32} {what}")
+    for name in change.unchanged:
+        log(f"  service {name:<32} unchanged")
     for name, jid in stale.items():
         stack.flink.cancel(jid)
         log(f"  {name:<40} cancelled: no longer in the configuration")
@@ -169,6 +213,78 @@ def submit(
     if todo:
         wait_running(stack, set(submitted.values()))
     return {**running, **submitted}
+
+
+def remove(
+    stack,
+    service: str,
+    *,
+    log=print,
+    control_log: ControlLog | None = None,
+    issued_by: str = "",
+) -> list[str]:
+    """Take a service off the cluster: its definition is removed (the enrich job answers its
+    requests with an error from then on) and its scoring jobs are cancelled; other services
+    are untouched. Returns the cancelled jobs' names."""
+    from rendezvous import control
+
+    control_log = control_log or control.KafkaControl(stack.settings.kafka)
+    held = control.remove(
+        control_log, service, issued_by=issued_by or "rendezvous remove", issued_ms=now_ms()
+    )
+    log(f"  service {service:<32} removed (was defined by {held.source})")
+    done = []
+    for name, jid in sorted(running_jobs(stack).items()):
+        if service_of(name) == service:
+            stack.flink.cancel(jid)
+            log(f"  {name:<40} cancelled ({jid})")
+            done.append(name)
+    return done
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """Whether a service answers, from the jobs that serve it."""
+
+    service: str
+    state: str  # "serving", "degraded" (it answers, some models do not score) or "down"
+    detail: str
+    jobs: tuple[str, ...]  # the jobs that serve it, shared ones first
+
+
+def service_status(spec, preference: tuple[str, ...], working: set[str]) -> ServiceStatus:
+    """``spec``'s status given its preference order in force and the names of the jobs whose
+    every task runs: it answers when the enrich and rendezvous jobs work and one model of its
+    preference order scores."""
+    models = [m.name for m in spec.scoring_models]
+    jobs = (ENRICH_JOB, JOIN_JOB, *(score_job_name(spec.name, m) for m in models))
+    shared_down = [name for name in (ENRICH_JOB, JOIN_JOB) if name not in working]
+    if shared_down:
+        detail = f"{' and '.join(shared_down)} not running: no answers"
+        return ServiceStatus(spec.name, "down", detail, jobs)
+    scoring = [m for m in models if score_job_name(spec.name, m) in working]
+    first = next((m for m in preference if m in scoring), None)
+    if first is None:
+        detail = "no model of its preference order is scoring: every request gets no_answer"
+        return ServiceStatus(spec.name, "down", detail, jobs)
+    detail = f"answers with {first}" + (" (its first choice)" if first == preference[0] else "")
+    idle = [m for m in models if m not in scoring]
+    if idle:
+        detail += f"; not scoring: {', '.join(idle)}"
+        return ServiceStatus(spec.name, "degraded", detail, jobs)
+    return ServiceStatus(
+        spec.name, "serving", f"{detail}; {len(models)}/{len(models)} models scoring", jobs
+    )
+
+
+def working_jobs(overview: list[dict]) -> set[str]:
+    """Names of the live jobs whose every task runs (from Flink's ``/jobs/overview``)."""
+    return {
+        job["name"]
+        for job in overview
+        if job["state"] == "RUNNING"
+        and job.get("tasks", {}).get("running", 0) == job.get("tasks", {}).get("total", -1)
+    }
 
 
 def check_slots(stack, jobs: int, *, cancelling: set[str] = frozenset(), log=print) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from rendezvous import records, serde
+from rendezvous.catalog import Catalog
 from rendezvous.config import ServiceSpec
-from rendezvous.policy import Policy
+from rendezvous.errors import ConfigError
+from rendezvous.policy import Policy, PolicyBook
 
 EXPIRED = "deadline_exceeded"
 
@@ -20,16 +23,32 @@ class EnrichError(Exception):
 
 
 class Enricher:
-    """Applies a service's steps in order. Lookup tables load in ``__init__``: build it in open()."""
+    """Applies a service's steps in order. Lookup tables are parsed in ``__init__``: build it in
+    open().
 
-    def __init__(self, spec: ServiceSpec, base_dir: Path) -> None:
+    ``tables`` holds each lookup table's CSV text by its path as written in the step (what a
+    service's definition carries, see :mod:`rendezvous.catalog`); a table missing there is read
+    from ``base_dir``.
+    """
+
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        base_dir: Path | None = None,
+        *,
+        tables: Mapping[str, str] | None = None,
+    ) -> None:
         self.spec = spec
         self.tables: dict[int, dict[str, dict[str, Any]]] = {}
         for i, step in enumerate(spec.enrich):
-            if step["op"] == "lookup":
-                self.tables[i] = _load_table(
-                    base_dir / step["table"], step.get("table_key", step["key"])
-                )
+            if step["op"] != "lookup":
+                continue
+            text = (tables or {}).get(step["table"])
+            if text is None:
+                if base_dir is None:
+                    raise EnrichError(f"enrich[{i}] (lookup): no table {step['table']!r}")
+                text = (base_dir / step["table"]).read_text()
+            self.tables[i] = _parse_table(text, step.get("table_key", step["key"]))
 
     def apply(self, features: dict[str, Any]) -> dict[str, Any]:
         out = dict(features)
@@ -68,6 +87,59 @@ class Enricher:
         return out
 
 
+class ServiceBook:
+    """What the enrich job knows of every service, from the control log in its order: the
+    definition in force (its enricher) and the policy in force.
+
+    Records apply when their version is higher than the one held, so reading the log again
+    from any offset changes nothing.
+    """
+
+    def __init__(self) -> None:
+        self.catalog = Catalog()
+        self.enrichers: dict[str, Enricher] = {}
+        self.policies = PolicyBook()
+
+    def apply(self, kind: serde.Kind, record: Mapping[str, Any]) -> str | None:
+        """Take a control record (a policy change or a service definition); returns what it
+        changed, for the job's log, or None. A definition that cannot be built raises
+        EnrichError naming the service, and the service keeps its previous definition."""
+        if kind == serde.Kind.CONTROL:
+            if self.policies.apply(record):
+                return f"{record['service']}: policy v{record['policy']['version']}"
+            return None
+        if kind != serde.Kind.SERVICE:
+            return None
+        held = self.catalog.latest.get(record["service"])
+        taken = self.catalog.apply(record)
+        if taken is None:
+            return None
+        if taken.removed:
+            self.enrichers.pop(taken.service, None)
+            return f"{taken.service}: removed (definition v{taken.version})"
+        try:
+            spec = taken.spec()
+            enricher = Enricher(spec, tables=taken.tables)
+        except (ConfigError, EnrichError, KeyError, ValueError) as exc:
+            if held is None:
+                del self.catalog.latest[taken.service]
+            else:
+                self.catalog.latest[taken.service] = held
+            raise EnrichError(
+                f"service {taken.service!r}: definition v{taken.version} from {taken.source} "
+                f"cannot be applied ({exc}); it keeps its previous definition"
+            ) from None
+        self.enrichers[spec.name] = enricher
+        self.policies.define(spec)
+        return f"{taken.service}: definition v{taken.version} from {taken.source}"
+
+    def enricher(self, service: str) -> Enricher | None:
+        return self.enrichers.get(service)
+
+    def policy(self, service: str) -> Policy | None:
+        return self.policies.get(service) if service in self.enrichers else None
+
+
 def _number(features: Mapping[str, Any], name: str, where: str) -> float:
     value = features.get(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -75,12 +147,11 @@ def _number(features: Mapping[str, Any], name: str, where: str) -> float:
     return float(value)
 
 
-def _load_table(path: Path, key: str) -> dict[str, dict[str, Any]]:
+def _parse_table(text: str, key: str) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
-    with path.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            k = row.pop(key)
-            rows[k] = {name: _cell(v) for name, v in row.items()}
+    for row in csv.DictReader(io.StringIO(text, newline="")):
+        k = row.pop(key)
+        rows[k] = {name: _cell(v) for name, v in row.items()}
     return rows
 
 
@@ -114,7 +185,10 @@ def to_model_input(
             f"{EXPIRED}: the request reached enrichment {late_ms} ms after its deadline; not scored"
         )
     elif enricher is None:
-        error = f"service {request['service']!r} is not configured in the enrich job"
+        error = (
+            f"service {request['service']!r} is not defined on this cluster; submit the "
+            "configuration file that defines it (`rendezvous submit --config FILE`)"
+        )
     else:
         try:
             features_json = serde.to_json(enricher.apply(serde.from_json(request["payload"])))

@@ -188,12 +188,17 @@ def histories(config: Config, controls: Iterable[Mapping[str, Any]]) -> dict[str
 
 
 class PolicyBook:
-    """The current policy of every service: the configuration's, then control records."""
+    """The current policy of every service: its definition's, then control records."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config | None = None) -> None:
         self.policies: dict[str, Policy] = {
-            name: initial(spec) for name, spec in config.services.items()
+            name: initial(spec) for name, spec in (config.services.items() if config else ())
         }
+
+    def define(self, spec: ServiceSpec) -> None:
+        """A service defined: version 0 from its definition, unless it holds a policy already
+        (a definition changed later brings its rules as a policy change of their own)."""
+        self.policies.setdefault(spec.name, initial(spec))
 
     def get(self, service: str) -> Policy | None:
         return self.policies.get(service)

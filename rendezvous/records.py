@@ -83,6 +83,15 @@ class Control(TypedDict):
     issued_by: str
 
 
+class ServiceDefinition(TypedDict):
+    service: str
+    version: int
+    definition: str | None
+    source: str
+    issued_ms: int
+    issued_by: str
+
+
 class DecisionScore(TypedDict):
     model: str
     version: str

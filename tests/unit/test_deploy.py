@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from rendezvous import cli, deploy
+from rendezvous import cli, control, deploy
+from rendezvous.control import MemoryControl
 from rendezvous.errors import JobFailed, NotEnoughSlots
 from rendezvous.settings import StackSettings
 from tests.unit.flink_samples import PEMJA, entry, history
@@ -151,7 +152,9 @@ class FakeFlink:
 
 
 def fake_stack(tmp_path, **kwargs):
-    return SimpleNamespace(flink=FakeFlink(**kwargs), settings=StackSettings(home=tmp_path))
+    return SimpleNamespace(
+        flink=FakeFlink(**kwargs), settings=StackSettings(home=tmp_path), control=MemoryControl()
+    )
 
 
 def config(tmp_path):
@@ -163,7 +166,7 @@ def config(tmp_path):
 def test_submit_refuses_before_doing_anything_when_the_jobs_do_not_fit(tmp_path):
     stack = fake_stack(tmp_path, total=16, free=4)
     with pytest.raises(NotEnoughSlots) as refused:
-        deploy.submit(stack, config(tmp_path), log=lambda _: None)
+        deploy.submit(stack, config(tmp_path), control_log=stack.control, log=lambda _: None)
     assert "need 6 Flink task slots but 4 are free" in refused.value.message
     assert "rendezvous up --taskmanagers 3" in refused.value.message
     assert stack.flink.submitted == [] and stack.flink.cancelled == []
@@ -178,7 +181,7 @@ def test_running_jobs_need_no_slot_and_pruned_ones_give_theirs_back(tmp_path):
     ]
     stack = fake_stack(tmp_path, total=8, free=3, sizes=(8,), jobs=running)
     lines: list[str] = []
-    deploy.submit(stack, config(tmp_path), prune=True, log=lines.append)
+    deploy.submit(stack, config(tmp_path), control_log=stack.control, prune=True, log=lines.append)
     assert stack.flink.cancelled == ["o" * 32]
     assert stack.flink.submitted == [
         f"rendezvous-score credit/{m}" for m in ("champ", "shadow", "backstop")
@@ -189,7 +192,7 @@ def test_running_jobs_need_no_slot_and_pruned_ones_give_theirs_back(tmp_path):
 def test_submit_warns_when_a_lost_taskmanager_would_leave_jobs_without_a_slot(tmp_path):
     stack = fake_stack(tmp_path, total=8, free=6, sizes=(4, 4))
     lines: list[str] = []
-    deploy.submit(stack, config(tmp_path), log=lines.append)
+    deploy.submit(stack, config(tmp_path), control_log=stack.control, log=lines.append)
     assert any(
         "8 slots in use but 4 left if the largest TaskManager dies" in line for line in lines
     )
@@ -208,7 +211,7 @@ def test_a_job_that_cannot_load_its_model_is_named_with_its_cause_and_cancelled(
 
     stack.flink.on_submit = on_submit
     with pytest.raises(JobFailed) as failed:
-        deploy.submit(stack, config(tmp_path), log=lambda _: None)
+        deploy.submit(stack, config(tmp_path), control_log=stack.control, log=lambda _: None)
     first, *rest = failed.value.message.splitlines()
     assert first.startswith(f"{broken}: ModelLoadError: model broken: cannot import no_such_module")
     assert "No module named 'no_such_module'" in first
@@ -255,6 +258,7 @@ def test_cli_submit_exits_1_with_the_message(tmp_path, monkeypatch, capsys):
     stack = fake_stack(tmp_path, total=16, free=0)
     stack.flink.ready = lambda: True
     monkeypatch.setattr(cli, "_stack", lambda settings: stack)
+    monkeypatch.setattr(control, "KafkaControl", lambda kafka: stack.control)
     assert cli.main(["submit", "--config", str(config(tmp_path))]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: the jobs to submit need 6 Flink task slots but 0 are free")

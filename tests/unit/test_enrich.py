@@ -300,7 +300,10 @@ def test_a_failed_step_answers_with_its_error_and_writes_a_dead_letter(tmp_path)
 def test_a_service_the_job_has_no_enricher_for_is_an_error_and_a_dead_letter():
     req = request()
     record, dead = to_model_input(req, POLICY, None, now_ms=1_001)
-    assert record["error"] == "service 's' is not configured in the enrich job"
+    assert record["error"] == (
+        "service 's' is not defined on this cluster; submit the configuration file that "
+        "defines it (`rendezvous submit --config FILE`)"
+    )
     assert_dead_letter(dead, req, record["error"], at_ms=1_001)
 
 

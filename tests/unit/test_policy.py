@@ -153,8 +153,8 @@ def test_promote_then_undo_restores_the_exact_policy_under_a_new_version(log, cl
     assert earlier == 0
     assert undone == Policy(V0.preference, V0.sla_ms, V0.grace_ms, version=2)
     assert control.current_policy(log, CFG, "credit") == undone
-    assert [r["policy"]["version"] for r in log.records] == [1, 2]
-    assert log.records[-1]["issued_by"] == "ops@host"
+    assert [r["policy"]["version"] for r in log.read()] == [1, 2]
+    assert log.read()[-1]["issued_by"] == "ops@host"
 
 
 def test_promoting_the_champion_back_leaves_the_challenger_in_the_order_undo_does_not(log, clock):
@@ -191,13 +191,13 @@ def test_to_version_restores_that_versions_policy_under_a_new_version(log, clock
 def test_to_the_current_version_publishes_nothing(log, clock):
     current = control.promote(log, CFG, "credit", "shadow", **clock.issued())
     assert control.restore(log, CFG, "credit", 1, **clock.issued()) == current
-    assert len(log.records) == 1
+    assert len(log.read()) == 1
 
 
 def test_undo_with_no_earlier_version_is_an_error_naming_the_service(log, clock):
     with pytest.raises(PolicyError, match="^credit: nothing to undo;"):
         control.undo(log, CFG, "credit", **clock.issued())
-    assert log.records == []
+    assert log.read() == []
 
 
 def test_an_unknown_version_is_an_error_listing_the_known_ones(log, clock):
@@ -293,8 +293,8 @@ def test_cli_promote_undo_and_to_version(run, log):
     assert code == 0 and "(restored policy version 1 as version 3)" in out
     code, out, _ = run("promote", "--to-version", "3", "credit")
     assert code == 0 and "policy version 3 is the current one" in out and "nothing" in out
-    assert [r["policy"]["version"] for r in log.records] == [1, 2, 3]
-    assert {r["issued_by"] for r in log.records} == {"ops@host"}
+    assert [r["policy"]["version"] for r in log.read()] == [1, 2, 3]
+    assert {r["issued_by"] for r in log.read()} == {"ops@host"}
 
 
 def test_cli_undo_with_nothing_to_undo_exits_1_naming_the_service(run, log):
@@ -303,7 +303,7 @@ def test_cli_undo_with_nothing_to_undo_exits_1_naming_the_service(run, log):
     assert err.startswith("error: fraud: nothing to undo;")
     code, _, err = run("promote", "--to-version", "4", "fraud")
     assert code == 1 and "fraud has no policy version 4; its versions are 0" in err
-    assert log.records == []
+    assert log.read() == []
 
 
 def test_cli_promote_keeps_its_errors(run, log):
@@ -325,7 +325,7 @@ def test_cli_promote_keeps_its_errors(run, log):
 def test_cli_promote_needs_a_model_or_a_way_back_not_both(run, log, argv):
     with pytest.raises(SystemExit) as raised:
         run(*argv)
-    assert raised.value.code == 2 and log.records == []
+    assert raised.value.code == 2 and log.read() == []
 
 
 def test_cli_models_shows_each_services_history_oldest_first_with_the_current_marked(run, log):
