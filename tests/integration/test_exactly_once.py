@@ -12,8 +12,9 @@ import uuid
 
 import pytest
 
-from rendezvous import deploy, serde, topics
+from rendezvous import config, control, deploy, serde, topics
 from rendezvous.archive.sql import ArchiveSQL
+from rendezvous.clock import now_ms
 from rendezvous.heartbeat import Heartbeat
 from tests.integration.feed import RequestFeed, wait_archived, write_service
 
@@ -77,6 +78,17 @@ def test_a_killed_taskmanager_loses_and_duplicates_nothing(stack, tmp_path):
         ],
     )
     jobs = deploy.submit(stack, path, log=lambda _: None)
+    # A promotion before the crash: the restored enrich job resumes its control source after
+    # this record, and must still apply it.
+    cfg = config.load(path)
+    promoted = control.promote(
+        control.KafkaControl(stack.settings.kafka),
+        cfg,
+        name,
+        "canary",
+        issued_by="t",
+        issued_ms=now_ms(),
+    )
     feed = RequestFeed(stack.settings.kafka_bootstrap, name, SLA_MS)
     ids = [f"{name}-{i}" for i in range(N)]
     try:
@@ -148,4 +160,10 @@ def test_a_killed_taskmanager_loses_and_duplicates_nothing(stack, tmp_path):
         # those of its last 2 s, sent after the recovery, were all scored.
         expired = [i for i, rid in enumerate(ids) if expected[rid] == 0]
         assert all(expected[rid] == 2 for rid in ids[-2 * RATE :]), f"expired: {expired}"
+        # The promotion held through the recovery: every request was enriched under it.
+        rows = db.con.sql(
+            f"SELECT policy_version, model, count(*) FROM decisions WHERE request_id LIKE "
+            f"'{name}-%' AND reason = 'preferred' GROUP BY 1, 2"
+        ).fetchall()
+        assert {(v, m) for v, m, _ in rows} == {(promoted.version, "canary")}, rows
         print(f"{sum(n == 0 for n in expected.values())} of {N} expired during the recovery")
