@@ -96,7 +96,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         metavar="FILE",
-        help="service configuration (YAML or JSON); default: $RDV_PROXY_CONFIG",
+        help="service configuration (YAML or JSON); default: $RDV_PROXY_CONFIG, else every "
+        "service defined on the cluster (by `rendezvous submit`) when the proxy starts",
     )
     p.add_argument("--port", type=int, help="TCP port (default: the stack's proxy port, 8000)")
     p.add_argument("--host", help="interface to bind (default 127.0.0.1)")

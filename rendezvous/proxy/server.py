@@ -32,6 +32,25 @@ def server_options(settings: ProxySettings) -> dict[str, Any]:
     }
 
 
+def defined_on_cluster(settings: ProxySettings, log=None) -> Config:
+    """Every service defined on the cluster (the definitions on its control topic), for a
+    proxy started without a configuration file; ConfigError when there is none."""
+    from rendezvous import control
+
+    log = log or control.KafkaControl(settings.kafka)
+    defined = control.defined_services(log)
+    if not defined:
+        raise ConfigError(
+            f"no service is defined on the cluster at {settings.kafka.describe()}: submit a "
+            "configuration first (`rendezvous submit --config FILE`), or give the proxy "
+            "one with --config FILE or RDV_PROXY_CONFIG"
+        )
+    return Config(
+        services={d.service: d.spec() for d, _ in defined},
+        source=f"the services defined on {settings.kafka.describe()}",
+    )
+
+
 def serve(settings: ProxySettings, config: Config | None = None) -> None:
     """Run one replica with uvicorn until interrupted (options: :func:`server_options`)."""
     import uvicorn
@@ -39,12 +58,7 @@ def serve(settings: ProxySettings, config: Config | None = None) -> None:
     from rendezvous.config import load
 
     if config is None:
-        if settings.config is None:
-            raise ConfigError(
-                "the proxy needs the service configuration: pass --config FILE or set "
-                "RDV_PROXY_CONFIG"
-            )
-        config = load(settings.config)
+        config = load(settings.config) if settings.config else defined_on_cluster(settings)
     config = resolve_signature_inputs(config, settings.tracking_uri)
     app = create_app(settings, config)
     # What is loaded by now (modules, the configuration, the app) lives as long as the process:

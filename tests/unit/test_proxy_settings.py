@@ -130,11 +130,27 @@ def test_cli_subcommand_builds_settings_from_stack_defaults_and_flags(
     assert (seen[-1].port, seen[-1].bootstrap) == (9999, "k:1")
 
 
-def test_serve_without_a_configuration_says_how_to_give_one() -> None:
-    from rendezvous.proxy import serve
+def test_without_a_file_the_proxy_serves_what_the_cluster_defines(tmp_path: Path) -> None:
+    from rendezvous import catalog, control
+    from rendezvous.proxy.server import defined_on_cluster
 
-    with pytest.raises(ConfigError, match="RDV_PROXY_CONFIG"):
-        serve(ProxySettings.from_env({}))
+    log = control.MemoryControl()
+    with pytest.raises(ConfigError, match="no service is defined on the cluster at .*--config"):
+        defined_on_cluster(ProxySettings.from_env({}), log)
+    for name in ("credit", "fraud"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(
+            f"services:\n  {name}:\n    sla_ms: 80\n    models:\n"
+            '      - {name: c, role: champion, callable: "udfs.zoo:constant"}\n'
+            "    input:\n      x: double\n"
+        )
+        _, publish = control.define(
+            log, catalog.from_file(path), source=str(path), issued_by="t", issued_ms=1
+        )
+        publish()
+    served = defined_on_cluster(ProxySettings.from_env({}), log)
+    assert sorted(served.services) == ["credit", "fraud"]
+    assert served.service("fraud").sla_ms == 80
 
 
 def test_kafka_connection_from_bootstrap_and_properties_file(tmp_path: Path) -> None:
