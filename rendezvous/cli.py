@@ -120,6 +120,22 @@ def _config_path(args: argparse.Namespace, settings: StackSettings):
     return path
 
 
+def _services(args: argparse.Namespace, settings: StackSettings):
+    """The services a command works on: the file's with --config, else every service defined
+    on the cluster, else the demo's file."""
+    from rendezvous import config, control
+
+    if args.config:
+        return config.load(_config_path(args, settings))
+    defined = control.defined_services(control.KafkaControl(settings.kafka))
+    if defined:
+        return config.Config(
+            services={d.service: d.spec() for d, _ in defined},
+            source=f"the services defined on {settings.kafka.describe()}",
+        )
+    return config.load(_config_path(args, settings))
+
+
 def cmd_submit(args: argparse.Namespace, settings: StackSettings) -> int:
     from rendezvous import deploy
 
@@ -191,7 +207,7 @@ def _rules(policy: Policy) -> str:
 
 def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
 
-    from rendezvous import config, control
+    from rendezvous import control
     from rendezvous.errors import PolicyError
 
     going_back = args.undo or args.to_version is not None
@@ -201,7 +217,7 @@ def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
         args.usage_error(
             "--sla-ms goes with promoting a MODEL; --undo and --to-version restore the earlier SLA"
         )
-    cfg = config.load(_config_path(args, settings))
+    cfg = _services(args, settings)
     log = control.KafkaControl(settings.kafka)
     issued = {"issued_by": _issuer(), "issued_ms": now_ms()}
     try:
@@ -252,9 +268,9 @@ def history_lines(history: History) -> list[str]:
 
 
 def cmd_models(args: argparse.Namespace, settings: StackSettings) -> int:
-    from rendezvous import config, control
+    from rendezvous import control
 
-    cfg = config.load(_config_path(args, settings))
+    cfg = _services(args, settings)
     histories = control.histories(control.KafkaControl(settings.kafka), cfg)
     for service in cfg.services.values():
         history = histories[service.name]
@@ -352,13 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--to-version", type=int, metavar="N", help="republish the policy of version N"
     )
     p.add_argument("--sla-ms", type=int, help="also change the SLA")
-    p.add_argument("--config", help="service configuration (YAML or JSON)")
+    p.add_argument(
+        "--config",
+        help="service configuration (YAML or JSON); default: the services defined on the "
+        "cluster, else the demo's file",
+    )
     p.set_defaults(func=cmd_promote, usage_error=p.error)
 
     p = sub.add_parser(
         "models", help="list each service's models, roles, current preference and policy history"
     )
-    p.add_argument("--config", help="service configuration (YAML or JSON)")
+    p.add_argument(
+        "--config",
+        help="service configuration (YAML or JSON); default: the services defined on the "
+        "cluster, else the demo's file",
+    )
     p.set_defaults(func=cmd_models)
 
     from rendezvous.archive import replay, report, sql

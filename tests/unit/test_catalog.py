@@ -242,3 +242,18 @@ def test_working_jobs_leave_out_a_job_with_tasks_not_running():
 def test_service_of_a_job_name():
     assert deploy.service_of(deploy.score_job_name("credit", "champ")) == "credit"
     assert deploy.service_of(deploy.JOIN_JOB) is None
+
+
+def test_cli_without_a_file_works_on_the_services_defined_on_the_cluster(
+    tmp_path, monkeypatch, capsys
+):
+    from rendezvous import cli
+
+    log = MemoryControl()
+    submit(log, write(tmp_path / "b", FRAUD))
+    monkeypatch.setenv("RDV_HOME", str(tmp_path / "state"))  # no demo file there
+    monkeypatch.setattr(control, "KafkaControl", lambda kafka: log)
+    assert cli.main(["models"]) == 0
+    assert capsys.readouterr().out.startswith("fraud: SLA 50 ms, preference champ (v0)")
+    assert cli.main(["promote", "fraud", "champ", "--sla-ms", "40"]) == 0
+    assert book_of(log).policy("fraud").sla_ms == 40
