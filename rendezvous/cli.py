@@ -35,6 +35,10 @@ def cmd_up(args: argparse.Namespace, settings: StackSettings) -> int:
     print(f"  Flink web UI     {settings.flink_url}")
     print(f"  MLflow UI        {settings.mlflow_url}")
     print(f"ready in {timings['total']:.1f}s")
+    if args.supervise:
+        from rendezvous.stack.supervise import supervise
+
+        supervise(stack, interval_s=settings.supervise_interval_s)
     return 0
 
 
@@ -307,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="S",
         help="task slots of each TaskManager started now (default: RDV_FLINK_TASKMANAGER_SLOTS)",
+    )
+    p.add_argument(
+        "--supervise",
+        action="store_true",
+        help="stay in the foreground and start again whatever stops (every "
+        "RDV_SUPERVISE_INTERVAL_S); after a lost JobManager, resubmit the defined files",
     )
     p.set_defaults(func=cmd_up)
 

@@ -188,6 +188,8 @@ class StackSettings(EnvSettings):
 
     python: Path = Field(default_factory=lambda: Path(sys.executable))
     start_timeout_s: float = 120.0
+    # How often `rendezvous up --supervise` checks the stack's processes.
+    supervise_interval_s: float = 2.0
 
     # ---- derived locations -------------------------------------------------------------
     @property

@@ -35,6 +35,10 @@ class Stack:
         self.flink = FlinkCluster(settings)
         self.mlflow = MlflowServer(settings)
 
+    def processes(self) -> list[Service]:
+        """Every process of the stack: the broker, the JobManager and TaskManagers, MLflow."""
+        return [svc for _, services in self._components() for svc in services]
+
     def _components(self):
         return (
             (self.kafka, (self.kafka.service,)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 import uuid
 
@@ -11,6 +12,7 @@ import pytest
 from rendezvous import cli, serde
 from rendezvous.serde import Kind
 from rendezvous.settings import REPO_ROOT
+from tests.conftest import wait_until
 from tests.integration.feed import wait_for_job_state
 
 POLICY = {"preference": ["gbm", "lr"], "sla_ms": 100, "grace_ms": 2000, "version": 3}
@@ -307,3 +309,38 @@ def test_up_after_a_lost_taskmanager_starts_only_it(stack, stack_env, monkeypatc
     assert flink.jobmanager.pid() == jobmanager_pid  # jobs and their state were kept
     assert lost.pid() not in (None, old_pid)
     assert flink.rest("/overview")["taskmanagers"] == len(flink.taskmanagers)
+
+
+def test_the_supervisor_starts_a_killed_taskmanager_on_its_own(stack):
+    from rendezvous.stack.supervise import supervise
+
+    flink = stack.flink
+    jobmanager_pid = flink.jobmanager.pid()
+    lost = flink.taskmanagers[0]
+    old_pid = lost.pid()
+    lines: list[str] = []
+    stop = threading.Event()
+    watcher = threading.Thread(
+        target=supervise,
+        args=(stack,),
+        kwargs={"interval_s": 0.5, "stop": stop, "log": lines.append},
+    )
+    watcher.start()
+    try:
+        before = {tm["id"] for tm in flink.rest("/taskmanagers")["taskmanagers"]}
+        assert lost.kill()
+        wait_until(
+            lambda: (
+                lost.pid() not in (None, old_pid)
+                and {tm["id"] for tm in flink.rest("/taskmanagers")["taskmanagers"]} - before
+            ),
+            timeout_s=90,
+            what="the TaskManager started again to register with the JobManager",
+        )
+    finally:
+        stop.set()
+        watcher.join(30)
+    assert not watcher.is_alive()
+    assert flink.jobmanager.pid() == jobmanager_pid  # the jobs and their state were kept
+    assert any(f"missing: {lost.name}; starting it again" in line for line in lines), lines
+    assert any(f"repaired: {lost.name}" in line for line in lines), lines
