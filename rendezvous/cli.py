@@ -96,6 +96,8 @@ def _print_services(stack, settings: StackSettings, jobs: list[dict]) -> None:
         status = deploy.service_status(definition.spec(), policy.preference, working)
         print(f"  {definition.service:<24} {status.state:<9} {status.detail}")
         print(f"  {'':<24} from {definition.source} (definition v{definition.version})")
+        marked = [name if name in working else f"{name} (not running)" for name in status.jobs]
+        print(f"  {'':<24} jobs: {', '.join(marked)}")
 
 
 def _failing(job: dict) -> bool:

@@ -66,6 +66,10 @@ def test_two_files_serve_side_by_side_and_one_service_is_removed_alone(
                 line = next(x for x in out.splitlines() if x.strip().startswith(service))
                 assert "serving" in line and "answers with champ" in line, out
                 assert f"from {path.resolve()}" in out
+                assert (
+                    f"jobs: rendezvous-enrich, rendezvous-join, rendezvous-score {service}/champ\n"
+                    in out
+                )
 
             # Removing the first service cancels its scoring job only; the second answers on.
             cancelled = deploy.remove(stack, first, log=lambda _: None)
