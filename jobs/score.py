@@ -13,21 +13,22 @@ from jobs import common
 from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks, without_heartbeats
 from rendezvous import restarts, serde, topics
 from rendezvous.clock import now_ms
+from rendezvous.config import ModelSpec
 from rendezvous.scoring import score_records
 
 _INPUTS = (serde.Kind.MODEL_INPUT, serde.Kind.MODEL_INPUT_BATCH)
 
 
 class ScoreFunction(FlatMapFunction):
-    def __init__(self, settings: common.JobSettings) -> None:
+    def __init__(self, settings: common.JobSettings, spec: ModelSpec) -> None:
         self.settings = settings
+        self.spec = spec  # read where the job is submitted: it travels with the job
         self.scorer = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         from rendezvous.models import load_scorer
 
-        spec = self.settings.config().service(self.settings.service).model(self.settings.model)
-        self.scorer = load_scorer(spec, tracking_uri=self.settings.tracking_uri)
+        self.scorer = load_scorer(self.spec, tracking_uri=self.settings.tracking_uri)
 
     def close(self) -> None:
         if self.scorer is not None:
@@ -46,13 +47,13 @@ class ScoreFunction(FlatMapFunction):
             yield serde.encode_batch(serde.Kind.SCORE, batch_id, scores)
 
 
-def build(env, source, sink, settings: common.JobSettings) -> None:
+def build(env, source, sink, settings: common.JobSettings, spec: ModelSpec) -> None:
     name = f"score-{settings.service}-{settings.model}"
     inputs = env.from_source(source, no_watermarks(), "model-input", type_info=BYTES).uid(
         f"{name}-in"
     )
     scores = without_heartbeats(inputs, f"{name}-data").flat_map(
-        ScoreFunction(settings), output_type=BYTES
+        ScoreFunction(settings, spec), output_type=BYTES
     )
     scores.name(name).uid(name).sink_to(sink).name("scores sink").uid(f"{name}-out")
 
@@ -75,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         # once; the rendezvous job reads them as soon as they are written.
         kafka_sink(s.kafka, topics.SCORES, exactly_once=True, txn_prefix=f"{group}-scores"),
         s,
+        spec,
     )
     env.execute(f"rendezvous-score {s.service}/{s.model}")
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from rendezvous import config as config_mod
 from rendezvous import failures, slots
 from rendezvous.clock import now_ms
-from rendezvous.errors import JobFailed, NotEnoughSlots
+from rendezvous.errors import ConfigError, JobFailed, NotEnoughSlots
 from rendezvous.kafka import KafkaConnection
 from rendezvous.settings import REPO_ROOT, StackSettings
 
@@ -31,6 +31,23 @@ class JobPlan:
     name: str
     script: Path
     args: tuple[str, ...]
+    files: tuple[Path, ...] = ()  # shipped with the job onto the workers' Python path
+
+
+def code_of(spec, config_path: Path) -> tuple[Path, ...]:
+    """A service's own code (its ``code`` key), resolved against its configuration file;
+    ConfigError names a path that is not there."""
+    base = Path(config_path).resolve().parent
+    out = []
+    for i, entry in enumerate(spec.code):
+        path = (base / entry).resolve()
+        if not path.exists():
+            raise ConfigError(
+                f"{config_path}: services.{spec.name}.code[{i}]: {path} does not exist; the "
+                "path is relative to the configuration file"
+            )
+        out.append(path)
+    return tuple(out)
 
 
 def plan(settings: StackSettings, config_path: Path, *, start: str = "committed") -> list[JobPlan]:
@@ -70,12 +87,14 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
         ),
     ]
     for service in cfg.services.values():
+        code = code_of(service, config_path)
         for model in service.scoring_models:
             jobs.append(
                 JobPlan(
                     score_job_name(service.name, model.name),
                     JOBS_DIR / "score.py",
                     (*scoring, "--service", service.name, "--model", model.name),
+                    code,
                 )
             )
     return jobs
@@ -107,7 +126,7 @@ def joining_live(job: JobPlan) -> JobPlan:
         return job
     args = list(job.args)
     args[args.index("--start") + 1] = "live"
-    return JobPlan(job.name, job.script, tuple(args))
+    return JobPlan(job.name, job.script, tuple(args), job.files)
 
 
 def running_jobs(stack) -> dict[str, str]:
@@ -204,7 +223,9 @@ def submit(
     submitted = {}
 
     def one(job: JobPlan) -> tuple[str, str]:
-        return job.name, stack.flink.submit(job.script, list(job.args), name_hint=job.name)
+        return job.name, stack.flink.submit(
+            job.script, list(job.args), name_hint=job.name, python_files=job.files
+        )
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         for name, jid in pool.map(one, todo):

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The newest format version this release reads. A file without ``version`` is read as this."""
 
 ROLES = ("champion", "challenger", "canary", "backstop", "decoy")
@@ -308,6 +308,18 @@ class Service(Strict):
         list[Step],
         Field(description="Steps applied in order to each request's features before scoring."),
         Expect("a list of enrichment steps {op, ...}"),
+    ] = []
+    code: Annotated[
+        list[Annotated[str, Field(min_length=1)]],
+        Field(
+            description=(
+                "Where the service's own Python code lives, for its `callable` models: folders "
+                "(put on the Python path), `.py` files, or `.zip`/`.whl` archives, relative to "
+                "this file. Shipped with each scoring job, so the cluster needs no copy."
+            )
+        ),
+        Expect("a list of paths (folders, .py, .zip or .whl files)"),
+        Since(3),
     ] = []
 
 

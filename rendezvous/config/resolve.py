@@ -19,7 +19,7 @@ def resolve(cfg: Config, *, base_dir: Path, tracking_uri: str | None) -> list[Pr
             if m.uri is not None:
                 problems += _check_uri(m, f"{where}.uri", tracking_uri)
             elif m.callable is not None:
-                problems += _check_callable(m, f"{where}.callable", base_dir)
+                problems += _check_callable(m, f"{where}.callable", base_dir, svc.code)
         if svc.input_from_model is not None:
             model = svc.model(svc.input_from_model)
             if model.uri is None:
@@ -74,11 +74,14 @@ def _check_signature(m: ModelSpec, where: str, tracking_uri: str | None) -> list
     return []
 
 
-def _check_callable(m: ModelSpec, where: str, base_dir: Path) -> list[Problem]:
+def _check_callable(
+    m: ModelSpec, where: str, base_dir: Path, code: tuple[str, ...] = ()
+) -> list[Problem]:
     from rendezvous.models.callables import _load_callable
 
-    # The jobs run with the project folder on the Python path; so does this check.
-    for folder in (str(Path.cwd()), str(base_dir)):
+    # The jobs run with the project folder and the service's code on the Python path; so
+    # does this check.
+    for folder in (str(Path.cwd()), str(base_dir), *(str(base_dir / c) for c in code)):
         if folder not in sys.path:
             sys.path.append(folder)
     try:

@@ -44,6 +44,7 @@ class ServiceSpec:
     input_fields: tuple[FieldSpec, ...] | None  # None: taken from a model's signature
     input_from_model: str | None
     enrich: tuple[Mapping[str, Any], ...]
+    code: tuple[str, ...] = ()  # the service's own code, relative to its configuration file
 
     def model(self, name: str) -> ModelSpec:
         for m in self.models:

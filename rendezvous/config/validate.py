@@ -379,6 +379,7 @@ def _to_spec(name: str, svc: fmt.Service) -> ServiceSpec:
         input_fields=input_fields,
         input_from_model=from_model,
         enrich=enrich,
+        code=tuple(svc.code),
     )
 
 

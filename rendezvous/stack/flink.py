@@ -260,10 +260,17 @@ class FlinkCluster:
         return self.rest("/jobs/overview").get("jobs", [])
 
     def submit(
-        self, script: Path, args: list[str], *, name_hint: str = "", detached: bool = True
+        self,
+        script: Path,
+        args: list[str],
+        *,
+        name_hint: str = "",
+        detached: bool = True,
+        python_files: tuple[Path, ...] = (),
     ) -> str:
         """Submit a PyFlink job and return its JobID; ``detached=False`` waits until it ends
-        (a batch job) and raises if it failed."""
+        (a batch job) and raises if it failed. ``python_files`` (folders, .py, .zip, .whl)
+        travel with the job and are put on its Python path on every worker (``-pyfs``)."""
         import re
         import subprocess
 
@@ -283,6 +290,7 @@ class FlinkCluster:
             py,
             "-pyclientexec",
             py,
+            *(["-pyfs", ",".join(str(p) for p in python_files)] if python_files else []),
             *args,
         ]
         done = subprocess.run(argv, capture_output=True, text=True, env=self.env(), cwd=REPO_ROOT)

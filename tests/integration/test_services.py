@@ -91,3 +91,38 @@ def test_two_files_serve_side_by_side_and_one_service_is_removed_alone(
             feed.close()
         for jid in jobs.values():
             stack.flink.cancel(jid)
+
+
+def test_a_rule_in_the_users_own_module_is_shipped_with_its_job(stack, tmp_path):
+    """The module lives in a folder of the user's, on no path the cluster knows."""
+    name = "svc" + uuid.uuid4().hex[:6]
+    module = f"rules_{name}"  # unique: a TaskManager keeps the modules it imported
+    code = tmp_path / "my code"
+    code.mkdir()
+    (code / f"{module}.py").write_text("def double(features):\n    return features['x'] * 2\n")
+    path = tmp_path / "services.yaml"
+    path.write_text(
+        f"version: 3\nservices:\n  {name}:\n    sla_ms: {SLA_MS}\n    grace_ms: 500\n"
+        f'    code: ["my code"]\n    models:\n'
+        f'      - {{name: rule, role: champion, callable: "{module}:double"}}\n'
+        "    input:\n      x: double\n"
+    )
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(path.read_text().replace('"my code"', '"nowhere"'))
+    with pytest.raises(
+        ConfigError, match=rf"services\.{name}\.code\[0\]: .*nowhere does not exist"
+    ):
+        deploy.submit(stack, missing, log=lambda _: None)
+    jobs: dict[str, str] = {}
+    feed = RequestFeed(stack.settings.kafka_bootstrap, name, SLA_MS)
+    try:
+        jobs |= deploy.submit(stack, path, log=lambda _: None)
+        with Heartbeat(stack.settings.kafka, source="code-test"):
+            feed.warm_up()
+            feed.send(f"{name}-1", {"x": 21.0})
+            result = feed.wait_results([f"{name}-1"])[f"{name}-1"]
+        assert (result["status"], result["model"], result["output"]) == ("ok", "rule", "42.0"), (result["reason"], result["error"])
+    finally:
+        feed.close()
+        for jid in jobs.values():
+            stack.flink.cancel(jid)

@@ -141,7 +141,7 @@ class FakeFlink:
     def jobs(self) -> list[dict]:
         return self.overview_jobs
 
-    def submit(self, script, args, *, name_hint: str = "") -> str:
+    def submit(self, script, args, *, name_hint: str = "", python_files=()) -> str:
         jid = next(self._ids)
         self.submitted.append(name_hint)
         self.details[jid] = self.on_submit(name_hint)
