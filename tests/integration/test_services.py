@@ -121,7 +121,10 @@ def test_a_rule_in_the_users_own_module_is_shipped_with_its_job(stack, tmp_path)
             feed.warm_up()
             feed.send(f"{name}-1", {"x": 21.0})
             result = feed.wait_results([f"{name}-1"])[f"{name}-1"]
-        assert (result["status"], result["model"], result["output"]) == ("ok", "rule", "42.0"), (result["reason"], result["error"])
+        assert (result["status"], result["model"], result["output"]) == ("ok", "rule", "42.0"), (
+            result["reason"],
+            result["error"],
+        )
     finally:
         feed.close()
         for jid in jobs.values():
