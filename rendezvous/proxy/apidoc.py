@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from rendezvous.config import Config, ServiceSpec
+from rendezvous.proxy.parsing import MAX_DEADLINE_MS
 from rendezvous.proxy.responses import JSON
 from rendezvous.proxy.validation import EXAMPLE
 
@@ -170,6 +171,29 @@ _RID_HEADER = {
     "description": "your own request id (1-128 of [A-Za-z0-9._-]); one is assigned if absent",
     "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
 }
+_DEADLINE_PARAM = {
+    "name": "X-Deadline-Ms",
+    "in": "header",
+    "required": False,
+    "description": "a deadline tighter than the service's SLA, in milliseconds from when the "
+    "proxy accepts the request: the pipeline decides by it (falling back to the next model "
+    "when the champion cannot make it) and a sync request is answered, or 504, by it plus the "
+    "result grace. A value above the SLA is capped at the SLA (the answer's X-Deadline-Capped "
+    "header says so); a value that is not a whole number >= 1 is 400 bad_deadline",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_DEADLINE_MS},
+}
+# The headers of an answer to a request that sent X-Deadline-Ms.
+_DEADLINE_HEADERS = {
+    "X-Deadline-Ms": {
+        "description": "the deadline applied, in ms: the one asked for, or the SLA if that "
+        "was lower (only when the request sent X-Deadline-Ms)",
+        "schema": {"type": "integer"},
+    },
+    "X-Deadline-Capped": {
+        "description": "true when the X-Deadline-Ms asked for was above the SLA and was capped",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+}
 _RID_PATH = {
     "name": "request_id",
     "in": "path",
@@ -179,7 +203,8 @@ _RID_PATH = {
 }
 # The statuses of both POST endpoints, besides their success.
 _POST_ERRORS = {
-    "400": "malformed JSON (code bad_json) or a bad X-Request-ID",
+    "400": "malformed JSON (code bad_json), a bad X-Request-ID (code bad_request_id) or a bad "
+    "X-Deadline-Ms (code bad_deadline)",
     "404": "unknown service",
     "408": "the body did not arrive within body_timeout_ms, such as one shorter than its "
     "Content-Length (code request_timeout; the connection is closed)",
@@ -214,10 +239,10 @@ def _service_paths(name: str, spec: ServiceSpec) -> dict[str, Any]:
     score = {
         "summary": f"score one request for {name} and wait for the answer (SLA {spec.sla_ms} ms)",
         "operationId": f"score_{name}",
-        "parameters": [_RID_HEADER],
+        "parameters": [_RID_HEADER, _DEADLINE_PARAM],
         "requestBody": body,
         "responses": {
-            "200": _ok("the answer", "Answer"),
+            "200": {**_ok("the answer", "Answer"), "headers": _DEADLINE_HEADERS},
             **_errors(_POST_ERRORS),
             **_errors(_SCORE_ERRORS),
         },
@@ -225,9 +250,12 @@ def _service_paths(name: str, spec: ServiceSpec) -> dict[str, Any]:
     submit = {
         "summary": f"submit one request for {name}; poll its status URL",
         "operationId": f"submit_{name}",
-        "parameters": [_RID_HEADER],
+        "parameters": [_RID_HEADER, _DEADLINE_PARAM],
         "requestBody": body,
-        "responses": {"202": _ok("accepted", "Accepted"), **_errors(_POST_ERRORS)},
+        "responses": {
+            "202": {**_ok("accepted", "Accepted"), "headers": _DEADLINE_HEADERS},
+            **_errors(_POST_ERRORS),
+        },
     }
     return {
         f"/v1/services/{name}/score": {"post": score},

@@ -44,7 +44,15 @@ from rendezvous.proxy.errors import (
 )
 from rendezvous.proxy.heartbeat import Heartbeat
 from rendezvous.proxy.metrics import CONTENT_TYPE, Metrics
-from rendezvous.proxy.parsing import parse_json, path_request_id, read_body, request_id
+from rendezvous.proxy.parsing import (
+    DEADLINE_HEADER,
+    Deadline,
+    deadline,
+    parse_json,
+    path_request_id,
+    read_body,
+    request_id,
+)
 from rendezvous.proxy.responses import (
     answer_body,
     error_response,
@@ -180,19 +188,20 @@ class Proxy:
         return validator(parse_json(raw)), fingerprint(raw)
 
     def _produce(
-        self, spec: ServiceSpec, rid: str, payload: dict[str, Any], fp: bytes
+        self, spec: ServiceSpec, rid: str, payload: dict[str, Any], fp: bytes, budget_ms: int
     ) -> tuple[int, int]:
-        """Queue the request for the next batch; a failure to produce it resolves its waiter."""
+        """Queue the request for the next batch; a failure to produce it resolves its waiter.
+
+        ``budget_ms`` is the request's time from now: the SLA, or a tighter X-Deadline-Ms."""
         if not self.transport.ready():
             raise KafkaUnavailable(
                 f"Kafka is not ready: {self.transport.detail() or 'no detail'}; "
                 f"check GET /readyz and try again"
             )
         received_ms = self.clock()
-        # The pipeline's deadline, a little before the SLA: see ProxySettings.decision_lead_ms.
-        deadline_ms = (
-            received_ms + spec.sla_ms - min(self.settings.decision_lead_ms, spec.sla_ms // 4)
-        )
+        # The pipeline's deadline, a little before the client's: see
+        # ProxySettings.decision_lead_ms.
+        deadline_ms = received_ms + budget_ms - min(self.settings.decision_lead_ms, budget_ms // 4)
         self.book.produced(rid, fp)
         self.batcher.add(
             {
@@ -216,25 +225,28 @@ class Proxy:
     # -- endpoints
     async def score(self, request: Request) -> Response:
         name = request.path_params["service"]
-        label, rid = UNKNOWN_SERVICE_LABEL, None
+        label, rid, due = UNKNOWN_SERVICE_LABEL, None, None
         try:
             rid = request_id(request)
             spec, validator = self._service(name)
             label = name
+            due = deadline(request.headers.get(DEADLINE_HEADER), spec.sla_ms)
             payload, fp = await self._body(request, validator)
             hit = self.book.check_new(rid, name, fp)
             if hit is not None:
                 body = answer_body(hit[1], hit[0] - hit[1]["received_ms"])
             else:
-                body = await self._wait(spec, rid, payload, fp)
+                body = await self._wait(spec, rid, payload, fp, due)
         except Exception as exc:
-            response = error_response(exc, rid)
+            response = _with_deadline(error_response(exc, rid), due)
             self.metrics.count(label, "score", response.status_code)
             return response
         self.metrics.count(label, "score", 200)
-        return json_response(body, 200, rid)
+        return _with_deadline(json_response(body, 200, rid), due)
 
-    async def _wait(self, spec: ServiceSpec, rid: str, payload: dict[str, Any], fp: bytes) -> bytes:
+    async def _wait(
+        self, spec: ServiceSpec, rid: str, payload: dict[str, Any], fp: bytes, due: Deadline
+    ) -> bytes:
         admission = self.admission
         if not admission.try_enter():
             raise Overloaded(
@@ -249,11 +261,13 @@ class Proxy:
         timer = None
         judged = False
         try:
-            received_ms, _ = self._produce(spec, rid, payload, fp)
-            give_up_ms = received_ms + spec.sla_ms + self.settings.result_grace_ms
+            received_ms, _ = self._produce(spec, rid, payload, fp, due.ms)
+            give_up_ms = received_ms + due.ms + self.settings.result_grace_ms
             timer = loop.call_later(max(give_up_ms - self.clock(), 0) / 1000, _resolve_none, fut)
             outcome = await fut
-            if outcome is None or isinstance(outcome, dict):
+            # A request missing a deadline its client made tighter than the SLA says little
+            # about the pipeline, and must not let one client shrink every client's limit.
+            if isinstance(outcome, dict) or (outcome is None and due.ms == spec.sla_ms):
                 judged = True
                 admission.leave(in_time=outcome is not None, now_ms=self.clock())
         finally:
@@ -265,8 +279,8 @@ class Proxy:
         unacknowledged = self.book.judge(rid)
         if outcome is None and unacknowledged:
             raise KafkaUnavailable(
-                f"Kafka had not acknowledged request {rid} by its deadline ({spec.sla_ms} ms "
-                f"SLA) plus {self.settings.result_grace_ms} ms grace: it may never reach the "
+                f"Kafka had not acknowledged request {rid} by its deadline ({_budget(due, spec)}) "
+                f"plus {self.settings.result_grace_ms} ms grace: it may never reach the "
                 f"pipeline (or reach it late, and then be decided and archived as "
                 f"deadline_exceeded); Kafka at {self.settings.bootstrap} is slow or down",
                 request_id=rid,
@@ -274,7 +288,7 @@ class Proxy:
         if outcome is None:
             raise AnswerTimeout(
                 f"no result for request {rid} of service {spec.name!r} by its deadline "
-                f"({spec.sla_ms} ms SLA) plus {self.settings.result_grace_ms} ms grace; Kafka took "
+                f"({_budget(due, spec)}) plus {self.settings.result_grace_ms} ms grace; Kafka took "
                 f"the request, so it is still decided and archived downstream; check that the "
                 f"stream jobs run (`rendezvous status`)"
             )
@@ -286,25 +300,23 @@ class Proxy:
 
     async def submit(self, request: Request) -> Response:
         name = request.path_params["service"]
-        label, rid = UNKNOWN_SERVICE_LABEL, None
+        label, rid, due = UNKNOWN_SERVICE_LABEL, None, None
         try:
             rid = request_id(request)
             spec, validator = self._service(name)
             label = name
+            due = deadline(request.headers.get(DEADLINE_HEADER), spec.sla_ms)
             payload, fp = await self._body(request, validator)
             if self.book.check_new(rid, name, fp) is None:
-                received_ms, _ = self._produce(spec, rid, payload, fp)
-                self.book.accept(
-                    rid, name, received_ms + spec.sla_ms + self.settings.result_grace_ms
-                )
+                received_ms, _ = self._produce(spec, rid, payload, fp, due.ms)
+                self.book.accept(rid, name, received_ms + due.ms + self.settings.result_grace_ms)
         except Exception as exc:
-            response = error_response(exc, rid)
+            response = _with_deadline(error_response(exc, rid), due)
             self.metrics.count(label, "requests", response.status_code)
             return response
         self.metrics.count(label, "requests", 202)
-        return json_response(
-            orjson.dumps({"request_id": rid, "status_url": f"/v1/requests/{rid}"}), 202, rid
-        )
+        body = orjson.dumps({"request_id": rid, "status_url": f"/v1/requests/{rid}"})
+        return _with_deadline(json_response(body, 202, rid), due)
 
     async def status(self, request: Request) -> Response:
         rid = request.path_params["request_id"]
@@ -348,6 +360,20 @@ class Proxy:
 def _resolve_none(fut: asyncio.Future[Any]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _with_deadline(response: Response, due: Deadline | None) -> Response:
+    """``response`` with the headers that say which deadline an X-Deadline-Ms got."""
+    extra = None if due is None else due.headers()
+    if extra:
+        response.headers.update(extra)
+    return response
+
+
+def _budget(due: Deadline, spec: ServiceSpec) -> str:
+    if due.ms == spec.sla_ms:
+        return f"{spec.sla_ms} ms SLA"
+    return f"{due.ms} ms from X-Deadline-Ms, SLA {spec.sla_ms} ms"
 
 
 # ---- construction --------------------------------------------------------------------------

@@ -36,6 +36,13 @@ class BadRequestId(ProxyError):
     code = "bad_request_id"
 
 
+class BadDeadline(ProxyError):
+    """``X-Deadline-Ms`` is not a whole number of milliseconds of at least 1."""
+
+    status = 400
+    code = "bad_deadline"
+
+
 class UnknownService(ProxyError):
     status = 404
     code = "unknown_service"
