@@ -126,6 +126,17 @@ class Tick(TypedDict):
     at_ms: int
 
 
+class ApiKey(TypedDict):
+    key_id: str
+    digest: str
+    name: str
+    services: list[str]
+    created_ms: int
+    created_by: str
+    revoked_ms: int | None
+    revoked_by: str | None
+
+
 class RequestBatch(TypedDict):
     batch_id: str
     items: list[Request]

@@ -37,6 +37,7 @@ class Kind(IntEnum):
     SCORE_BATCH = 11
     RESULT_BATCH = 12
     DECISION_BATCH = 13
+    API_KEY = 14
 
 
 # The batch kind that carries several records of a kind, and back.
@@ -66,6 +67,7 @@ _FILES = {
     "score_batch": Kind.SCORE_BATCH,
     "result_batch": Kind.RESULT_BATCH,
     "decision_batch": Kind.DECISION_BATCH,
+    "api_key": Kind.API_KEY,
 }
 
 

@@ -11,11 +11,16 @@ RESULTS = "rdv.results"
 CONTROL = "rdv.control"
 DECISIONS = "rdv.decisions"
 DEAD_LETTER = "rdv.dead-letter"
+# The proxy's API keys, by key id; compacted, so the latest record of each key is kept forever.
+API_KEYS = "rdv.api-keys"
 
-ALL = (REQUESTS, MODEL_INPUT, SCORES, RESULTS, CONTROL, DECISIONS, DEAD_LETTER)
+ALL = (REQUESTS, MODEL_INPUT, SCORES, RESULTS, CONTROL, DECISIONS, DEAD_LETTER, API_KEYS)
 
 # Topics that must keep a single partition so that their order is global.
-SINGLE_PARTITION = frozenset({CONTROL})
+SINGLE_PARTITION = frozenset({CONTROL, API_KEYS})
+
+# Topics that keep the latest record of each key (cleanup.policy=compact) instead of a window.
+COMPACTED = frozenset({API_KEYS})
 
 # Topics whose record timestamps the broker stamps on arrival (one clock, monotonic per
 # partition): the rendezvous job's watermarks come from these.

@@ -208,4 +208,7 @@ def _topic_config(name: str) -> dict[str, str]:
         # The policy history: the enrich job re-reads it from the start on every run, so a
         # deleted record would silently bring an older policy back. A few records a change.
         config["retention.ms"] = "-1"
+    if name in topics.COMPACTED:
+        # A key's state is its latest record; older ones of the same key may go.
+        config["cleanup.policy"] = "compact"
     return config
