@@ -56,11 +56,12 @@ def run(coro: Any) -> Any:
 async def proxy(
     transport: InMemoryTransport | None = None,
     clock: Callable[[], int] | None = None,
+    keys: Any = None,
     **overrides: Any,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, InMemoryTransport, Any]]:
     settings = ProxySettings(**{"replica_id": "r1", "tick_interval_ms": 0, **overrides})
     transport = InMemoryTransport() if transport is None else transport
-    app = create_app(settings, CONFIG, transport, clock)
+    app = create_app(settings, CONFIG, transport, clock, keys)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(

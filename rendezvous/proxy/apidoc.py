@@ -234,6 +234,43 @@ def _errors(table: dict[str, str]) -> dict[str, Any]:
     return {status: _err(description) for status, description in table.items()}
 
 
+# ---- access control (documented when the proxy requires API keys) ----------------------------
+SECURITY_SCHEME = "apiKey"
+_WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": 'Bearer realm="rendezvous", with error="invalid_token" when the key '
+        'sent is unknown or revoked (RFC 6750), or error="insufficient_scope" on a 403',
+        "schema": {"type": "string"},
+    }
+}
+_ACCESS_ERRORS = {
+    "401": {
+        **_err(
+            "no API key, a malformed Authorization header, or a key that is unknown or revoked "
+            "(code unauthorized)"
+        ),
+        "headers": _WWW_AUTHENTICATE,
+    },
+    "403": {
+        **_err("the API key is not scoped to this service (code forbidden)"),
+        "headers": _WWW_AUTHENTICATE,
+    },
+}
+
+
+def _secured(operation: dict[str, Any]) -> dict[str, Any]:
+    """``operation`` behind an API key: its security requirement and its 401 and 403."""
+    responses = {**operation["responses"], **_ACCESS_ERRORS}
+    unread = "this replica has not read its API keys yet (code keys_unavailable)"
+    earlier = responses.get("503")
+    responses["503"] = _err(f"{earlier['description']}; or {unread}" if earlier else unread)
+    return {
+        **operation,
+        "security": [{SECURITY_SCHEME: []}],
+        "responses": dict(sorted(responses.items())),
+    }
+
+
 def _service_paths(name: str, spec: ServiceSpec) -> dict[str, Any]:
     body = {"required": True, **_content(_ref(f"{name}_input"))}
     score = {
@@ -263,8 +300,10 @@ def _service_paths(name: str, spec: ServiceSpec) -> dict[str, Any]:
     }
 
 
-def openapi(config: Config) -> dict[str, Any]:
-    """An OpenAPI 3 document of the proxy, with one request body schema per service."""
+def openapi(config: Config, *, access: bool = False) -> dict[str, Any]:
+    """An OpenAPI 3 document of the proxy, with one request body schema per service.
+
+    ``access``: the proxy requires API keys (on every /v1/ operation)."""
     schemas = component_schemas()
     paths: dict[str, Any] = {}
     for name, spec in sorted(config.services.items()):
@@ -287,8 +326,13 @@ def openapi(config: Config) -> dict[str, Any]:
     }
     paths["/readyz"] = {
         "get": {
-            "summary": "readiness: Kafka reachable",
-            "responses": {"200": {"description": "ready"}, "503": _err("Kafka unavailable")},
+            "summary": "readiness: Kafka reachable" + (" and the API keys read" if access else ""),
+            "responses": {
+                "200": {"description": "ready"},
+                "503": _err(
+                    "Kafka unavailable" + (", or the API keys not read yet" if access else "")
+                ),
+            },
         }
     }
     paths["/metrics"] = {
@@ -299,6 +343,20 @@ def openapi(config: Config) -> dict[str, Any]:
             },
         }
     }
+    components: dict[str, Any] = {"schemas": schemas}
+    if access:
+        for path, item in paths.items():
+            if path.startswith("/v1/"):
+                for method, operation in item.items():
+                    item[method] = _secured(operation)
+        components["securitySchemes"] = {
+            SECURITY_SCHEME: {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API key from `rendezvous keys create`, as "
+                "'Authorization: Bearer <key>'",
+            }
+        }
     return {
         "openapi": "3.0.3",
         "info": {
@@ -307,7 +365,7 @@ def openapi(config: Config) -> dict[str, Any]:
             "description": f"services from {config.source}: {', '.join(sorted(config.services))}",
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": components,
     }
 
 

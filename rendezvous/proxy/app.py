@@ -10,7 +10,7 @@ reads a request, :mod:`~rendezvous.proxy.validation` checks its body, the
 allocation-light: validators are built once per service, JSON goes through orjson, and nothing
 is logged per request.
 
-About 400 lines, kept together: the endpoints are short, and what is left is the one place
+About 500 lines, kept together: the endpoints are short, and what is left is the one place
 that wires a replica's parts and their lifecycle.
 """
 
@@ -29,9 +29,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rendezvous import serde
+from rendezvous import serde, topics
+from rendezvous.access.log import Following, KafkaKeyLog, KeyLog
 from rendezvous.clock import Clock, now_ms
 from rendezvous.config import Config, ServiceSpec
+from rendezvous.proxy.access import Gate
 from rendezvous.proxy.admission import Admission
 from rendezvous.proxy.apidoc import OPENAPI_URL, docs_routes, openapi
 from rendezvous.proxy.batcher import RequestBatcher
@@ -39,6 +41,7 @@ from rendezvous.proxy.book import ReplicaBook, fingerprint
 from rendezvous.proxy.errors import (
     AnswerTimeout,
     KafkaUnavailable,
+    KeysUnavailable,
     Overloaded,
     UnknownService,
 )
@@ -82,7 +85,12 @@ class Proxy:
     """One replica: validation, produce, and the rendezvous of results with waiting requests."""
 
     def __init__(
-        self, settings: ProxySettings, config: Config, transport: Transport, clock: Clock
+        self,
+        settings: ProxySettings,
+        config: Config,
+        transport: Transport,
+        clock: Clock,
+        keys: KeyLog | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -126,7 +134,21 @@ class Proxy:
             interval_ms=settings.tick_interval_ms,
             idle_interval_ms=settings.idle_tick_interval_ms,
         )
-        self.openapi_json = orjson.dumps(openapi(config), option=orjson.OPT_INDENT_2)
+        # Access control: the gate every scoring and status request passes, and the key log
+        # it follows. None when the replica takes requests without keys.
+        self.gate: Gate | None = None
+        self.key_log: KeyLog | None = None
+        self._following: Following | None = None
+        if settings.require_api_keys:
+            self.gate = Gate(topic=topics.API_KEYS)
+            self.key_log = (
+                keys
+                if keys is not None
+                else KafkaKeyLog(settings.kafka, client_id=f"rdv-proxy-{settings.replica_id}-keys")
+            )
+        self.openapi_json = orjson.dumps(
+            openapi(config, access=self.gate is not None), option=orjson.OPT_INDENT_2
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.metrics.replica_gauges(
             self.pending, self.accepted, self.cache, transport.ready, self.admission
@@ -137,6 +159,8 @@ class Proxy:
         self._loop = asyncio.get_running_loop()
         self.batcher.start(self._loop)
         self.transport.start(self._loop, self.on_result)
+        if self.gate is not None and self.key_log is not None:
+            self._following = self.gate.follow(self.key_log, self._loop)
         self.heartbeat.start(self._loop)
         self.metrics.watch_gc()
         log.info(
@@ -153,7 +177,10 @@ class Proxy:
         for fut in self.pending.values():
             if not fut.done():
                 fut.set_result(_Failed("this proxy replica is shutting down; retry on another"))
-        await asyncio.get_running_loop().run_in_executor(None, self.transport.close)
+        loop = asyncio.get_running_loop()
+        if self._following is not None:
+            await loop.run_in_executor(None, self._following.close)
+        await loop.run_in_executor(None, self.transport.close)
 
     # -- results from the transport (on the event loop)
     def on_result(self, result: dict[str, Any]) -> None:
@@ -173,6 +200,11 @@ class Proxy:
             fut.set_result(_Failed(text))
 
     # -- shared steps
+    def _authorize(self, request: Request, service: str) -> None:
+        """With access control on: the request's API key is valid, and for ``service``."""
+        if self.gate is not None:
+            self.gate.check(request.headers.get("authorization"), service)
+
     def _service(self, name: str) -> tuple[ServiceSpec, Validator]:
         try:
             return self.services[name]
@@ -228,6 +260,7 @@ class Proxy:
         label, rid, due = UNKNOWN_SERVICE_LABEL, None, None
         try:
             rid = request_id(request)
+            self._authorize(request, name)
             spec, validator = self._service(name)
             label = name
             due = deadline(request.headers.get(DEADLINE_HEADER), spec.sla_ms)
@@ -303,6 +336,7 @@ class Proxy:
         label, rid, due = UNKNOWN_SERVICE_LABEL, None, None
         try:
             rid = request_id(request)
+            self._authorize(request, name)
             spec, validator = self._service(name)
             label = name
             due = deadline(request.headers.get(DEADLINE_HEADER), spec.sla_ms)
@@ -321,7 +355,12 @@ class Proxy:
     async def status(self, request: Request) -> Response:
         rid = request.path_params["request_id"]
         try:
-            body, status = self._status(path_request_id(rid))
+            gate = self.gate
+            key = None if gate is None else gate.authenticate(request.headers.get("authorization"))
+            checked = path_request_id(rid)
+            if gate is not None and key is not None:
+                gate.scope(key, self.book.service_of(checked))
+            body, status = self._status(checked)
         except Exception as exc:
             response = error_response(exc, rid)
             self.metrics.count("", "status", response.status_code)
@@ -340,6 +379,12 @@ class Proxy:
         return json_response(orjson.dumps({"status": "ok", "replica_id": self.replica_id}), 200)
 
     async def readyz(self, request: Request) -> Response:
+        gate = self.gate
+        if gate is not None and not gate.ready:
+            return error_response(
+                KeysUnavailable(f"this replica has not read its API keys yet: {gate.problem}"),
+                None,
+            )
         if self.transport.ready():
             return json_response(
                 orjson.dumps({"status": "ready", "replica_id": self.replica_id}), 200
@@ -382,17 +427,21 @@ def create_app(
     config: Config,
     transport: Transport | None = None,
     clock: Clock | None = None,
+    keys: KeyLog | None = None,
 ) -> Starlette:
     """The Starlette app of one replica; its lifespan starts/stops the transport and heartbeat.
 
     ``transport`` defaults to a :class:`KafkaTransport` on ``settings.bootstrap``; ``clock``
-    (epoch milliseconds) defaults to the wall clock. The :class:`Proxy` is ``app.state.proxy``.
+    (epoch milliseconds) defaults to the wall clock; ``keys``, the API key log followed when
+    ``settings.require_api_keys`` is on, to the ``rdv.api-keys`` topic. The :class:`Proxy` is
+    ``app.state.proxy``.
     """
     proxy = Proxy(
         settings,
         config,
         KafkaTransport(settings) if transport is None else transport,
         now_ms if clock is None else clock,
+        keys,
     )
 
     @contextlib.asynccontextmanager

@@ -44,6 +44,10 @@ class ProxySettings(EnvSettings):
     port: int = 8000
     replica_id: str = Field(default_factory=_new_replica_id)
 
+    # Access control: every scoring and status request needs an API key (`rendezvous keys`),
+    # read from the rdv.api-keys topic; health, readiness, metrics and /docs stay open.
+    require_api_keys: bool = False
+
     max_body_bytes: int = 1 << 20
     # The whole body must arrive within this long of the handler asking for it; a body shorter
     # than its Content-Length, or one trickling in, gets 408 and the connection is closed.

@@ -71,7 +71,7 @@ def test_the_document_has_every_operation_and_is_json() -> None:
 
 
 def test_every_status_an_error_carries_is_documented() -> None:
-    doc = apidoc.openapi(CONFIG)
+    doc = apidoc.openapi(CONFIG, access=True)
     documented = {
         int(status)
         for item in doc["paths"].values()
@@ -130,3 +130,28 @@ def test_a_service_input_schema_follows_its_fields() -> None:
     assert schema["additionalProperties"] is False
     assert schema["properties"]["region"] == {"type": "string", "nullable": True}
     assert schema["example"] == {"amount": 1.5, "region": "text"}
+
+
+def test_without_access_control_no_operation_asks_for_a_key() -> None:
+    doc = apidoc.openapi(CONFIG)
+    assert "securitySchemes" not in doc["components"]
+    for item in doc["paths"].values():
+        for op in item.values():
+            assert "security" not in op and "401" not in op["responses"]
+
+
+def test_with_access_control_every_v1_operation_needs_a_bearer_key() -> None:
+    doc = apidoc.openapi(CONFIG, access=True)
+    assert doc["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    for path, item in doc["paths"].items():
+        for op in item.values():
+            if path.startswith("/v1/"):
+                assert op["security"] == [{"apiKey": []}]
+                assert {"401", "403"} <= set(op["responses"])
+                assert "WWW-Authenticate" in op["responses"]["401"]["headers"]
+                assert "keys_unavailable" in op["responses"]["503"]["description"]
+            else:  # health, readiness and metrics stay open
+                assert "security" not in op and "401" not in op["responses"]
+    score = doc["paths"]["/v1/services/credit/score"]["post"]
+    assert "kafka_unavailable" in score["responses"]["503"]["description"]
+    assert [p["name"] for p in score["parameters"]] == ["X-Request-ID", "X-Deadline-Ms"]
