@@ -126,6 +126,11 @@ class Tick(TypedDict):
     at_ms: int
 
 
+class Quota(TypedDict):
+    requests: int
+    period_ms: int
+
+
 class ApiKey(TypedDict):
     key_id: str
     digest: str
@@ -135,6 +140,16 @@ class ApiKey(TypedDict):
     created_by: str
     revoked_ms: int | None
     revoked_by: str | None
+    quota: Quota | None
+
+
+class Usage(TypedDict):
+    key_id: str
+    replica_id: str
+    window_start_ms: int
+    window_end_ms: int
+    count: int
+    at_ms: int
 
 
 class RequestBatch(TypedDict):

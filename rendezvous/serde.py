@@ -38,6 +38,7 @@ class Kind(IntEnum):
     RESULT_BATCH = 12
     DECISION_BATCH = 13
     API_KEY = 14
+    USAGE = 15
 
 
 # The batch kind that carries several records of a kind, and back.
@@ -68,6 +69,7 @@ _FILES = {
     "result_batch": Kind.RESULT_BATCH,
     "decision_batch": Kind.DECISION_BATCH,
     "api_key": Kind.API_KEY,
+    "usage": Kind.USAGE,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from datetime import datetime, timezone
 
@@ -40,19 +41,43 @@ def _check_services(args: argparse.Namespace, services: list[str]) -> None:
             cfg.service(name)  # an unknown service is an error naming the configured ones
 
 
+_UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def period_ms(text: str) -> int:
+    """``30s``, ``15m``, ``1h``, ``7d`` in milliseconds (argparse's type for --per)."""
+    match = re.fullmatch(r"(\d{1,9})([smhd])", text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a period; write a number and a unit: 30s, 15m, 1h or 7d"
+        )
+    return int(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
 def cmd_create(args: argparse.Namespace, settings) -> int:
-    from rendezvous.access.keys import ALL_SERVICES, new_key, scope_text
+    from rendezvous.access.keys import ALL_SERVICES, new_key, quota, quota_text, scope_text
 
     if bool(args.service) == args.all_services:
         args.usage_error("name the services with --service (one or more), or --all-services")
+    if (args.quota is None) != (args.per is None):
+        args.usage_error("--quota N and --per PERIOD go together (e.g. --quota 10000 --per 1d)")
     services = [ALL_SERVICES] if args.all_services else args.service
     _check_services(args, services)
-    key, record = new_key(args.name, services, created_by=_issuer(), created_ms=now_ms())
+    budget = None
+    if args.quota is not None:
+        try:
+            budget = quota(args.quota, args.per)
+        except ValueError as exc:
+            args.usage_error(str(exc))
+    key, record = new_key(
+        args.name, services, created_by=_issuer(), created_ms=now_ms(), quota=budget
+    )
     key_log(settings).publish(record)
     # The key alone on stdout, so that KEY=$(rendezvous keys create ...) works.
     print(key)
     print(
-        f"created API key {record['key_id']} ({args.name}) for {scope_text(record)}; it is "
+        f"created API key {record['key_id']} ({args.name}) for {scope_text(record)}, "
+        f"{quota_text(record)}; it is "
         f"shown only now (only its SHA-256 is kept): send it as 'Authorization: Bearer <key>'",
         file=sys.stderr,
     )
@@ -60,7 +85,7 @@ def cmd_create(args: argparse.Namespace, settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings) -> int:
-    from rendezvous.access.keys import scope_text
+    from rendezvous.access.keys import quota_text, scope_text
 
     keys = sorted(key_log(settings).read().values(), key=lambda r: r["created_ms"])
     if not args.all:
@@ -68,12 +93,14 @@ def cmd_list(args: argparse.Namespace, settings) -> int:
     if not keys:
         print("no API keys" if args.all else "no valid API keys (--all lists revoked ones too)")
         return 0
-    print(f"{'key id':<13} {'name':<20} {'created (UTC)':<19}  {'state':<28} services")
+    print(
+        f"{'key id':<13} {'name':<20} {'created (UTC)':<19}  {'state':<27} {'quota':<28} services"
+    )
     for r in keys:
         state = "valid" if r["revoked_ms"] is None else f"revoked {_when(r['revoked_ms'])}"
         print(
             f"{r['key_id']:<13} {r['name'][:20]:<20} {_when(r['created_ms']):<19}  "
-            f"{state:<28} {scope_text(r)}"
+            f"{state:<27} {quota_text(r):<28} {scope_text(r)}"
         )
     return 0
 
@@ -125,6 +152,15 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--service", action="append", metavar="SERVICE", help="a service it may call (repeat)"
     )
     c.add_argument("--all-services", action="store_true", help="it may call every service")
+    c.add_argument(
+        "--quota", type=int, metavar="N", help="at most N requests per period (with --per)"
+    )
+    c.add_argument(
+        "--per",
+        type=period_ms,
+        metavar="PERIOD",
+        help="the quota's period: 30s, 15m, 1h, 1d (windows aligned to the epoch, UTC)",
+    )
     c.add_argument("--config", help="check the services against this configuration file")
     c.set_defaults(func=cmd_create, usage_error=c.error)
     ls = sub.add_parser("list", help="list the keys (never the keys themselves)")

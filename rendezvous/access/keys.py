@@ -22,7 +22,8 @@ import re
 import secrets
 from collections.abc import Iterable
 
-from rendezvous.records import ApiKey
+from rendezvous.records import ApiKey, Quota
+from rendezvous.topics import MAX_QUOTA_PERIOD_MS
 
 PREFIX = "rdv_"
 ALL_SERVICES = "*"
@@ -41,8 +42,25 @@ def key_id_of(key: str) -> str | None:
     return None if match is None else match.group(1)
 
 
+def quota(requests: int, period_ms: int) -> Quota:
+    """A budget of ``requests`` per window of ``period_ms`` (epoch time cut into such windows)."""
+    if requests < 0:
+        raise ValueError(f"a quota is a number of requests >= 0, got {requests}")
+    if not 1000 <= period_ms <= MAX_QUOTA_PERIOD_MS:
+        raise ValueError(
+            f"a quota period is from 1 s to {MAX_QUOTA_PERIOD_MS // 86_400_000} days, got "
+            f"{period_ms} ms"
+        )
+    return {"requests": requests, "period_ms": period_ms}
+
+
 def new_key(
-    name: str, services: Iterable[str], *, created_by: str, created_ms: int
+    name: str,
+    services: Iterable[str],
+    *,
+    created_by: str,
+    created_ms: int,
+    quota: Quota | None = None,
 ) -> tuple[str, ApiKey]:
     """A new key and the record that stores it: show the key once, publish the record."""
     scope = sorted(set(services))
@@ -59,6 +77,7 @@ def new_key(
         "created_by": created_by,
         "revoked_ms": None,
         "revoked_by": None,
+        "quota": quota,
     }
     return key, record
 
@@ -74,6 +93,20 @@ def allows(record: ApiKey, service: str) -> bool:
     """Whether the key of ``record`` may call ``service`` (revocation is not looked at)."""
     services = record["services"]
     return service in services or ALL_SERVICES in services
+
+
+def quota_text(record: ApiKey) -> str:
+    q = record["quota"]
+    return (
+        "no quota" if q is None else f"{q['requests']} requests per {period_text(q['period_ms'])}"
+    )
+
+
+def period_text(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
 
 
 def scope_text(record: ApiKey) -> str:

@@ -1,14 +1,15 @@
-"""Where API keys live: the compacted ``rdv.api-keys`` topic, read whole and followed.
+"""Where API keys and their usage live: compacted topics, read whole and followed.
 
-Every record is one key's latest state, keyed by its key id, so compaction keeps exactly what a
-reader needs and the topic survives any restart. The CLI reads it whole (:meth:`read`) and
-appends to it (:meth:`publish`); every proxy replica *follows* it (:meth:`follow`): reads it
-from the start, says when it has caught up with the end it saw on starting, and goes on
-applying new records as they come, so a key made or revoked on one host reaches every replica
-within a second.
+On ``rdv.api-keys`` every record is one key's latest state, keyed by its key id; on
+``rdv.usage`` one replica's count of one key's requests in the current quota window. So
+compaction keeps exactly what a reader needs, and the topics survive any restart. The CLI reads
+a log whole (:meth:`read`) and appends to it (:meth:`publish`); every proxy replica *follows*
+both (:meth:`follow`): reads from the start, says when it has caught up with the end it saw on
+starting, and goes on applying new records as they come, so a key made or revoked on one host
+reaches every replica within a second.
 
-:class:`KafkaKeyLog` is the topic on a broker; :class:`MemoryKeyLog` is the same in a list,
-for tests and experiments.
+:class:`KafkaRecordLog` is such a topic on a broker (:class:`KafkaKeyLog`,
+:class:`KafkaUsageLog`); :class:`MemoryLog` is the same in a list, for tests and experiments.
 """
 
 from __future__ import annotations
@@ -17,16 +18,29 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from rendezvous import serde, topics
 from rendezvous.errors import RendezvousError
 from rendezvous.kafka import KafkaConnection
-from rendezvous.records import ApiKey
 
 log = logging.getLogger(__name__)
 
-OnRecord = Callable[[str, "ApiKey | None"], None]  # key id, record (None: a tombstone)
+Record = dict[str, Any]
+OnRecord = Callable[
+    [str, "Record | None"], None
+]  # the record's key, the record (None: a tombstone)
+KeyOf = Callable[[Record], str]
+
+
+def key_id(record: Record) -> str:
+    """The key of an API key record on its topic."""
+    return record["key_id"]
+
+
+def usage_key(record: Record) -> str:
+    """The key of a usage record on its topic: one per API key and replica."""
+    return f"{record['key_id']}/{record['replica_id']}"
 
 
 class Following(Protocol):
@@ -36,12 +50,12 @@ class Following(Protocol):
 
 
 class KeyLog(Protocol):
-    def read(self) -> dict[str, ApiKey]:
-        """The latest record of every key, by key id."""
+    def read(self) -> dict[str, Record]:
+        """The latest record of every key, by its key."""
         ...
 
-    def publish(self, record: ApiKey) -> None:
-        """Append a key's new state; it is on the log when this returns."""
+    def publish(self, record: Record) -> None:
+        """Append a record; it is on the log when this returns."""
         ...
 
     def follow(
@@ -58,7 +72,7 @@ class KeyLog(Protocol):
 
 # ---- in memory -----------------------------------------------------------------------------
 class _MemoryFollowing:
-    def __init__(self, owner: MemoryKeyLog, on_record: OnRecord) -> None:
+    def __init__(self, owner: MemoryLog, on_record: OnRecord) -> None:
         self.owner, self.on_record = owner, on_record
 
     def close(self) -> None:
@@ -66,20 +80,22 @@ class _MemoryFollowing:
             self.owner.followers.remove(self)
 
 
-class MemoryKeyLog:
-    """A key log in a list; followers get every record at once, on the publisher's thread."""
+class MemoryLog:
+    """A log in a list; followers get every record at once, on the publisher's thread."""
 
-    def __init__(self, records: list[ApiKey] | None = None) -> None:
-        self.records: list[ApiKey] = list(records or [])
+    key_of: KeyOf = staticmethod(key_id)
+
+    def __init__(self, records: list[Record] | None = None) -> None:
+        self.records: list[Record] = list(records or [])
         self.followers: list[_MemoryFollowing] = []
 
-    def read(self) -> dict[str, ApiKey]:
-        return {r["key_id"]: r for r in self.records}
+    def read(self) -> dict[str, Record]:
+        return {self.key_of(r): r for r in self.records}
 
-    def publish(self, record: ApiKey) -> None:
+    def publish(self, record: Record) -> None:
         self.records.append(record)
         for following in list(self.followers):
-            following.on_record(record["key_id"], record)
+            following.on_record(self.key_of(record), record)
 
     def follow(
         self,
@@ -88,27 +104,26 @@ class MemoryKeyLog:
         on_problem: Callable[[str], None],
     ) -> Following:
         for record in self.records:
-            on_record(record["key_id"], record)
+            on_record(self.key_of(record), record)
         on_caught_up()
         following = _MemoryFollowing(self, on_record)
         self.followers.append(following)
         return following
 
 
+class MemoryKeyLog(MemoryLog):
+    """API keys in a list."""
+
+
+class MemoryUsageLog(MemoryLog):
+    """Usage records in a list."""
+
+    key_of = staticmethod(usage_key)
+
+
 # ---- on Kafka ------------------------------------------------------------------------------
-def _decode(value: bytes | None, key: bytes | None, where: str) -> tuple[str, ApiKey | None] | None:
-    """(key id, record) of one message; None (after a warning) for one that is not a key."""
-    if value is None:
-        return (key.decode(), None) if key else None
-    try:
-        return (key.decode() if key else "", serde.decode_as(serde.Kind.API_KEY, value))
-    except (serde.SerdeError, UnicodeDecodeError) as exc:
-        log.warning("skipped a record on %s that is not an API key: %s", where, exc)
-        return None
-
-
-class KafkaKeyLog:
-    """The API key topic on a Kafka broker."""
+class KafkaRecordLog:
+    """A compacted topic of records of one kind on a Kafka broker, keyed by ``key_of``."""
 
     FOLLOW_POLL_S = 0.2
 
@@ -116,14 +131,31 @@ class KafkaKeyLog:
         self,
         kafka: KafkaConnection,
         *,
-        topic: str = topics.API_KEYS,
+        topic: str,
+        kind: serde.Kind,
+        key_of: KeyOf,
         timeout_s: float = 10.0,
         client_id: str = "rdv-keys",
     ) -> None:
         self.kafka = kafka
         self.topic = topic
+        self.kind = kind
+        self.key_of = key_of
         self.timeout_s = timeout_s
         self.client_id = client_id
+
+    def decode(self, value: bytes | None, key: bytes | None) -> tuple[str, Record | None] | None:
+        """(key, record) of one message; None (after a warning) for one of another kind."""
+        if value is None:
+            return (key.decode(errors="replace"), None) if key else None
+        try:
+            record = serde.decode_as(self.kind, value)
+        except serde.SerdeError as exc:
+            log.warning(
+                "skipped a record on %s that is not %s: %s", self.topic, self.kind.name, exc
+            )
+            return None
+        return self.key_of(record), record
 
     def _consumer(self):
         from confluent_kafka import Consumer
@@ -162,11 +194,11 @@ class KafkaKeyLog:
             out.append((p, low, high))
         return out
 
-    def read(self) -> dict[str, ApiKey]:
+    def read(self) -> dict[str, Record]:
         from confluent_kafka import KafkaException, TopicPartition
 
         consumer = self._consumer()
-        keys: dict[str, ApiKey] = {}
+        keys: dict[str, Record] = {}
         try:
             try:
                 parts = self._partitions(consumer)
@@ -194,13 +226,13 @@ class KafkaKeyLog:
                     continue
                 if msg.offset() + 1 >= ends.get(msg.partition(), 0):
                     ends.pop(msg.partition(), None)
-                decoded = _decode(msg.value(), msg.key(), self.topic)
+                decoded = self.decode(msg.value(), msg.key())
                 if decoded is not None:
-                    key_id, record = decoded
+                    key, record = decoded
                     if record is None:
-                        keys.pop(key_id, None)
+                        keys.pop(key, None)
                     else:
-                        keys[record["key_id"]] = record
+                        keys[key] = record
         finally:
             consumer.close()
         return keys
@@ -215,15 +247,15 @@ class KafkaKeyLog:
             if tp.offset >= 0 and tp.offset >= ends[tp.partition]:
                 ends.pop(tp.partition, None)
 
-    def publish(self, record: ApiKey) -> None:
+    def publish(self, record: Record) -> None:
         from confluent_kafka import Producer
 
         producer = Producer(self.kafka.client_config({"linger.ms": 0, "acks": "all"}))
-        value = serde.encode(serde.Kind.API_KEY, dict(record))
-        producer.produce(self.topic, value=value, key=record["key_id"].encode())
+        key = self.key_of(record)
+        producer.produce(self.topic, value=serde.encode(self.kind, dict(record)), key=key.encode())
         if producer.flush(self.timeout_s) != 0:
             raise RendezvousError(
-                f"could not write API key {record['key_id']} to {self.topic} at "
+                f"could not write {self.kind.name} record {key} to {self.topic} at "
                 f"{self.kafka.bootstrap}; is Kafka up (`rendezvous status`)?"
             )
 
@@ -236,12 +268,26 @@ class KafkaKeyLog:
         return _KafkaFollowing(self, on_record, on_caught_up, on_problem)
 
 
+class KafkaKeyLog(KafkaRecordLog):
+    """The API key topic on a Kafka broker."""
+
+    def __init__(self, kafka: KafkaConnection, *, topic: str = topics.API_KEYS, **kw: Any) -> None:
+        super().__init__(kafka, topic=topic, kind=serde.Kind.API_KEY, key_of=key_id, **kw)
+
+
+class KafkaUsageLog(KafkaRecordLog):
+    """The usage topic on a Kafka broker."""
+
+    def __init__(self, kafka: KafkaConnection, *, topic: str = topics.USAGE, **kw: Any) -> None:
+        super().__init__(kafka, topic=topic, kind=serde.Kind.USAGE, key_of=usage_key, **kw)
+
+
 class _KafkaFollowing:
     """A daemon thread that reads the key topic from the start until closed."""
 
     def __init__(
         self,
-        owner: KafkaKeyLog,
+        owner: KafkaRecordLog,
         on_record: OnRecord,
         on_caught_up: Callable[[], None],
         on_problem: Callable[[str], None],
@@ -249,7 +295,9 @@ class _KafkaFollowing:
         self.owner = owner
         self.on_record, self.on_caught_up, self.on_problem = on_record, on_caught_up, on_problem
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rdv-proxy-keys", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name=f"rdv-follow-{owner.topic}", daemon=True
+        )
         self._thread.start()
 
     def close(self) -> None:
@@ -268,7 +316,7 @@ class _KafkaFollowing:
                     parts = owner._partitions(consumer)
                 except Exception as exc:  # not there yet, or Kafka down: try again
                     text = exc.message if isinstance(exc, RendezvousError) else str(exc)
-                    self.on_problem(f"API keys not read: {text}")
+                    self.on_problem(f"{topic} not read: {text}")
                     self._stop.wait(1.0)
                     continue
                 consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p, _, _ in parts])
@@ -288,10 +336,9 @@ class _KafkaFollowing:
                     continue
                 if ends and msg.offset() + 1 >= ends.get(msg.partition(), 0):
                     ends.pop(msg.partition(), None)
-                decoded = _decode(msg.value(), msg.key(), topic)
+                decoded = owner.decode(msg.value(), msg.key())
                 if decoded is not None:
-                    key_id, record = decoded
-                    self.on_record(record["key_id"] if record else key_id, record)
+                    self.on_record(*decoded)
         except RuntimeError:  # the event loop closed under us during shutdown
             pass
         finally:

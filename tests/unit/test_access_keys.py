@@ -129,3 +129,16 @@ def test_the_key_topic_is_compacted_single_partition_and_created_with_the_others
 
     assert topics.API_KEYS in topics.ALL and topics.API_KEYS in topics.SINGLE_PARTITION
     assert _topic_config(topics.API_KEYS) == {"cleanup.policy": "compact"}
+
+
+def test_create_with_a_quota_and_list_shows_it(log, capsys) -> None:
+    argv = ["keys", "create", "--name", "ci", "--service", "credit"]
+    assert cli.main([*argv, "--quota", "500", "--per", "1h"]) == 0
+    assert "500 requests per 1h" in capsys.readouterr().err
+    assert log.records[0]["quota"] == {"requests": 500, "period_ms": 3_600_000}
+    assert cli.main(["keys", "list"]) == 0
+    assert "500 requests per 1h" in capsys.readouterr().out
+    for bad in (["--quota", "5"], ["--per", "1h"], ["--quota", "5", "--per", "soon"]):
+        with pytest.raises(SystemExit):
+            cli.main([*argv, *bad])
+    assert len(log.records) == 1
