@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from rendezvous import config, serde
+from rendezvous.access.log import MemoryUsageLog
 from rendezvous.proxy import InMemoryTransport, ProxySettings, create_app
 from rendezvous.proxy.transport import Record
 
@@ -57,11 +58,14 @@ async def proxy(
     transport: InMemoryTransport | None = None,
     clock: Callable[[], int] | None = None,
     keys: Any = None,
+    usage: Any = None,
     **overrides: Any,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, InMemoryTransport, Any]]:
     settings = ProxySettings(**{"replica_id": "r1", "tick_interval_ms": 0, **overrides})
     transport = InMemoryTransport() if transport is None else transport
-    app = create_app(settings, CONFIG, transport, clock, keys)
+    if keys is not None and usage is None:
+        usage = MemoryUsageLog()
+    app = create_app(settings, CONFIG, transport, clock, keys, usage)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(

@@ -62,6 +62,28 @@ class Pending(BaseModel):
     status: Literal["pending"]
 
 
+class QuotaUsage(BaseModel):
+    """A key's quota in the current window, summed over every proxy replica."""
+
+    requests: int = Field(description="requests allowed per window")
+    period_ms: int = Field(description="the window's length; windows are aligned to the epoch")
+    window_start_ms: int
+    window_end_ms: int
+    used: int = Field(
+        description="requests counted in the window (other replicas' counts lag by about a second)"
+    )
+    remaining: int
+
+
+class KeyUsage(BaseModel):
+    """The API key a request was sent with (GET /v1/usage)."""
+
+    key_id: str
+    name: str
+    services: list[str] = Field(description='the services it may call; ["*"]: every service')
+    quota: QuotaUsage | None = Field(description="null: the key has no quota")
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(description="stable and machine-readable, such as deadline_exceeded")
     message: str = Field(description="what happened and how to fix it")
@@ -93,7 +115,7 @@ class _OpenApi30(GenerateJsonSchema):
 def component_schemas() -> dict[str, Any]:
     """The schemas of the proxy's response bodies, by name, as ``components/schemas``."""
     _, top = models_json_schema(
-        [(model, "serialization") for model in (Answer, Accepted, Pending, Error)],
+        [(model, "serialization") for model in (Answer, Accepted, Pending, Error, KeyUsage)],
         ref_template="#/components/schemas/{model}",
         schema_generator=_OpenApi30,
     )
@@ -258,9 +280,47 @@ _ACCESS_ERRORS = {
 }
 
 
-def _secured(operation: dict[str, Any]) -> dict[str, Any]:
-    """``operation`` behind an API key: its security requirement and its 401 and 403."""
+_RATE_HEADERS = {
+    "X-RateLimit-Limit": {
+        "description": "the key's quota: requests per window (only for a key with a quota)",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Remaining": {
+        "description": "requests left in the window after this one",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Reset": {
+        "description": "seconds until the window ends and the quota is whole again",
+        "schema": {"type": "integer"},
+    },
+}
+_QUOTA_EXCEEDED = {
+    **_err(
+        "the key has used its quota for the current window (code quota_exceeded); see GET /v1/usage"
+    ),
+    "headers": {
+        "Retry-After": {
+            "description": "seconds until the window ends",
+            "schema": {"type": "integer"},
+        },
+        **_RATE_HEADERS,
+    },
+}
+
+
+def _secured(operation: dict[str, Any], *, counted: bool, scoped: bool = True) -> dict[str, Any]:
+    """``operation`` behind an API key: its security requirement, its 401, its 403 when it is
+    ``scoped`` to the key's services and, when ``counted`` against the key's quota, its 429
+    and rate headers."""
     responses = {**operation["responses"], **_ACCESS_ERRORS}
+    if not scoped:
+        del responses["403"]
+    if counted:
+        responses["429"] = _QUOTA_EXCEEDED
+        for status in ("200", "202"):
+            if status in responses:
+                ok = responses[status]
+                responses[status] = {**ok, "headers": {**ok.get("headers", {}), **_RATE_HEADERS}}
     unread = "this replica has not read its API keys yet (code keys_unavailable)"
     earlier = responses.get("503")
     responses["503"] = _err(f"{earlier['description']}; or {unread}" if earlier else unread)
@@ -348,7 +408,19 @@ def openapi(config: Config, *, access: bool = False) -> dict[str, Any]:
         for path, item in paths.items():
             if path.startswith("/v1/"):
                 for method, operation in item.items():
-                    item[method] = _secured(operation)
+                    item[method] = _secured(operation, counted=path.startswith("/v1/services/"))
+        paths["/v1/usage"] = {
+            "get": _secured(
+                {
+                    "summary": "the calling API key: its services and its quota in the current "
+                    "window (not counted against it)",
+                    "operationId": "get_usage",
+                    "responses": {"200": _ok("the key and its usage", "KeyUsage")},
+                },
+                counted=False,
+                scoped=False,
+            )
+        }
         components["securitySchemes"] = {
             SECURITY_SCHEME: {
                 "type": "http",

@@ -29,8 +29,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rendezvous import serde, topics
-from rendezvous.access.log import Following, KafkaKeyLog, KeyLog
+from rendezvous import serde
+from rendezvous.access.log import KafkaKeyLog, KafkaUsageLog, KeyLog
+from rendezvous.access.quota import Verdict
 from rendezvous.clock import Clock, now_ms
 from rendezvous.config import Config, ServiceSpec
 from rendezvous.proxy.access import Gate
@@ -43,6 +44,7 @@ from rendezvous.proxy.errors import (
     KafkaUnavailable,
     KeysUnavailable,
     Overloaded,
+    UnknownEndpoint,
     UnknownService,
 )
 from rendezvous.proxy.heartbeat import Heartbeat
@@ -91,6 +93,7 @@ class Proxy:
         transport: Transport,
         clock: Clock,
         keys: KeyLog | None = None,
+        usage: KeyLog | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -134,17 +137,20 @@ class Proxy:
             interval_ms=settings.tick_interval_ms,
             idle_interval_ms=settings.idle_tick_interval_ms,
         )
-        # Access control: the gate every scoring and status request passes, and the key log
-        # it follows. None when the replica takes requests without keys.
+        # Access control: the gate every scoring and status request passes; None when the
+        # replica takes requests without keys.
         self.gate: Gate | None = None
-        self.key_log: KeyLog | None = None
-        self._following: Following | None = None
         if settings.require_api_keys:
-            self.gate = Gate(topic=topics.API_KEYS)
-            self.key_log = (
-                keys
-                if keys is not None
-                else KafkaKeyLog(settings.kafka, client_id=f"rdv-proxy-{settings.replica_id}-keys")
+            client = f"rdv-proxy-{settings.replica_id}"
+            self.gate = Gate(
+                replica_id=settings.replica_id,
+                key_log=KafkaKeyLog(settings.kafka, client_id=f"{client}-keys")
+                if keys is None
+                else keys,
+                usage_log=KafkaUsageLog(settings.kafka, client_id=f"{client}-usage")
+                if usage is None
+                else usage,
+                usage_interval_ms=settings.usage_interval_ms,
             )
         self.openapi_json = orjson.dumps(
             openapi(config, access=self.gate is not None), option=orjson.OPT_INDENT_2
@@ -159,8 +165,8 @@ class Proxy:
         self._loop = asyncio.get_running_loop()
         self.batcher.start(self._loop)
         self.transport.start(self._loop, self.on_result)
-        if self.gate is not None and self.key_log is not None:
-            self._following = self.gate.follow(self.key_log, self._loop)
+        if self.gate is not None:
+            self.gate.start(self._loop, self.transport, self.clock)
         self.heartbeat.start(self._loop)
         self.metrics.watch_gc()
         log.info(
@@ -178,8 +184,8 @@ class Proxy:
             if not fut.done():
                 fut.set_result(_Failed("this proxy replica is shutting down; retry on another"))
         loop = asyncio.get_running_loop()
-        if self._following is not None:
-            await loop.run_in_executor(None, self._following.close)
+        if self.gate is not None:
+            await self.gate.stop(self.transport, self.clock)
         await loop.run_in_executor(None, self.transport.close)
 
     # -- results from the transport (on the event loop)
@@ -199,11 +205,23 @@ class Proxy:
         if fut is not None and not fut.done():
             fut.set_result(_Failed(text))
 
+    def _headed(self, response: Response, due: Deadline | None, quota: Verdict | None) -> Response:
+        """``response`` with the headers that say which deadline an X-Deadline-Ms got and
+        what is left of the key's quota."""
+        extra = None if due is None else due.headers()
+        if extra:
+            response.headers.update(extra)
+        if quota is not None:
+            response.headers.update(quota.headers(self.clock()))
+        return response
+
     # -- shared steps
-    def _authorize(self, request: Request, service: str) -> None:
-        """With access control on: the request's API key is valid, and for ``service``."""
-        if self.gate is not None:
-            self.gate.check(request.headers.get("authorization"), service)
+    def _authorize(self, request: Request, service: str) -> Verdict | None:
+        """With access control on: the request's API key is valid, for ``service`` and within
+        its quota (counted now); the quota's verdict, if the key has one."""
+        if self.gate is None:
+            return None
+        return self.gate.check(request.headers.get("authorization"), service, self.clock())
 
     def _service(self, name: str) -> tuple[ServiceSpec, Validator]:
         try:
@@ -257,10 +275,10 @@ class Proxy:
     # -- endpoints
     async def score(self, request: Request) -> Response:
         name = request.path_params["service"]
-        label, rid, due = UNKNOWN_SERVICE_LABEL, None, None
+        label, rid, due, quota = UNKNOWN_SERVICE_LABEL, None, None, None
         try:
             rid = request_id(request)
-            self._authorize(request, name)
+            quota = self._authorize(request, name)
             spec, validator = self._service(name)
             label = name
             due = deadline(request.headers.get(DEADLINE_HEADER), spec.sla_ms)
@@ -271,11 +289,11 @@ class Proxy:
             else:
                 body = await self._wait(spec, rid, payload, fp, due)
         except Exception as exc:
-            response = _with_deadline(error_response(exc, rid), due)
+            response = self._headed(error_response(exc, rid), due, quota)
             self.metrics.count(label, "score", response.status_code)
             return response
         self.metrics.count(label, "score", 200)
-        return _with_deadline(json_response(body, 200, rid), due)
+        return self._headed(json_response(body, 200, rid), due, quota)
 
     async def _wait(
         self, spec: ServiceSpec, rid: str, payload: dict[str, Any], fp: bytes, due: Deadline
@@ -333,10 +351,10 @@ class Proxy:
 
     async def submit(self, request: Request) -> Response:
         name = request.path_params["service"]
-        label, rid, due = UNKNOWN_SERVICE_LABEL, None, None
+        label, rid, due, quota = UNKNOWN_SERVICE_LABEL, None, None, None
         try:
             rid = request_id(request)
-            self._authorize(request, name)
+            quota = self._authorize(request, name)
             spec, validator = self._service(name)
             label = name
             due = deadline(request.headers.get(DEADLINE_HEADER), spec.sla_ms)
@@ -345,12 +363,12 @@ class Proxy:
                 received_ms, _ = self._produce(spec, rid, payload, fp, due.ms)
                 self.book.accept(rid, name, received_ms + due.ms + self.settings.result_grace_ms)
         except Exception as exc:
-            response = _with_deadline(error_response(exc, rid), due)
+            response = self._headed(error_response(exc, rid), due, quota)
             self.metrics.count(label, "requests", response.status_code)
             return response
         self.metrics.count(label, "requests", 202)
         body = orjson.dumps({"request_id": rid, "status_url": f"/v1/requests/{rid}"})
-        return _with_deadline(json_response(body, 202, rid), due)
+        return self._headed(json_response(body, 202, rid), due, quota)
 
     async def status(self, request: Request) -> Response:
         rid = request.path_params["request_id"]
@@ -375,6 +393,23 @@ class Proxy:
         arrived_ms, result = hit
         return answer_body(result, arrived_ms - result["received_ms"]), 200
 
+    async def usage(self, request: Request) -> Response:
+        """GET /v1/usage: the calling key, its scope and its quota in the current window."""
+        gate = self.gate
+        try:
+            if gate is None:
+                raise UnknownEndpoint(
+                    "GET /v1/usage reports an API key's quota, and this proxy takes requests "
+                    "without keys (RDV_PROXY_REQUIRE_API_KEYS is off)"
+                )
+            key = gate.authenticate(request.headers.get("authorization"))
+        except Exception as exc:
+            response = error_response(exc, None)
+            self.metrics.count("", "usage", response.status_code)
+            return response
+        self.metrics.count("", "usage", 200)
+        return json_response(orjson.dumps(gate.usage(key, self.clock())), 200)
+
     async def healthz(self, request: Request) -> Response:
         return json_response(orjson.dumps({"status": "ok", "replica_id": self.replica_id}), 200)
 
@@ -382,7 +417,9 @@ class Proxy:
         gate = self.gate
         if gate is not None and not gate.ready:
             return error_response(
-                KeysUnavailable(f"this replica has not read its API keys yet: {gate.problem}"),
+                KeysUnavailable(
+                    f"this replica has not read its API keys and their usage yet: {gate.problem}"
+                ),
                 None,
             )
         if self.transport.ready():
@@ -407,14 +444,6 @@ def _resolve_none(fut: asyncio.Future[Any]) -> None:
         fut.set_result(None)
 
 
-def _with_deadline(response: Response, due: Deadline | None) -> Response:
-    """``response`` with the headers that say which deadline an X-Deadline-Ms got."""
-    extra = None if due is None else due.headers()
-    if extra:
-        response.headers.update(extra)
-    return response
-
-
 def _budget(due: Deadline, spec: ServiceSpec) -> str:
     if due.ms == spec.sla_ms:
         return f"{spec.sla_ms} ms SLA"
@@ -428,13 +457,14 @@ def create_app(
     transport: Transport | None = None,
     clock: Clock | None = None,
     keys: KeyLog | None = None,
+    usage: KeyLog | None = None,
 ) -> Starlette:
     """The Starlette app of one replica; its lifespan starts/stops the transport and heartbeat.
 
     ``transport`` defaults to a :class:`KafkaTransport` on ``settings.bootstrap``; ``clock``
-    (epoch milliseconds) defaults to the wall clock; ``keys``, the API key log followed when
-    ``settings.require_api_keys`` is on, to the ``rdv.api-keys`` topic. The :class:`Proxy` is
-    ``app.state.proxy``.
+    (epoch milliseconds) defaults to the wall clock; ``keys`` and ``usage``, the logs of API
+    keys and of their usage followed when ``settings.require_api_keys`` is on, to the
+    ``rdv.api-keys`` and ``rdv.usage`` topics. The :class:`Proxy` is ``app.state.proxy``.
     """
     proxy = Proxy(
         settings,
@@ -442,6 +472,7 @@ def create_app(
         KafkaTransport(settings) if transport is None else transport,
         now_ms if clock is None else clock,
         keys,
+        usage,
     )
 
     @contextlib.asynccontextmanager
@@ -456,6 +487,7 @@ def create_app(
         Route("/v1/services/{service}/score", proxy.score, methods=["POST"]),
         Route("/v1/services/{service}/requests", proxy.submit, methods=["POST"]),
         Route("/v1/requests/{request_id}", proxy.status, methods=["GET"]),
+        Route("/v1/usage", proxy.usage, methods=["GET"]),
         Route("/healthz", proxy.healthz, methods=["GET"]),
         Route("/readyz", proxy.readyz, methods=["GET"]),
         Route("/metrics", proxy.metrics_text, methods=["GET"]),

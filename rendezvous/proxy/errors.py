@@ -82,6 +82,13 @@ class UnknownService(ProxyError):
     code = "unknown_service"
 
 
+class UnknownEndpoint(ProxyError):
+    """An endpoint this replica does not serve as configured."""
+
+    status = 404
+    code = "not_found"
+
+
 class UnknownRequest(ProxyError):
     status = 404
     code = "unknown_request"
@@ -112,6 +119,22 @@ class RequestIdConflict(ProxyError):
 
     status = 409
     code = "request_id_conflict"
+
+
+class QuotaExceeded(ProxyError):
+    """The API key has used its quota of requests for the current window."""
+
+    status = 429
+    code = "quota_exceeded"
+
+    def __init__(
+        self, message: str, *, limit_headers: dict[str, str], request_id: str | None = None
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        self.limit_headers = limit_headers
+
+    def headers(self) -> dict[str, str] | None:
+        return self.limit_headers
 
 
 class BodyTooLarge(ProxyError):

@@ -73,7 +73,7 @@ def test_an_empty_key_topic_is_caught_up_with_at_once(stack, unique_topic):
         following.close()
 
 
-def test_the_stacks_key_topic_is_compacted_with_one_partition(stack):
+def test_the_stacks_key_and_usage_topics_are_compacted_with_one_partition(stack):
     from confluent_kafka.admin import AdminClient, ConfigResource
 
     admin = AdminClient(stack.settings.kafka.client_config())
@@ -82,6 +82,12 @@ def test_the_stacks_key_topic_is_compacted_with_one_partition(stack):
     resource = ConfigResource(ConfigResource.Type.TOPIC, topics.API_KEYS)
     configs = admin.describe_configs([resource])[resource].result(timeout=30)
     assert configs["cleanup.policy"].value == "compact"
+    meta = admin.list_topics(topics.USAGE, timeout=10).topics[topics.USAGE]
+    assert meta.error is None and len(meta.partitions) == 1
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topics.USAGE)
+    configs = admin.describe_configs([resource])[resource].result(timeout=30)
+    assert configs["cleanup.policy"].value == "compact,delete"
+    assert int(configs["retention.ms"].value) > topics.MAX_QUOTA_PERIOD_MS
 
 
 # ---- proxy replicas ------------------------------------------------------------------------
@@ -191,6 +197,63 @@ def test_replicas_follow_keys_made_and_revoked_and_keep_them_over_a_restart(
         procs[0] = start_proxy(stack, path, ports[0], f"keys-0-{uuid.uuid4().hex[:4]}")
         assert submit(urls[0], service, late).status_code == 202
         assert submit(urls[0], service, early).status_code == 401
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+def usage_of(url: str, key: str) -> dict:
+    r = httpx.get(f"{url}/v1/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_quota_holds_across_replicas_and_over_a_restart(
+    stack, stack_env, monkeypatch, capsys, tmp_path
+):
+    for name, value in stack_env.items():
+        monkeypatch.setenv(name, value)
+    service = "quota" + uuid.uuid4().hex[:6]
+    path = write_service(
+        tmp_path / "services.yaml", service, sla_ms=200, grace_ms=500, models=MODELS
+    )
+    # 31-day windows: a test that straddles a window's end is a few seconds in a month
+    argv = ["create", "--name", "quota", "--service", service, "--quota", "6", "--per", "31d"]
+    key = keys_cli(capsys, *argv).strip()
+    ports = [free_port(), free_port()]
+    procs = [
+        start_proxy(stack, path, p, f"quota-{i}-{uuid.uuid4().hex[:4]}")
+        for i, p in enumerate(ports)
+    ]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    try:
+        for remaining in ("5", "4", "3", "2"):
+            r = submit(urls[0], service, key)
+            assert r.status_code == 202, r.text
+            assert r.headers["x-ratelimit-remaining"] == remaining
+        # The other replica sums in the first one's count once it is published (every second).
+        wait_until(
+            lambda: usage_of(urls[1], key)["quota"]["used"] == 4,
+            timeout_s=15,
+            what="replica 1 to read replica 0's count",
+        )
+        assert [submit(urls[1], service, key).status_code for _ in range(2)] == [202, 202]
+        r = submit(urls[1], service, key)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "quota_exceeded"
+        assert int(r.headers["retry-after"]) >= 1 and r.headers["x-ratelimit-remaining"] == "0"
+        wait_until(
+            lambda: usage_of(urls[0], key)["quota"]["used"] == 6,
+            timeout_s=15,
+            what="replica 0 to read replica 1's count",
+        )
+        r = submit(urls[0], service, key)
+        assert r.status_code == 429 and r.headers["x-ratelimit-remaining"] == "0"
+
+        # A replica started again (under a new id) reads every count of the window back.
+        stop(procs[0])
+        procs[0] = start_proxy(stack, path, ports[0], f"quota-0-{uuid.uuid4().hex[:4]}")
+        assert usage_of(urls[0], key)["quota"]["used"] == 6
+        assert submit(urls[0], service, key).status_code == 429
     finally:
         for proc in procs:
             stop(proc)

@@ -8,7 +8,7 @@ import pytest
 
 from rendezvous import serde
 from rendezvous.access import keys
-from rendezvous.access.log import MemoryKeyLog
+from rendezvous.access.log import MemoryKeyLog, MemoryUsageLog
 from rendezvous.proxy import InMemoryTransport
 from rendezvous.proxy.access import Gate
 from rendezvous.proxy.errors import KeysUnavailable, Unauthorized
@@ -225,16 +225,19 @@ def test_before_the_keys_are_read_the_replica_is_not_ready_and_answers_503() -> 
 
 def test_the_gate_hashes_a_key_once_and_looks_it_up_by_digest(monkeypatch) -> None:
     key, record = make_key()
-    gate = Gate(topic="t")
+    gate = Gate(replica_id="r1", key_log=MemoryKeyLog([record]), usage_log=MemoryUsageLog())
     with pytest.raises(KeysUnavailable):
         gate.authenticate(f"Bearer {key}")
-    gate.apply(record["key_id"], record)
-    gate.caught_up()
+    gate.ring.apply(record["key_id"], record)
+    gate._read(gate.key_topic)
+    with pytest.raises(KeysUnavailable):  # the usage is not read yet either
+        gate.authenticate(f"Bearer {key}")
+    gate._read(gate.usage_topic)
     hashed = []
     real = keys.digest
     monkeypatch.setattr(keys, "digest", lambda k: hashed.append(k) or real(k))
     for _ in range(3):
-        assert gate.check(f"Bearer {key}", "credit") == record
+        assert gate.check(f"Bearer {key}", "credit", T0) is None  # no quota
     assert hashed == [key]
     with pytest.raises(Unauthorized):
-        gate.check("Bearer " + key[:-1] + ("A" if key[-1] != "A" else "B"), "credit")
+        gate.check("Bearer " + key[:-1] + ("A" if key[-1] != "A" else "B"), "credit", T0)

@@ -147,11 +147,21 @@ def test_with_access_control_every_v1_operation_needs_a_bearer_key() -> None:
         for op in item.values():
             if path.startswith("/v1/"):
                 assert op["security"] == [{"apiKey": []}]
-                assert {"401", "403"} <= set(op["responses"])
+                assert "401" in op["responses"]
+                assert ("403" in op["responses"]) == (path != "/v1/usage")
                 assert "WWW-Authenticate" in op["responses"]["401"]["headers"]
                 assert "keys_unavailable" in op["responses"]["503"]["description"]
             else:  # health, readiness and metrics stay open
                 assert "security" not in op and "401" not in op["responses"]
     score = doc["paths"]["/v1/services/credit/score"]["post"]
     assert "kafka_unavailable" in score["responses"]["503"]["description"]
+    assert "Retry-After" in score["responses"]["429"]["headers"]
+    assert "X-RateLimit-Remaining" in score["responses"]["200"]["headers"]
+    assert "X-Deadline-Ms" in score["responses"]["200"]["headers"]
+    status = doc["paths"]["/v1/requests/{request_id}"]["get"]
+    assert "429" not in status["responses"] and "403" in status["responses"]
+    usage = doc["paths"]["/v1/usage"]["get"]
+    assert set(usage["responses"]) == {"200", "401", "503"}
+    schema = doc["components"]["schemas"]["KeyUsage"]
+    assert schema["properties"]["quota"]["nullable"] is True
     assert [p["name"] for p in score["parameters"]] == ["X-Request-ID", "X-Deadline-Ms"]
