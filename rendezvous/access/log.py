@@ -283,7 +283,7 @@ class KafkaUsageLog(KafkaRecordLog):
 
 
 class _KafkaFollowing:
-    """A daemon thread that reads the key topic from the start until closed."""
+    """A daemon thread that reads its log's topic from the start until closed."""
 
     def __init__(
         self,
