@@ -397,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_models)
 
+    from rendezvous.access.cli import add_cli as add_keys_cli
     from rendezvous.archive import replay, report, sql
     from rendezvous.config.cli import add_cli as add_config_cli
     from rendezvous.demo import add_cli as add_demo_cli
@@ -408,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_cli(sub)
     replay.add_cli(sub)
     add_config_cli(sub)
+    add_keys_cli(sub)
     return parser
 
 

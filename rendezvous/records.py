@@ -135,6 +135,32 @@ class Tick(TypedDict):
     at_ms: int
 
 
+class Quota(TypedDict):
+    requests: int
+    period_ms: int
+
+
+class ApiKey(TypedDict):
+    key_id: str
+    digest: str
+    name: str
+    services: list[str]
+    created_ms: int
+    created_by: str
+    revoked_ms: int | None
+    revoked_by: str | None
+    quota: Quota | None
+
+
+class Usage(TypedDict):
+    key_id: str
+    replica_id: str
+    window_start_ms: int
+    window_end_ms: int
+    count: int
+    at_ms: int
+
+
 class RequestBatch(TypedDict):
     batch_id: str
     items: list[Request]

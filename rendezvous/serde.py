@@ -38,6 +38,8 @@ class Kind(IntEnum):
     RESULT_BATCH = 12
     DECISION_BATCH = 13
     SERVICE = 14
+    API_KEY = 15
+    USAGE = 16
 
 
 # The batch kind that carries several records of a kind, and back.
@@ -68,6 +70,8 @@ _FILES = {
     "result_batch": Kind.RESULT_BATCH,
     "decision_batch": Kind.DECISION_BATCH,
     "service": Kind.SERVICE,
+    "api_key": Kind.API_KEY,
+    "usage": Kind.USAGE,
 }
 
 

@@ -11,11 +11,21 @@ RESULTS = "rdv.results"
 CONTROL = "rdv.control"
 DECISIONS = "rdv.decisions"
 DEAD_LETTER = "rdv.dead-letter"
+# The proxy's API keys, by key id; compacted, so the latest record of each key is kept forever.
+API_KEYS = "rdv.api-keys"
+# Each proxy replica's count of each key's requests in the current quota window.
+USAGE = "rdv.usage"
 
-ALL = (REQUESTS, MODEL_INPUT, SCORES, RESULTS, CONTROL, DECISIONS, DEAD_LETTER)
+ALL = (REQUESTS, MODEL_INPUT, SCORES, RESULTS, CONTROL, DECISIONS, DEAD_LETTER, API_KEYS, USAGE)
 
 # Topics that must keep a single partition so that their order is global.
-SINGLE_PARTITION = frozenset({CONTROL})
+SINGLE_PARTITION = frozenset({CONTROL, API_KEYS, USAGE})
+
+# Topics that keep the latest record of each key (cleanup.policy=compact) instead of a window.
+COMPACTED = frozenset({API_KEYS, USAGE})
+
+# The longest quota window: the usage topic keeps a record a little longer than that.
+MAX_QUOTA_PERIOD_MS = 31 * 24 * 3600 * 1000
 
 # Topics whose record timestamps the broker stamps on arrival (one clock, monotonic per
 # partition): the rendezvous job's watermarks come from these.

@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from rendezvous.config import Config, ServiceSpec
+from rendezvous.proxy.parsing import MAX_DEADLINE_MS
 from rendezvous.proxy.responses import JSON
 from rendezvous.proxy.validation import EXAMPLE
 
@@ -61,6 +62,28 @@ class Pending(BaseModel):
     status: Literal["pending"]
 
 
+class QuotaUsage(BaseModel):
+    """A key's quota in the current window, summed over every proxy replica."""
+
+    requests: int = Field(description="requests allowed per window")
+    period_ms: int = Field(description="the window's length; windows are aligned to the epoch")
+    window_start_ms: int
+    window_end_ms: int
+    used: int = Field(
+        description="requests counted in the window (other replicas' counts lag by about a second)"
+    )
+    remaining: int
+
+
+class KeyUsage(BaseModel):
+    """The API key a request was sent with (GET /v1/usage)."""
+
+    key_id: str
+    name: str
+    services: list[str] = Field(description='the services it may call; ["*"]: every service')
+    quota: QuotaUsage | None = Field(description="null: the key has no quota")
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(description="stable and machine-readable, such as deadline_exceeded")
     message: str = Field(description="what happened and how to fix it")
@@ -92,7 +115,7 @@ class _OpenApi30(GenerateJsonSchema):
 def component_schemas() -> dict[str, Any]:
     """The schemas of the proxy's response bodies, by name, as ``components/schemas``."""
     _, top = models_json_schema(
-        [(model, "serialization") for model in (Answer, Accepted, Pending, Error)],
+        [(model, "serialization") for model in (Answer, Accepted, Pending, Error, KeyUsage)],
         ref_template="#/components/schemas/{model}",
         schema_generator=_OpenApi30,
     )
@@ -170,6 +193,29 @@ _RID_HEADER = {
     "description": "your own request id (1-128 of [A-Za-z0-9._-]); one is assigned if absent",
     "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
 }
+_DEADLINE_PARAM = {
+    "name": "X-Deadline-Ms",
+    "in": "header",
+    "required": False,
+    "description": "a deadline tighter than the service's SLA, in milliseconds from when the "
+    "proxy accepts the request: the pipeline decides by it (falling back to the next model "
+    "when the champion cannot make it) and a sync request is answered, or 504, by it plus the "
+    "result grace. A value above the SLA is capped at the SLA (the answer's X-Deadline-Capped "
+    "header says so); a value that is not a whole number >= 1 is 400 bad_deadline",
+    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_DEADLINE_MS},
+}
+# The headers of an answer to a request that sent X-Deadline-Ms.
+_DEADLINE_HEADERS = {
+    "X-Deadline-Ms": {
+        "description": "the deadline applied, in ms: the one asked for, or the SLA if that "
+        "was lower (only when the request sent X-Deadline-Ms)",
+        "schema": {"type": "integer"},
+    },
+    "X-Deadline-Capped": {
+        "description": "true when the X-Deadline-Ms asked for was above the SLA and was capped",
+        "schema": {"type": "string", "enum": ["true"]},
+    },
+}
 _RID_PATH = {
     "name": "request_id",
     "in": "path",
@@ -179,7 +225,8 @@ _RID_PATH = {
 }
 # The statuses of both POST endpoints, besides their success.
 _POST_ERRORS = {
-    "400": "malformed JSON (code bad_json) or a bad X-Request-ID",
+    "400": "malformed JSON (code bad_json), a bad X-Request-ID (code bad_request_id) or a bad "
+    "X-Deadline-Ms (code bad_deadline)",
     "404": "unknown service",
     "408": "the body did not arrive within body_timeout_ms, such as one shorter than its "
     "Content-Length (code request_timeout; the connection is closed)",
@@ -209,15 +256,90 @@ def _errors(table: dict[str, str]) -> dict[str, Any]:
     return {status: _err(description) for status, description in table.items()}
 
 
+# ---- access control (documented when the proxy requires API keys) ----------------------------
+SECURITY_SCHEME = "apiKey"
+_WWW_AUTHENTICATE = {
+    "WWW-Authenticate": {
+        "description": 'Bearer realm="rendezvous", with error="invalid_token" when the key '
+        'sent is unknown or revoked (RFC 6750), or error="insufficient_scope" on a 403',
+        "schema": {"type": "string"},
+    }
+}
+_ACCESS_ERRORS = {
+    "401": {
+        **_err(
+            "no API key, a malformed Authorization header, or a key that is unknown or revoked "
+            "(code unauthorized)"
+        ),
+        "headers": _WWW_AUTHENTICATE,
+    },
+    "403": {
+        **_err("the API key is not scoped to this service (code forbidden)"),
+        "headers": _WWW_AUTHENTICATE,
+    },
+}
+
+
+_RATE_HEADERS = {
+    "X-RateLimit-Limit": {
+        "description": "the key's quota: requests per window (only for a key with a quota)",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Remaining": {
+        "description": "requests left in the window after this one",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Reset": {
+        "description": "seconds until the window ends and the quota is whole again",
+        "schema": {"type": "integer"},
+    },
+}
+_QUOTA_EXCEEDED = {
+    **_err(
+        "the key has used its quota for the current window (code quota_exceeded); see GET /v1/usage"
+    ),
+    "headers": {
+        "Retry-After": {
+            "description": "seconds until the window ends",
+            "schema": {"type": "integer"},
+        },
+        **_RATE_HEADERS,
+    },
+}
+
+
+def _secured(operation: dict[str, Any], *, counted: bool, scoped: bool = True) -> dict[str, Any]:
+    """``operation`` behind an API key: its security requirement, its 401, its 403 when it is
+    ``scoped`` to the key's services and, when ``counted`` against the key's quota, its 429
+    and rate headers."""
+    responses = {**operation["responses"], **_ACCESS_ERRORS}
+    if not scoped:
+        del responses["403"]
+    if counted:
+        responses["429"] = _QUOTA_EXCEEDED
+        for status in ("200", "202"):
+            if status in responses:
+                ok = responses[status]
+                responses[status] = {**ok, "headers": {**ok.get("headers", {}), **_RATE_HEADERS}}
+    unread = "this replica has not read its API keys yet (code keys_unavailable)"
+    earlier = responses.get("503")
+    responses["503"] = _err(f"{earlier['description']}; or {unread}" if earlier else unread)
+    return {
+        **operation,
+        "security": [{SECURITY_SCHEME: []}],
+        "responses": dict(sorted(responses.items())),
+    }
+
+
 def _service_paths(name: str, spec: ServiceSpec) -> dict[str, Any]:
     body = {"required": True, **_content(_ref(f"{name}_input"))}
     score = {
         "summary": f"score one request for {name} and wait for the answer (SLA {spec.sla_ms} ms)",
         "operationId": f"score_{name}",
-        "parameters": [_RID_HEADER],
+        "parameters": [_RID_HEADER, _DEADLINE_PARAM],
         "requestBody": body,
         "responses": {
-            "200": _ok("the answer", "Answer"),
+            "200": {**_ok("the answer", "Answer"), "headers": _DEADLINE_HEADERS},
             **_errors(_POST_ERRORS),
             **_errors(_SCORE_ERRORS),
         },
@@ -225,9 +347,12 @@ def _service_paths(name: str, spec: ServiceSpec) -> dict[str, Any]:
     submit = {
         "summary": f"submit one request for {name}; poll its status URL",
         "operationId": f"submit_{name}",
-        "parameters": [_RID_HEADER],
+        "parameters": [_RID_HEADER, _DEADLINE_PARAM],
         "requestBody": body,
-        "responses": {"202": _ok("accepted", "Accepted"), **_errors(_POST_ERRORS)},
+        "responses": {
+            "202": {**_ok("accepted", "Accepted"), "headers": _DEADLINE_HEADERS},
+            **_errors(_POST_ERRORS),
+        },
     }
     return {
         f"/v1/services/{name}/score": {"post": score},
@@ -235,8 +360,10 @@ def _service_paths(name: str, spec: ServiceSpec) -> dict[str, Any]:
     }
 
 
-def openapi(config: Config) -> dict[str, Any]:
-    """An OpenAPI 3 document of the proxy, with one request body schema per service."""
+def openapi(config: Config, *, access: bool = False) -> dict[str, Any]:
+    """An OpenAPI 3 document of the proxy, with one request body schema per service.
+
+    ``access``: the proxy requires API keys (on every /v1/ operation)."""
     schemas = component_schemas()
     paths: dict[str, Any] = {}
     for name, spec in sorted(config.services.items()):
@@ -259,8 +386,13 @@ def openapi(config: Config) -> dict[str, Any]:
     }
     paths["/readyz"] = {
         "get": {
-            "summary": "readiness: Kafka reachable",
-            "responses": {"200": {"description": "ready"}, "503": _err("Kafka unavailable")},
+            "summary": "readiness: Kafka reachable" + (" and the API keys read" if access else ""),
+            "responses": {
+                "200": {"description": "ready"},
+                "503": _err(
+                    "Kafka unavailable" + (", or the API keys not read yet" if access else "")
+                ),
+            },
         }
     }
     paths["/metrics"] = {
@@ -271,6 +403,32 @@ def openapi(config: Config) -> dict[str, Any]:
             },
         }
     }
+    components: dict[str, Any] = {"schemas": schemas}
+    if access:
+        for path, item in paths.items():
+            if path.startswith("/v1/"):
+                for method, operation in item.items():
+                    item[method] = _secured(operation, counted=path.startswith("/v1/services/"))
+        paths["/v1/usage"] = {
+            "get": _secured(
+                {
+                    "summary": "the calling API key: its services and its quota in the current "
+                    "window (not counted against it)",
+                    "operationId": "get_usage",
+                    "responses": {"200": _ok("the key and its usage", "KeyUsage")},
+                },
+                counted=False,
+                scoped=False,
+            )
+        }
+        components["securitySchemes"] = {
+            SECURITY_SCHEME: {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API key from `rendezvous keys create`, as "
+                "'Authorization: Bearer <key>'",
+            }
+        }
     return {
         "openapi": "3.0.3",
         "info": {
@@ -279,7 +437,7 @@ def openapi(config: Config) -> dict[str, Any]:
             "description": f"services from {config.source}: {', '.join(sorted(config.services))}",
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": components,
     }
 
 

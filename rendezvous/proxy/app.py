@@ -10,7 +10,7 @@ reads a request, :mod:`~rendezvous.proxy.validation` checks its body, the
 allocation-light: validators are built once per service, JSON goes through orjson, and nothing
 is logged per request.
 
-About 400 lines, kept together: the endpoints are short, and what is left is the one place
+About 500 lines, kept together: the endpoints are short, and what is left is the one place
 that wires a replica's parts and their lifecycle.
 """
 
@@ -30,8 +30,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rendezvous import serde
+from rendezvous.access.log import KafkaKeyLog, KafkaUsageLog, KeyLog
+from rendezvous.access.quota import Verdict
 from rendezvous.clock import Clock, now_ms
 from rendezvous.config import Config, ServiceSpec
+from rendezvous.proxy.access import Gate
 from rendezvous.proxy.admission import Admission
 from rendezvous.proxy.apidoc import OPENAPI_URL, docs_routes, openapi
 from rendezvous.proxy.batcher import RequestBatcher
@@ -39,12 +42,22 @@ from rendezvous.proxy.book import ReplicaBook, fingerprint
 from rendezvous.proxy.errors import (
     AnswerTimeout,
     KafkaUnavailable,
+    KeysUnavailable,
     Overloaded,
+    UnknownEndpoint,
     UnknownService,
 )
 from rendezvous.proxy.heartbeat import Heartbeat
 from rendezvous.proxy.metrics import CONTENT_TYPE, Metrics
-from rendezvous.proxy.parsing import parse_json, path_request_id, read_body, request_id
+from rendezvous.proxy.parsing import (
+    DEADLINE_HEADER,
+    Deadline,
+    deadline,
+    parse_json,
+    path_request_id,
+    read_body,
+    request_id,
+)
 from rendezvous.proxy.responses import (
     answer_body,
     error_response,
@@ -74,7 +87,13 @@ class Proxy:
     """One replica: validation, produce, and the rendezvous of results with waiting requests."""
 
     def __init__(
-        self, settings: ProxySettings, config: Config, transport: Transport, clock: Clock
+        self,
+        settings: ProxySettings,
+        config: Config,
+        transport: Transport,
+        clock: Clock,
+        keys: KeyLog | None = None,
+        usage: KeyLog | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -118,7 +137,24 @@ class Proxy:
             interval_ms=settings.tick_interval_ms,
             idle_interval_ms=settings.idle_tick_interval_ms,
         )
-        self.openapi_json = orjson.dumps(openapi(config), option=orjson.OPT_INDENT_2)
+        # Access control: the gate every scoring and status request passes; None when the
+        # replica takes requests without keys.
+        self.gate: Gate | None = None
+        if settings.require_api_keys:
+            client = f"rdv-proxy-{settings.replica_id}"
+            self.gate = Gate(
+                replica_id=settings.replica_id,
+                key_log=KafkaKeyLog(settings.kafka, client_id=f"{client}-keys")
+                if keys is None
+                else keys,
+                usage_log=KafkaUsageLog(settings.kafka, client_id=f"{client}-usage")
+                if usage is None
+                else usage,
+                usage_interval_ms=settings.usage_interval_ms,
+            )
+        self.openapi_json = orjson.dumps(
+            openapi(config, access=self.gate is not None), option=orjson.OPT_INDENT_2
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.metrics.replica_gauges(
             self.pending, self.accepted, self.cache, transport.ready, self.admission
@@ -129,6 +165,8 @@ class Proxy:
         self._loop = asyncio.get_running_loop()
         self.batcher.start(self._loop)
         self.transport.start(self._loop, self.on_result)
+        if self.gate is not None:
+            self.gate.start(self._loop, self.transport, self.clock)
         self.heartbeat.start(self._loop)
         self.metrics.watch_gc()
         log.info(
@@ -145,7 +183,10 @@ class Proxy:
         for fut in self.pending.values():
             if not fut.done():
                 fut.set_result(_Failed("this proxy replica is shutting down; retry on another"))
-        await asyncio.get_running_loop().run_in_executor(None, self.transport.close)
+        loop = asyncio.get_running_loop()
+        if self.gate is not None:
+            await self.gate.stop(self.transport, self.clock)
+        await loop.run_in_executor(None, self.transport.close)
 
     # -- results from the transport (on the event loop)
     def on_result(self, result: dict[str, Any]) -> None:
@@ -164,7 +205,24 @@ class Proxy:
         if fut is not None and not fut.done():
             fut.set_result(_Failed(text))
 
+    def _headed(self, response: Response, due: Deadline | None, quota: Verdict | None) -> Response:
+        """``response`` with the headers that say which deadline an X-Deadline-Ms got and
+        what is left of the key's quota."""
+        extra = None if due is None else due.headers()
+        if extra:
+            response.headers.update(extra)
+        if quota is not None:
+            response.headers.update(quota.headers(self.clock()))
+        return response
+
     # -- shared steps
+    def _authorize(self, request: Request, service: str) -> Verdict | None:
+        """With access control on: the request's API key is valid, for ``service`` and within
+        its quota (counted now); the quota's verdict, if the key has one."""
+        if self.gate is None:
+            return None
+        return self.gate.check(request.headers.get("authorization"), service, self.clock())
+
     def _service(self, name: str) -> tuple[ServiceSpec, Validator]:
         try:
             return self.services[name]
@@ -180,19 +238,20 @@ class Proxy:
         return validator(parse_json(raw)), fingerprint(raw)
 
     def _produce(
-        self, spec: ServiceSpec, rid: str, payload: dict[str, Any], fp: bytes
+        self, spec: ServiceSpec, rid: str, payload: dict[str, Any], fp: bytes, budget_ms: int
     ) -> tuple[int, int]:
-        """Queue the request for the next batch; a failure to produce it resolves its waiter."""
+        """Queue the request for the next batch; a failure to produce it resolves its waiter.
+
+        ``budget_ms`` is the request's time from now: the SLA, or a tighter X-Deadline-Ms."""
         if not self.transport.ready():
             raise KafkaUnavailable(
                 f"Kafka is not ready: {self.transport.detail() or 'no detail'}; "
                 f"check GET /readyz and try again"
             )
         received_ms = self.clock()
-        # The pipeline's deadline, a little before the SLA: see ProxySettings.decision_lead_ms.
-        deadline_ms = (
-            received_ms + spec.sla_ms - min(self.settings.decision_lead_ms, spec.sla_ms // 4)
-        )
+        # The pipeline's deadline, a little before the client's: see
+        # ProxySettings.decision_lead_ms.
+        deadline_ms = received_ms + budget_ms - min(self.settings.decision_lead_ms, budget_ms // 4)
         self.book.produced(rid, fp)
         self.batcher.add(
             {
@@ -216,25 +275,29 @@ class Proxy:
     # -- endpoints
     async def score(self, request: Request) -> Response:
         name = request.path_params["service"]
-        label, rid = UNKNOWN_SERVICE_LABEL, None
+        label, rid, due, quota = UNKNOWN_SERVICE_LABEL, None, None, None
         try:
             rid = request_id(request)
+            quota = self._authorize(request, name)
             spec, validator = self._service(name)
             label = name
+            due = deadline(request.headers.get(DEADLINE_HEADER), spec.sla_ms)
             payload, fp = await self._body(request, validator)
             hit = self.book.check_new(rid, name, fp)
             if hit is not None:
                 body = answer_body(hit[1], hit[0] - hit[1]["received_ms"])
             else:
-                body = await self._wait(spec, rid, payload, fp)
+                body = await self._wait(spec, rid, payload, fp, due)
         except Exception as exc:
-            response = error_response(exc, rid)
+            response = self._headed(error_response(exc, rid), due, quota)
             self.metrics.count(label, "score", response.status_code)
             return response
         self.metrics.count(label, "score", 200)
-        return json_response(body, 200, rid)
+        return self._headed(json_response(body, 200, rid), due, quota)
 
-    async def _wait(self, spec: ServiceSpec, rid: str, payload: dict[str, Any], fp: bytes) -> bytes:
+    async def _wait(
+        self, spec: ServiceSpec, rid: str, payload: dict[str, Any], fp: bytes, due: Deadline
+    ) -> bytes:
         admission = self.admission
         if not admission.try_enter():
             raise Overloaded(
@@ -249,11 +312,13 @@ class Proxy:
         timer = None
         judged = False
         try:
-            received_ms, _ = self._produce(spec, rid, payload, fp)
-            give_up_ms = received_ms + spec.sla_ms + self.settings.result_grace_ms
+            received_ms, _ = self._produce(spec, rid, payload, fp, due.ms)
+            give_up_ms = received_ms + due.ms + self.settings.result_grace_ms
             timer = loop.call_later(max(give_up_ms - self.clock(), 0) / 1000, _resolve_none, fut)
             outcome = await fut
-            if outcome is None or isinstance(outcome, dict):
+            # A request missing a deadline its client made tighter than the SLA says little
+            # about the pipeline, and must not let one client shrink every client's limit.
+            if isinstance(outcome, dict) or (outcome is None and due.ms == spec.sla_ms):
                 judged = True
                 admission.leave(in_time=outcome is not None, now_ms=self.clock())
         finally:
@@ -265,8 +330,8 @@ class Proxy:
         unacknowledged = self.book.judge(rid)
         if outcome is None and unacknowledged:
             raise KafkaUnavailable(
-                f"Kafka had not acknowledged request {rid} by its deadline ({spec.sla_ms} ms "
-                f"SLA) plus {self.settings.result_grace_ms} ms grace: it may never reach the "
+                f"Kafka had not acknowledged request {rid} by its deadline ({_budget(due, spec)}) "
+                f"plus {self.settings.result_grace_ms} ms grace: it may never reach the "
                 f"pipeline (or reach it late, and then be decided and archived as "
                 f"deadline_exceeded); Kafka at {self.settings.bootstrap} is slow or down",
                 request_id=rid,
@@ -274,7 +339,7 @@ class Proxy:
         if outcome is None:
             raise AnswerTimeout(
                 f"no result for request {rid} of service {spec.name!r} by its deadline "
-                f"({spec.sla_ms} ms SLA) plus {self.settings.result_grace_ms} ms grace; Kafka took "
+                f"({_budget(due, spec)}) plus {self.settings.result_grace_ms} ms grace; Kafka took "
                 f"the request, so it is still decided and archived downstream; check that the "
                 f"stream jobs run (`rendezvous status`)"
             )
@@ -286,30 +351,34 @@ class Proxy:
 
     async def submit(self, request: Request) -> Response:
         name = request.path_params["service"]
-        label, rid = UNKNOWN_SERVICE_LABEL, None
+        label, rid, due, quota = UNKNOWN_SERVICE_LABEL, None, None, None
         try:
             rid = request_id(request)
+            quota = self._authorize(request, name)
             spec, validator = self._service(name)
             label = name
+            due = deadline(request.headers.get(DEADLINE_HEADER), spec.sla_ms)
             payload, fp = await self._body(request, validator)
             if self.book.check_new(rid, name, fp) is None:
-                received_ms, _ = self._produce(spec, rid, payload, fp)
-                self.book.accept(
-                    rid, name, received_ms + spec.sla_ms + self.settings.result_grace_ms
-                )
+                received_ms, _ = self._produce(spec, rid, payload, fp, due.ms)
+                self.book.accept(rid, name, received_ms + due.ms + self.settings.result_grace_ms)
         except Exception as exc:
-            response = error_response(exc, rid)
+            response = self._headed(error_response(exc, rid), due, quota)
             self.metrics.count(label, "requests", response.status_code)
             return response
         self.metrics.count(label, "requests", 202)
-        return json_response(
-            orjson.dumps({"request_id": rid, "status_url": f"/v1/requests/{rid}"}), 202, rid
-        )
+        body = orjson.dumps({"request_id": rid, "status_url": f"/v1/requests/{rid}"})
+        return self._headed(json_response(body, 202, rid), due, quota)
 
     async def status(self, request: Request) -> Response:
         rid = request.path_params["request_id"]
         try:
-            body, status = self._status(path_request_id(rid))
+            gate = self.gate
+            key = None if gate is None else gate.authenticate(request.headers.get("authorization"))
+            checked = path_request_id(rid)
+            if gate is not None and key is not None:
+                gate.scope(key, self.book.service_of(checked))
+            body, status = self._status(checked)
         except Exception as exc:
             response = error_response(exc, rid)
             self.metrics.count("", "status", response.status_code)
@@ -324,10 +393,35 @@ class Proxy:
         arrived_ms, result = hit
         return answer_body(result, arrived_ms - result["received_ms"]), 200
 
+    async def usage(self, request: Request) -> Response:
+        """GET /v1/usage: the calling key, its scope and its quota in the current window."""
+        gate = self.gate
+        try:
+            if gate is None:
+                raise UnknownEndpoint(
+                    "GET /v1/usage reports an API key's quota, and this proxy takes requests "
+                    "without keys (RDV_PROXY_REQUIRE_API_KEYS is off)"
+                )
+            key = gate.authenticate(request.headers.get("authorization"))
+        except Exception as exc:
+            response = error_response(exc, None)
+            self.metrics.count("", "usage", response.status_code)
+            return response
+        self.metrics.count("", "usage", 200)
+        return json_response(orjson.dumps(gate.usage(key, self.clock())), 200)
+
     async def healthz(self, request: Request) -> Response:
         return json_response(orjson.dumps({"status": "ok", "replica_id": self.replica_id}), 200)
 
     async def readyz(self, request: Request) -> Response:
+        gate = self.gate
+        if gate is not None and not gate.ready:
+            return error_response(
+                KeysUnavailable(
+                    f"this replica has not read its API keys and their usage yet: {gate.problem}"
+                ),
+                None,
+            )
         if self.transport.ready():
             return json_response(
                 orjson.dumps({"status": "ready", "replica_id": self.replica_id}), 200
@@ -350,23 +444,35 @@ def _resolve_none(fut: asyncio.Future[Any]) -> None:
         fut.set_result(None)
 
 
+def _budget(due: Deadline, spec: ServiceSpec) -> str:
+    if due.ms == spec.sla_ms:
+        return f"{spec.sla_ms} ms SLA"
+    return f"{due.ms} ms from X-Deadline-Ms, SLA {spec.sla_ms} ms"
+
+
 # ---- construction --------------------------------------------------------------------------
 def create_app(
     settings: ProxySettings,
     config: Config,
     transport: Transport | None = None,
     clock: Clock | None = None,
+    keys: KeyLog | None = None,
+    usage: KeyLog | None = None,
 ) -> Starlette:
     """The Starlette app of one replica; its lifespan starts/stops the transport and heartbeat.
 
     ``transport`` defaults to a :class:`KafkaTransport` on ``settings.bootstrap``; ``clock``
-    (epoch milliseconds) defaults to the wall clock. The :class:`Proxy` is ``app.state.proxy``.
+    (epoch milliseconds) defaults to the wall clock; ``keys`` and ``usage``, the logs of API
+    keys and of their usage followed when ``settings.require_api_keys`` is on, to the
+    ``rdv.api-keys`` and ``rdv.usage`` topics. The :class:`Proxy` is ``app.state.proxy``.
     """
     proxy = Proxy(
         settings,
         config,
         KafkaTransport(settings) if transport is None else transport,
         now_ms if clock is None else clock,
+        keys,
+        usage,
     )
 
     @contextlib.asynccontextmanager
@@ -381,6 +487,7 @@ def create_app(
         Route("/v1/services/{service}/score", proxy.score, methods=["POST"]),
         Route("/v1/services/{service}/requests", proxy.submit, methods=["POST"]),
         Route("/v1/requests/{request_id}", proxy.status, methods=["GET"]),
+        Route("/v1/usage", proxy.usage, methods=["GET"]),
         Route("/healthz", proxy.healthz, methods=["GET"]),
         Route("/readyz", proxy.readyz, methods=["GET"]),
         Route("/metrics", proxy.metrics_text, methods=["GET"]),

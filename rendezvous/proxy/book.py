@@ -202,6 +202,14 @@ class ReplicaBook(Generic[Waiter]):
         return self.pending.get(rid)
 
     # -- GET /v1/requests/{id}
+    def service_of(self, rid: str) -> str | None:
+        """The service of a request this replica has a result for or accepted, else None."""
+        hit = self.cache.get(rid)
+        if hit is not None:
+            return hit[1]["service"]
+        entry = self.accepted.get(rid)
+        return None if entry is None else entry.service
+
     def status(self, rid: str) -> tuple[int, Result] | None:
         """``(arrived_ms, result)`` once known, None while pending, else the error to answer."""
         hit = self.cache.get(rid)

@@ -36,9 +36,57 @@ class BadRequestId(ProxyError):
     code = "bad_request_id"
 
 
+class BadDeadline(ProxyError):
+    """``X-Deadline-Ms`` is not a whole number of milliseconds of at least 1."""
+
+    status = 400
+    code = "bad_deadline"
+
+
+BEARER_REALM = 'Bearer realm="rendezvous"'
+
+
+class Unauthorized(ProxyError):
+    """No API key, or one that is not known or was revoked (access control is on).
+
+    ``error`` is the RFC 6750 error code of the ``WWW-Authenticate`` header: none when no key
+    was sent, ``invalid_token`` when the key sent is not valid."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(
+        self, message: str, *, error: str | None = None, request_id: str | None = None
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        self.error = error
+
+    def headers(self) -> dict[str, str] | None:
+        if self.error is None:
+            return {"www-authenticate": BEARER_REALM}
+        return {"www-authenticate": f'{BEARER_REALM}, error="{self.error}"'}
+
+
+class Forbidden(ProxyError):
+    """A valid API key, for other services than the one asked for."""
+
+    status = 403
+    code = "forbidden"
+
+    def headers(self) -> dict[str, str] | None:
+        return {"www-authenticate": f'{BEARER_REALM}, error="insufficient_scope"'}
+
+
 class UnknownService(ProxyError):
     status = 404
     code = "unknown_service"
+
+
+class UnknownEndpoint(ProxyError):
+    """An endpoint this replica does not serve as configured."""
+
+    status = 404
+    code = "not_found"
 
 
 class UnknownRequest(ProxyError):
@@ -71,6 +119,22 @@ class RequestIdConflict(ProxyError):
 
     status = 409
     code = "request_id_conflict"
+
+
+class QuotaExceeded(ProxyError):
+    """The API key has used its quota of requests for the current window."""
+
+    status = 429
+    code = "quota_exceeded"
+
+    def __init__(
+        self, message: str, *, limit_headers: dict[str, str], request_id: str | None = None
+    ) -> None:
+        super().__init__(message, request_id=request_id)
+        self.limit_headers = limit_headers
+
+    def headers(self) -> dict[str, str] | None:
+        return self.limit_headers
 
 
 class BodyTooLarge(ProxyError):
@@ -110,6 +174,17 @@ class KafkaUnavailable(ProxyError):
 
     status = 503
     code = "kafka_unavailable"
+
+
+class KeysUnavailable(ProxyError):
+    """Access control is on and this replica has not read the API keys yet."""
+
+    status = 503
+    code = "keys_unavailable"
+    retry_after_s = 1
+
+    def headers(self) -> dict[str, str] | None:
+        return {"retry-after": str(self.retry_after_s)}
 
 
 class Overloaded(ProxyError):

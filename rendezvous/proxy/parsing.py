@@ -1,15 +1,18 @@
-"""Reading a proxy request: its request id and its JSON body, or the error that says why not."""
+"""Reading a proxy request: its request id, its deadline and its JSON body, or the error that
+says why not."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 
 from rendezvous.proxy.errors import (
+    BadDeadline,
     BadJson,
     BadRequestId,
     BodyTooLarge,
@@ -30,6 +33,54 @@ def request_id(request: Request) -> str:
             f"'.', '_' or '-'; send such an id or leave the header out to get one assigned"
         )
     return given
+
+
+DEADLINE_HEADER = "x-deadline-ms"
+# Response headers: the deadline applied, and whether the one asked for was cut to the SLA.
+DEADLINE_APPLIED_HEADER = "x-deadline-ms"
+DEADLINE_CAPPED_HEADER = "x-deadline-capped"
+# The largest value read (about 30 years); anything above the SLA is capped at it anyway.
+MAX_DEADLINE_MS = 10**12 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """The time a request has, from when the proxy accepts it: at most the service's SLA."""
+
+    ms: int
+    requested: int | None = None  # what X-Deadline-Ms asked for; None when it was not sent
+
+    @property
+    def capped(self) -> bool:
+        return self.requested is not None and self.requested > self.ms
+
+    def headers(self) -> dict[str, str] | None:
+        """The response headers that tell the client which deadline was applied."""
+        if self.requested is None:
+            return None
+        out = {DEADLINE_APPLIED_HEADER: str(self.ms)}
+        if self.capped:
+            out[DEADLINE_CAPPED_HEADER] = "true"
+        return out
+
+
+def deadline(value: str | None, sla_ms: int) -> Deadline:
+    """The deadline of a request whose ``X-Deadline-Ms`` header is ``value`` (None: not sent).
+
+    A tighter deadline than the SLA is taken; a looser one is capped at the SLA (and the
+    answer says so); anything but a whole number of milliseconds >= 1 is :class:`BadDeadline`.
+    """
+    if value is None:
+        return Deadline(sla_ms)
+    text = value.strip()
+    asked = int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else 0
+    if not 1 <= asked <= MAX_DEADLINE_MS:
+        raise BadDeadline(
+            f"X-Deadline-Ms {value[:32]!r} is not a whole number of milliseconds from 1 to "
+            f"{sla_ms} (the service's SLA; a larger value, up to {MAX_DEADLINE_MS}, is capped "
+            f"at it); send such a number or leave the header out to get the SLA"
+        )
+    return Deadline(min(asked, sla_ms), asked)
 
 
 async def read_body(request: Request, limit: int, timeout_ms: int) -> bytes:

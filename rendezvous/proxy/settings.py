@@ -44,6 +44,13 @@ class ProxySettings(EnvSettings):
     port: int = 8000
     replica_id: str = Field(default_factory=_new_replica_id)
 
+    # Access control: every scoring and status request needs an API key (`rendezvous keys`),
+    # read from the rdv.api-keys topic; health, readiness, metrics and /docs stay open.
+    require_api_keys: bool = False
+    # How often a replica publishes its count of each key's requests (rdv.usage): the quotas
+    # of keys used on several replicas can be exceeded by what the others admit in this time.
+    usage_interval_ms: int = 1000
+
     max_body_bytes: int = 1 << 20
     # The whole body must arrive within this long of the handler asking for it; a body shorter
     # than its Content-Length, or one trickling in, gets 408 and the connection is closed.
@@ -112,6 +119,12 @@ class ProxySettings(EnvSettings):
             "replica_id",
             "1-64 characters of letters, digits, '.', '_' or '-'",
             self.replica_id,
+        )
+        need(
+            self.usage_interval_ms >= 10,
+            "usage_interval_ms",
+            "milliseconds >= 10 (how often quota counts are shared between replicas)",
+            self.usage_interval_ms,
         )
         need(self.max_body_bytes >= 64, "max_body_bytes", "at least 64 bytes", self.max_body_bytes)
         need(

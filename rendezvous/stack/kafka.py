@@ -208,4 +208,12 @@ def _topic_config(name: str) -> dict[str, str]:
         # The policy history: the enrich job re-reads it from the start on every run, so a
         # deleted record would silently bring an older policy back. A few records a change.
         config["retention.ms"] = "-1"
+    if name in topics.COMPACTED:
+        # A key's state is its latest record; older ones of the same key may go.
+        config["cleanup.policy"] = "compact"
+    if name == topics.USAGE:
+        # A replica that stopped leaves its last counts behind; they matter until their window
+        # ends, at most MAX_QUOTA_PERIOD_MS after they were written.
+        config["cleanup.policy"] = "compact,delete"
+        config["retention.ms"] = str(topics.MAX_QUOTA_PERIOD_MS + 24 * 3600 * 1000)
     return config

@@ -182,6 +182,44 @@ def test_lone_late_champion_falls_back_by_the_deadline_and_is_in_the_decision(
     assert decision["model"] == "canary" and decision["decided_ms"] == decision["deadline_ms"]
 
 
+def test_a_tighter_deadline_makes_the_join_fall_back_by_it_and_is_in_the_decision(
+    proxies, service, decisions
+):
+    # The champion sleeps 180 ms: in time for the 300 ms SLA, late for a 100 ms X-Deadline-Ms.
+    tight, body = 100, {"x": 2.0, "delay_ms": 180.0}
+    lead = min(15, tight // 4)  # ProxySettings.decision_lead_ms, at most a quarter
+    answers = []
+    for i in range(3):
+        time.sleep(1.0)  # nothing else in flight: only heartbeats carry time to the deadline
+        r = score(proxies[i % 2], service[0], body, headers={"X-Deadline-Ms": str(tight)})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-deadline-ms"] == str(tight) and "x-deadline-capped" not in r.headers
+        assert (r.json()["model"], r.json()["reason"]) == ("canary", "fallback: champion late")
+        answers.append(r.json())
+    # the proxy's own cut-off is the tighter deadline plus its 60 ms result grace
+    assert statistics.median(a["latency_ms"] for a in answers) <= tight + 60, answers
+    decision = decisions(answers[0]["request_id"])
+    assert decision["deadline_ms"] == decision["received_ms"] + tight - lead
+    assert decision["decided_ms"] == decision["deadline_ms"] and decision["model"] == "canary"
+    champion = next(s for s in decision["scores"] if s["model"] == "champion")
+    assert champion["late"] is True and champion["latency_ms"] >= 180
+
+    # The same body under the SLA: the champion makes it, and the decision has the SLA's deadline.
+    r = score(proxies[0], service[0], body)
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "champion" and "x-deadline-ms" not in r.headers
+    decision = decisions(r.json()["request_id"])
+    assert decision["deadline_ms"] == decision["received_ms"] + SLA_MS - 15
+
+
+def test_a_deadline_looser_than_the_sla_is_capped_and_a_bad_one_refused(proxies, service):
+    r = score(proxies[1], service[0], {"x": 2.0}, headers={"X-Deadline-Ms": "60000"})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-deadline-ms"] == str(SLA_MS) and r.headers["x-deadline-capped"] == "true"
+    r = score(proxies[1], service[0], {"x": 2.0}, headers={"X-Deadline-Ms": "0"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "bad_deadline"
+
+
 def test_failing_champion_falls_back_without_waiting_for_the_deadline(proxies, service, decisions):
     r = score(proxies[1], service[0], {"x": 2.0, "fail": 1.0})
     assert r.status_code == 200, r.text

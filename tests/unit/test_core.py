@@ -122,6 +122,25 @@ def test_late_champion_falls_back_at_deadline_and_is_flagged_late():
     assert d.cleared and d.state is None
 
 
+def test_a_deadline_tighter_than_the_sla_decides_and_is_the_one_in_the_decision():
+    # A client's X-Deadline-Ms reaches the join as the request's own deadline_ms; the policy's
+    # SLA is not read: the champion in time for the SLA is late for this request.
+    tight = RECEIVED + 30
+    d = Driver()
+    d.request(request(deadline_ms=tight))
+    d.score(score("canary", 10))
+    d.fire_until(tight)
+    assert [(r["model"], r["reason"], r["decided_ms"]) for r in d.results] == [
+        ("canary", "fallback: champ late", tight)
+    ]
+    assert d.results[0]["deadline_ms"] == tight
+    d.score(score("champ", 50))
+    d.fire_until(tight + GRACE)
+    (decision,) = d.decisions
+    assert decision["deadline_ms"] == tight and decision["decided_ms"] == tight
+    assert {s["model"]: s["late"] for s in decision["scores"]} == {"canary": False, "champ": True}
+
+
 def test_failed_champion_falls_back_without_waiting():
     d = Driver()
     d.request(request())

@@ -71,7 +71,7 @@ def test_the_document_has_every_operation_and_is_json() -> None:
 
 
 def test_every_status_an_error_carries_is_documented() -> None:
-    doc = apidoc.openapi(CONFIG)
+    doc = apidoc.openapi(CONFIG, access=True)
     documented = {
         int(status)
         for item in doc["paths"].values()
@@ -130,3 +130,38 @@ def test_a_service_input_schema_follows_its_fields() -> None:
     assert schema["additionalProperties"] is False
     assert schema["properties"]["region"] == {"type": "string", "nullable": True}
     assert schema["example"] == {"amount": 1.5, "region": "text"}
+
+
+def test_without_access_control_no_operation_asks_for_a_key() -> None:
+    doc = apidoc.openapi(CONFIG)
+    assert "securitySchemes" not in doc["components"]
+    for item in doc["paths"].values():
+        for op in item.values():
+            assert "security" not in op and "401" not in op["responses"]
+
+
+def test_with_access_control_every_v1_operation_needs_a_bearer_key() -> None:
+    doc = apidoc.openapi(CONFIG, access=True)
+    assert doc["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    for path, item in doc["paths"].items():
+        for op in item.values():
+            if path.startswith("/v1/"):
+                assert op["security"] == [{"apiKey": []}]
+                assert "401" in op["responses"]
+                assert ("403" in op["responses"]) == (path != "/v1/usage")
+                assert "WWW-Authenticate" in op["responses"]["401"]["headers"]
+                assert "keys_unavailable" in op["responses"]["503"]["description"]
+            else:  # health, readiness and metrics stay open
+                assert "security" not in op and "401" not in op["responses"]
+    score = doc["paths"]["/v1/services/credit/score"]["post"]
+    assert "kafka_unavailable" in score["responses"]["503"]["description"]
+    assert "Retry-After" in score["responses"]["429"]["headers"]
+    assert "X-RateLimit-Remaining" in score["responses"]["200"]["headers"]
+    assert "X-Deadline-Ms" in score["responses"]["200"]["headers"]
+    status = doc["paths"]["/v1/requests/{request_id}"]["get"]
+    assert "429" not in status["responses"] and "403" in status["responses"]
+    usage = doc["paths"]["/v1/usage"]["get"]
+    assert set(usage["responses"]) == {"200", "401", "503"}
+    schema = doc["components"]["schemas"]["KeyUsage"]
+    assert schema["properties"]["quota"]["nullable"] is True
+    assert [p["name"] for p in score["parameters"]] == ["X-Request-ID", "X-Deadline-Ms"]
