@@ -304,10 +304,12 @@ def test_a_model_added_then_pruned_leaves_the_other_jobs_running(
     name, path = service
     shadow_job = f"{deploy.SCORE_JOB_PREFIX}{name}/shadow"
     shadow_model = f'{{name: shadow, role: challenger, callable: "udfs.zoo:constant", params: {{value: {SHADOW}}}}}'
-    grown = write_e2e_service(tmp_path / "services.yaml", name, models=(*MODELS, shadow_model))
+    # The service belongs to its file: the model is added to that file, then taken out again.
+    original = path.read_text()
+    write_e2e_service(path, name, models=(*MODELS, shadow_model))
     before = deploy.running_jobs(stack)
     try:
-        added = deploy.submit(stack, grown, log=lambda _: None)
+        added = deploy.submit(stack, path, log=lambda _: None)
         assert set(added) == set(before) | {shadow_job}
         assert {n: added[n] for n in before} == before  # the same job ids: nothing restarted
 
@@ -324,6 +326,7 @@ def test_a_model_added_then_pruned_leaves_the_other_jobs_running(
             assert time.monotonic() < deadline, "the added model never scored a request"
         assert shadow[0]["status"] == "ok" and json.loads(shadow[0]["output"]) == SHADOW
 
+        path.write_text(original)
         pruned = deploy.submit(stack, path, prune=True, log=lambda _: None)
         assert pruned == before
         wait_for_job_state(stack, added[shadow_job], "CANCELED")
@@ -333,6 +336,7 @@ def test_a_model_added_then_pruned_leaves_the_other_jobs_running(
         scored = {s["model"] for s in decisions(r.json()["request_id"])["scores"]}
         assert scored == {"champion", "canary", "backstop"}
     finally:
+        path.write_text(original)
         leftover = deploy.running_jobs(stack).get(shadow_job)
         if leftover:
             stack.flink.cancel(leftover)
