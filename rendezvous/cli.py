@@ -21,6 +21,13 @@ def _stack(settings: StackSettings):
 
 
 def cmd_up(args: argparse.Namespace, settings: StackSettings) -> int:
+    if not settings.flink_is_local:
+        from rendezvous.errors import StackError
+
+        raise StackError(
+            f"`rendezvous up` starts the local stack; Flink here is {settings.flink_url} "
+            f"(profile {settings.profile!r} or RDV_FLINK_REST_URL): unset it to run locally"
+        )
     sizes = {"flink_taskmanagers": args.taskmanagers, "flink_taskmanager_slots": args.slots}
     sizes = {name: value for name, value in sizes.items() if value is not None}
     if sizes:
@@ -146,12 +153,7 @@ def cmd_submit(args: argparse.Namespace, settings: StackSettings) -> int:
     from rendezvous import deploy
 
     stack = _stack(settings)
-    if not stack.flink.ready():
-        from rendezvous.errors import StackError
-
-        raise StackError(
-            f"no Flink cluster answers at {settings.flink_url}; run `rendezvous up` first"
-        )
+    stack.flink.check_reachable()
     try:
         deploy.submit(
             stack,
@@ -170,12 +172,7 @@ def cmd_remove(args: argparse.Namespace, settings: StackSettings) -> int:
     from rendezvous import deploy
 
     stack = _stack(settings)
-    if not stack.flink.ready():
-        from rendezvous.errors import StackError
-
-        raise StackError(
-            f"no Flink cluster answers at {settings.flink_url}; run `rendezvous up` first"
-        )
+    stack.flink.check_reachable()
     deploy.remove(stack, args.service, issued_by=_issuer())
     return 0
 
@@ -298,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rendezvous",
         description="Rendezvous ML serving on Flink, Kafka and MLflow.",
     )
+    parser.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="the connection profile to use (Kafka, Flink, MLflow; see rendezvous/profiles.py); "
+        "default: $RDV_PROFILE, else the local stack",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("up", help="start Kafka, Flink and MLflow on loopback")
@@ -416,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = StackSettings.from_env()
+        settings = StackSettings.from_env(**({"profile": args.profile} if args.profile else {}))
         return args.func(args, settings)
     except RendezvousError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

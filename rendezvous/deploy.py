@@ -323,7 +323,8 @@ def check_slots(stack, jobs: int, *, cancelling: set[str] = frozenset(), log=pri
     )
     growth = slots.Growth(
         slots_per_taskmanager=stack.settings.flink_taskmanager_slots,
-        local=flink.jobmanager.pid() is not None,  # started by `rendezvous up` here
+        # started by `rendezvous up` here
+        local=stack.settings.flink_is_local and flink.jobmanager.pid() is not None,
     )
     freed = len(cancelling) * slots.SLOTS_PER_JOB
     problem = slots.shortfall(jobs, capacity, growth, waiting=waiting, freed=freed)

@@ -158,6 +158,14 @@ class StackSettings(EnvSettings):
 
     flink_rest_port: int = 8081
     flink_rpc_port: int = 6123
+    # A Flink session cluster of your own (its REST address, e.g. http://flink-jm:8081);
+    # empty: the local one, http://host:flink_rest_port.
+    flink_rest_url: str = ""
+    # An MLflow tracking server of your own (MLflow's own MLFLOW_TRACKING_USERNAME,
+    # MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN authenticate); empty: the local one.
+    mlflow_tracking_uri: str = ""
+    # The named profile these settings came from (see rendezvous.profiles); empty: none.
+    profile: str = ""
     # TaskManager processes: each embeds its own Python interpreter (thread mode), so with
     # several the Python operators of different jobs no longer share one GIL. Jobs spread
     # over them (taskmanager.load-balance.mode: slots), and each has slots for every job: when
@@ -219,11 +227,16 @@ class StackSettings(EnvSettings):
 
     @property
     def flink_url(self) -> str:
-        return f"http://{self.host}:{self.flink_rest_port}"
+        return self.flink_rest_url.rstrip("/") or f"http://{self.host}:{self.flink_rest_port}"
 
     @property
     def mlflow_url(self) -> str:
-        return f"http://{self.host}:{self.mlflow_port}"
+        return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def flink_is_local(self) -> bool:
+        """Whether Flink is the cluster `rendezvous up` starts here (no REST URL of its own)."""
+        return not self.flink_rest_url
 
     @property
     def proxy_url(self) -> str:
@@ -232,9 +245,18 @@ class StackSettings(EnvSettings):
     # ---- construction ------------------------------------------------------------------
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> StackSettings:
-        """Defaults, then ``RDV_<FIELD>`` variables, then explicit keyword overrides."""
+        """Defaults, then the named profile (``RDV_PROFILE``, or ``profile=``; see
+        :mod:`rendezvous.profiles`), then ``RDV_<FIELD>`` variables, then explicit keyword
+        overrides."""
+        from rendezvous import profiles
+
         values = cls.env_values(env)
-        return cls(**{**values, **overrides}, _from_env=set(values) - set(overrides))
+        name = str(overrides.get("profile") or values.get("profile") or "")
+        base = profiles.load(name, env) if name else {}
+        return cls(
+            **{**base, **values, **overrides, "profile": name},
+            _from_env=set(values) - set(overrides),
+        )
 
     def validated(self) -> StackSettings:
         """These settings; construction has validated them already."""

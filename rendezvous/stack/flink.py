@@ -251,10 +251,37 @@ class FlinkCluster:
             return json.loads(resp.read())
 
     def ready(self) -> bool:
+        """Whether the cluster answers with its TaskManagers registered (all of the local
+        stack's; at least one of a cluster of your own)."""
+        wanted = len(self.taskmanagers) if self.settings.flink_is_local else 1
         try:
-            return self.rest("/overview").get("taskmanagers", 0) >= len(self.taskmanagers)
+            return self.rest("/overview").get("taskmanagers", 0) >= wanted
         except Exception:
             return False
+
+    def check_reachable(self, timeout_s: float = 10.0) -> None:
+        """Raise StackError in one line, naming the setting, unless a Flink REST API answers
+        at the address."""
+        from rendezvous.errors import StackError
+
+        where = (
+            "RDV_FLINK_REST_URL or the profile's flink_rest_url"
+            if not self.settings.flink_is_local
+            else "run `rendezvous up` first"
+        )
+        try:
+            overview = self.rest("/overview", timeout_s=timeout_s)
+        except Exception as exc:
+            reason = getattr(exc, "reason", None) or exc
+            raise StackError(
+                f"no Flink cluster answers at {self.address} ({reason}); {where}"
+            ) from None
+        if not isinstance(overview, dict) or "slots-total" not in overview:
+            raise StackError(
+                f"{self.address} answers, but not as a Flink REST API (no /overview); fix {where}"
+            )
+        if overview.get("taskmanagers", 0) < 1:
+            raise StackError(f"the Flink cluster at {self.address} has no TaskManager running")
 
     def jobs(self) -> list[dict]:
         return self.rest("/jobs/overview").get("jobs", [])
@@ -283,7 +310,7 @@ class FlinkCluster:
             "run",
             *(["-d"] if detached else []),
             "-m",
-            f"{self.settings.host}:{self.settings.flink_rest_port}",
+            self.address.split("://", 1)[-1],
             "-py",
             str(script),
             "-pyexec",

@@ -4,6 +4,7 @@ others answering. Real Kafka and Flink; requests go straight into the requests t
 
 from __future__ import annotations
 
+import os
 import uuid
 
 import pytest
@@ -129,3 +130,38 @@ def test_a_rule_in_the_users_own_module_is_shipped_with_its_job(stack, tmp_path)
         feed.close()
         for jid in jobs.values():
             stack.flink.cancel(jid)
+
+
+def test_submit_and_status_through_a_named_profile(stack, tmp_path, monkeypatch, capsys):
+    """The commands reach Kafka, Flink and MLflow by the addresses a profile names, with no
+    RDV_* port variable set."""
+    s = stack.settings
+    (tmp_path / "profiles.yaml").write_text(
+        "profiles:\n  cluster:\n"
+        f"    kafka_bootstrap: {s.kafka_bootstrap}\n"
+        f"    flink_rest_url: {s.flink_url}/\n"
+        f"    mlflow_tracking_uri: {s.mlflow_url}\n"
+        f"    home: {s.home}\n"
+    )
+    for name in [k for k in os.environ if k.startswith("RDV_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("RDV_PROFILES", str(tmp_path / "profiles.yaml"))
+    name = "svc" + uuid.uuid4().hex[:6]
+    path = write_service(
+        tmp_path / "services.yaml", name, sla_ms=SLA_MS, grace_ms=500, models=[CONSTANT % 0.5]
+    )
+    feed = RequestFeed(s.kafka_bootstrap, name, SLA_MS)
+    try:
+        assert cli.main(["--profile", "cluster", "submit", "--config", str(path)]) == 0
+        with Heartbeat(s.kafka, source="profile-test"):
+            feed.warm_up()
+        capsys.readouterr()
+        cli.main(["--profile", "cluster", "status"])
+        out = capsys.readouterr().out
+        line = next(x for x in out.splitlines() if x.strip().startswith(name))
+        assert "serving" in line, out
+        assert cli.main(["--profile", "cluster", "models"]) == 0
+        assert f"{name}: SLA {SLA_MS} ms, preference champ (v0)" in capsys.readouterr().out
+    finally:
+        feed.close()
+        deploy.remove(stack, name, log=lambda _: None)
