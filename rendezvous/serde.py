@@ -37,6 +37,8 @@ class Kind(IntEnum):
     SCORE_BATCH = 11
     RESULT_BATCH = 12
     DECISION_BATCH = 13
+    FEEDBACK = 14
+    FEEDBACK_BATCH = 15
 
 
 # The batch kind that carries several records of a kind, and back.
@@ -46,6 +48,7 @@ BATCH_OF = {
     Kind.SCORE: Kind.SCORE_BATCH,
     Kind.RESULT: Kind.RESULT_BATCH,
     Kind.DECISION: Kind.DECISION_BATCH,
+    Kind.FEEDBACK: Kind.FEEDBACK_BATCH,
 }
 ITEM_OF = {batch: item for item, batch in BATCH_OF.items()}
 
@@ -66,6 +69,8 @@ _FILES = {
     "score_batch": Kind.SCORE_BATCH,
     "result_batch": Kind.RESULT_BATCH,
     "decision_batch": Kind.DECISION_BATCH,
+    "feedback": Kind.FEEDBACK,
+    "feedback_batch": Kind.FEEDBACK_BATCH,
 }
 
 

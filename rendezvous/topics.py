@@ -11,8 +11,10 @@ RESULTS = "rdv.results"
 CONTROL = "rdv.control"
 DECISIONS = "rdv.decisions"
 DEAD_LETTER = "rdv.dead-letter"
+# True outcomes of past requests: the proxy's feedback endpoint and bulk producers write it.
+FEEDBACK = "rdv.feedback"
 
-ALL = (REQUESTS, MODEL_INPUT, SCORES, RESULTS, CONTROL, DECISIONS, DEAD_LETTER)
+ALL = (REQUESTS, MODEL_INPUT, SCORES, RESULTS, CONTROL, DECISIONS, DEAD_LETTER, FEEDBACK)
 
 # Topics that must keep a single partition so that their order is global.
 SINGLE_PARTITION = frozenset({CONTROL})
@@ -32,4 +34,9 @@ HEARTBEAT = RENDEZVOUS
 
 # Each of these topics holds batches of one record kind and nothing else (a heartbeat is an
 # empty batch of that kind), so that Flink SQL reads them with its Avro format.
-ITEM_KIND = {MODEL_INPUT: Kind.MODEL_INPUT, SCORES: Kind.SCORE, DECISIONS: Kind.DECISION}
+ITEM_KIND = {
+    MODEL_INPUT: Kind.MODEL_INPUT,
+    SCORES: Kind.SCORE,
+    DECISIONS: Kind.DECISION,
+    FEEDBACK: Kind.FEEDBACK,
+}
