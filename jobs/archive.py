@@ -1,12 +1,15 @@
-"""Archive job: model inputs (the decoy), scores and decisions from Kafka into Parquet tables.
+"""Archive job: model inputs (the decoy), scores, decisions and true labels (feedback) from Kafka
+into Parquet tables.
 
 All Flink SQL, no Python at run time: each table is read from its Kafka topic with Flink's Avro
 format (:func:`rendezvous.archive.tables.kafka_ddl`), every item of every batch becomes a row
 (:func:`rendezvous.archive.tables.insert_sql`), and the filesystem sink writes Parquet
 partitioned by service, date and hour. The upstream jobs write these topics in Kafka
-transactions and the archive reads committed records only; files are committed on checkpoints
+transactions and the archive reads committed records only (the proxy writes its labels outside
+transactions: they are committed as they are written); files are committed on checkpoints
 and the Kafka offsets are part of the checkpoint. So after a failure anywhere, every request
-lands in each table exactly once, with no de-duplication state to outgrow.
+lands in each table exactly once, with no de-duplication state to outgrow. A label sent twice
+is two records, both archived: the view ``labels`` keeps the first (rendezvous.archive.sql).
 """
 
 from __future__ import annotations

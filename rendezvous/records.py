@@ -121,6 +121,15 @@ class Decision(TypedDict):
     scores: list[DecisionScore]
 
 
+class Feedback(TypedDict):
+    request_id: str
+    service: str
+    label: str
+    labelled_ms: int
+    observed_ms: int | None
+    source: str | None
+
+
 class DeadLetter(TypedDict):
     request_id: str | None
     service: str | None
@@ -186,6 +195,11 @@ class DecisionBatch(TypedDict):
     items: list[Decision]
 
 
+class FeedbackBatch(TypedDict):
+    batch_id: str
+    items: list[Feedback]
+
+
 def result(
     request: Mapping[str, Any],
     *,
@@ -235,4 +249,27 @@ def dead_letter(
         "error": error,
         "record": record,
         "at_ms": at_ms,
+    }
+
+
+def feedback(
+    *,
+    request_id: str,
+    service: str,
+    label: str,
+    labelled_ms: int,
+    observed_ms: int | None = None,
+    source: str | None = None,
+) -> Feedback:
+    """The true outcome of request ``request_id`` of ``service``: ``label`` is its JSON (as
+    outputs are), given at ``labelled_ms``; ``observed_ms`` is when the outcome happened, if
+    known. Encode several with ``serde.encode_batch(Kind.FEEDBACK, batch_id, items)`` for topic
+    ``rdv.feedback``."""
+    return {
+        "request_id": request_id,
+        "service": service,
+        "label": label,
+        "labelled_ms": labelled_ms,
+        "observed_ms": observed_ms,
+        "source": source,
     }

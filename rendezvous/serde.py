@@ -40,6 +40,8 @@ class Kind(IntEnum):
     SERVICE = 14
     API_KEY = 15
     USAGE = 16
+    FEEDBACK = 17
+    FEEDBACK_BATCH = 18
 
 
 # The batch kind that carries several records of a kind, and back.
@@ -49,6 +51,7 @@ BATCH_OF = {
     Kind.SCORE: Kind.SCORE_BATCH,
     Kind.RESULT: Kind.RESULT_BATCH,
     Kind.DECISION: Kind.DECISION_BATCH,
+    Kind.FEEDBACK: Kind.FEEDBACK_BATCH,
 }
 ITEM_OF = {batch: item for item, batch in BATCH_OF.items()}
 
@@ -72,6 +75,8 @@ _FILES = {
     "service": Kind.SERVICE,
     "api_key": Kind.API_KEY,
     "usage": Kind.USAGE,
+    "feedback": Kind.FEEDBACK,
+    "feedback_batch": Kind.FEEDBACK_BATCH,
 }
 
 

@@ -16,7 +16,21 @@ API_KEYS = "rdv.api-keys"
 # Each proxy replica's count of each key's requests in the current quota window.
 USAGE = "rdv.usage"
 
-ALL = (REQUESTS, MODEL_INPUT, SCORES, RESULTS, CONTROL, DECISIONS, DEAD_LETTER, API_KEYS, USAGE)
+# True outcomes of past requests: the proxy's feedback endpoint and bulk producers write it.
+FEEDBACK = "rdv.feedback"
+
+ALL = (
+    REQUESTS,
+    MODEL_INPUT,
+    SCORES,
+    RESULTS,
+    CONTROL,
+    DECISIONS,
+    DEAD_LETTER,
+    API_KEYS,
+    USAGE,
+    FEEDBACK,
+)
 
 # Topics that must keep a single partition so that their order is global.
 SINGLE_PARTITION = frozenset({CONTROL, API_KEYS, USAGE})
@@ -42,4 +56,9 @@ HEARTBEAT = RENDEZVOUS
 
 # Each of these topics holds batches of one record kind and nothing else (a heartbeat is an
 # empty batch of that kind), so that Flink SQL reads them with its Avro format.
-ITEM_KIND = {MODEL_INPUT: Kind.MODEL_INPUT, SCORES: Kind.SCORE, DECISIONS: Kind.DECISION}
+ITEM_KIND = {
+    MODEL_INPUT: Kind.MODEL_INPUT,
+    SCORES: Kind.SCORE,
+    DECISIONS: Kind.DECISION,
+    FEEDBACK: Kind.FEEDBACK,
+}

@@ -1,7 +1,8 @@
 """Where the archive's files are and what is in them.
 
 Layout: ``<root>/<table>/service=<s>/dt=<YYYY-MM-DD>/hr=<HH>/<file>``, where ``dt`` and ``hr``
-are the UTC date and hour of the row's ``received_ms``. ``service``, ``dt`` and ``hr`` are Hive
+are the UTC date and hour of the row's ``received_ms`` (``feedback``: of its ``labelled_ms``, see
+:func:`time_column`). ``service``, ``dt`` and ``hr`` are Hive
 partition columns, spelled in the folder names and not stored in the files. A data file is
 named ``*.parquet`` or ``part-*`` (Flink's file sink writes ``part-<uuid>-<n>-<n>``); names
 starting with ``.`` or ``_`` are in-progress or bookkeeping files and are never read.
@@ -33,10 +34,15 @@ REQUESTS = "requests"
 SCORES = "scores"
 DECISIONS = "decisions"
 REPLAY = "replay"
+FEEDBACK = "feedback"
 
-# Tables the stream jobs write; ``replay`` exists only once a replay has run.
-TABLES = (REQUESTS, SCORES, DECISIONS)
+# Tables the archive job writes; ``replay`` exists only once a replay has run.
+TABLES = (REQUESTS, SCORES, DECISIONS, FEEDBACK)
 ALL_TABLES = (*TABLES, REPLAY)
+
+# The column whose UTC date and hour partition a table, where it is not ``received_ms``: a
+# label arrives long after its request, and need not know when that was received.
+_TIME_COLUMNS = {FEEDBACK: "labelled_ms"}
 
 # Hive partition columns and their SQL types.
 PARTITION_TYPES = {"service": "VARCHAR", "dt": "DATE", "hr": "INTEGER"}
@@ -144,6 +150,12 @@ class _ArrowTypes:
         raise ArchiveError(f"{path}: Avro type {avro!r} has no Parquet mapping here")
 
 
+def time_column(table: str) -> str:
+    """The epoch-ms column whose UTC date and hour are a row's ``dt`` and ``hr``."""
+    _check_table(table)
+    return _TIME_COLUMNS.get(table, "received_ms")
+
+
 def _check_table(table: str) -> None:
     if table not in ALL_TABLES:
         raise ArchiveError(
@@ -219,17 +231,19 @@ def write_rows(
     """Write ``rows`` into the partitions of ``table`` under ``root``; return the new files.
 
     Each row holds the table's fields and its service, as a ``service`` key or through the
-    ``service`` argument; its ``dt``/``hr`` partition comes from ``received_ms``. One new
+    ``service`` argument; its ``dt``/``hr`` partition comes from ``received_ms`` (or the table's
+    :func:`time_column`). One new
     ``part-<uuid>.parquet`` file per partition; existing files are kept.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = arrow_schema(table)
+    at = time_column(table)
     groups: dict[Path, list[dict[str, Any]]] = {}
     for i, row in enumerate(rows):
         values = _checked_row(table, i, row, schema, service)
-        where = partition_dir(Path(root), table, values.pop("service"), values["received_ms"])
+        where = partition_dir(Path(root), table, values.pop("service"), values[at])
         groups.setdefault(where, []).append(values)
     written = []
     for folder, group in groups.items():

@@ -16,6 +16,9 @@ Conventions:
 - Quantiles interpolate linearly between the closest ranks (numpy's default).
 - Latency quantiles use the ok scores; errors count in the error rate only.
 
+Against the true outcome (the archive's ``labels``, when any): accuracy, and for binary
+classifiers AUC and log-loss, per model; see :mod:`rendezvous.archive.outcomes`.
+
 Canary drift is the population stability index (PSI) of each canary's values against the
 champion's, per UTC hour of ``received_ms`` and over the whole window. Binning: the bin edges
 are the deciles of the champion's values over the whole window (so every hour is measured
@@ -40,6 +43,7 @@ import orjson
 import pandas as pd
 
 from rendezvous.archive.layout import ArchiveError
+from rendezvous.archive.outcomes import OUTCOME_COLUMNS, outcome_stats, true_labels
 
 CHAMPION = "champion"
 CANARY = "canary"
@@ -213,11 +217,20 @@ def _delta_stats(deltas: pd.Series) -> dict[str, float]:
 # ---- the model table ---------------------------------------------------------------------
 
 
-def model_table(read: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
-    """One row per model of one service: reliability, agreement and deltas, wins.
+def model_table(
+    read: pd.DataFrame,
+    decisions: pd.DataFrame,
+    truth: pd.Series | None = None,
+    *,
+    thresholded: bool = False,
+) -> pd.DataFrame:
+    """One row per model of one service: reliability, agreement, the true outcome, deltas, wins.
 
-    ``read`` comes from :func:`read_scores`; ``decisions`` are the service's decisions.
+    ``read`` comes from :func:`read_scores`; ``decisions`` are the service's decisions;
+    ``truth`` the true label by request ID (:func:`rendezvous.archive.outcomes.true_labels`),
+    and ``thresholded`` whether labels come from ``--threshold``.
     """
+    truth = pd.Series(dtype=object) if truth is None else truth
     require_columns(decisions, DECISION_COLUMNS, "the decisions")
     decisions = decisions.drop_duplicates("request_id")
     pairs = _pairs(read)
@@ -243,6 +256,7 @@ def model_table(read: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
                 "latency_p99": p99,
                 "compared": math.nan if is_champion else compared,
                 "agreement": math.nan if is_champion else agreement,
+                **outcome_stats(ok, truth, thresholded=thresholded),
                 **_delta_stats(pairs.loc[pairs["model"] == model, "delta"]),
                 "answered": answered,
                 "win_rate": answered / len(decisions) if len(decisions) else math.nan,
@@ -262,6 +276,7 @@ MODEL_COLUMNS = [
     "latency_p99",
     "compared",
     "agreement",
+    *OUTCOME_COLUMNS,
     *DELTA_COLUMNS,
     "answered",
     "win_rate",
@@ -404,6 +419,7 @@ class ServiceReport:
     values: pd.DataFrame  # model, role, value: the ok values of the champion and canaries
     drift: list[Drift] = field(default_factory=list)
     notes: tuple[str, ...] = ()
+    labelled: int = 0  # requests (of the window's) with a true label
 
 
 def service_report(
@@ -413,9 +429,12 @@ def service_report(
     fields: OutputFields = OutputFields(),
     *,
     bins: int = DRIFT_BINS,
+    labels: pd.DataFrame | None = None,
 ) -> ServiceReport:
-    """The comparison of every model of ``service`` against its champion."""
+    """The comparison of every model of ``service`` against its champion and, with ``labels``
+    (rows of the ``labels`` view: request_id, label, labelled_ms), the true outcome."""
     read = read_scores(scores, fields)
+    truth = true_labels(labels)
     champions = champion_scores(read)["champion"]
     notes = output_notes(read.loc[read["status"] == "ok", "output"], fields)
     if champions.empty:
@@ -423,17 +442,24 @@ def service_report(
     pairs = _pairs(read)
     shown = read[read["role"].isin([CHAMPION, CANARY]) & read["value"].notna()]
     requests = set(read["request_id"]) | set(decisions["request_id"])
+    labelled = len(requests & set(truth.index))
+    if len(truth) and not labelled:
+        notes.append(
+            f"{len(truth)} true label(s) of this service, none for a request in the window; "
+            f"widen --since/--until"
+        )
     return ServiceReport(
         service=service,
         champion=str(champions.mode().iloc[0]) if not champions.empty else None,
         requests=len(requests),
         decisions=int(decisions["request_id"].nunique()),
-        models=model_table(read, decisions),
+        models=model_table(read, decisions, truth, thresholded=fields.threshold is not None),
         reasons=reason_counts(decisions),
         deltas=pairs.loc[pairs["delta"].notna(), ["model", "delta"]].reset_index(drop=True),
         values=shown[["model", "role", "value"]].reset_index(drop=True),
         drift=canary_drift(read, bins),
         notes=tuple(notes),
+        labelled=labelled,
     )
 
 
@@ -443,10 +469,14 @@ def build_reports(
     fields: OutputFields = OutputFields(),
     *,
     bins: int = DRIFT_BINS,
+    labels: pd.DataFrame | None = None,
 ) -> list[ServiceReport]:
-    """One :class:`ServiceReport` per service found in ``scores`` or ``decisions``."""
+    """One :class:`ServiceReport` per service found in ``scores`` or ``decisions``; ``labels``
+    (rows of the ``labels`` view, with ``service``) give each its true outcomes."""
     require_columns(scores, ("service",), "the scores")
     require_columns(decisions, ("service",), "the decisions")
+    if labels is not None:
+        require_columns(labels, ("service", "request_id", "label"), "the labels")
     services = sorted(set(scores["service"]) | set(decisions["service"]))
     return [
         service_report(
@@ -455,6 +485,7 @@ def build_reports(
             decisions[decisions["service"] == s],
             fields,
             bins=bins,
+            labels=None if labels is None else labels[labels["service"] == s],
         )
         for s in services
     ]

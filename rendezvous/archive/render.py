@@ -69,11 +69,40 @@ MODEL_TABLE: list[tuple[str, str, Callable[[Any], str]]] = [
 ]
 
 
-def model_rows(models: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Headers and formatted cells of the model table."""
-    headers = [h for h, _, _ in MODEL_TABLE]
-    rows = [[fmt(row[col]) for _, col, fmt in MODEL_TABLE] for _, row in models.iterrows()]
+# (header, column, format) of the table against the true labels
+OUTCOME_TABLE: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("model", "model", str),
+    ("role", "role", str),
+    ("labelled", "labelled", count),
+    ("accuracy", "accuracy", percent),
+    ("AUC", "auc", number),
+    ("log-loss", "log_loss", number),
+    ("agree", "agreement", percent),
+]
+
+
+def model_rows(
+    models: pd.DataFrame, table: Sequence[tuple[str, str, Callable[[Any], str]]] = MODEL_TABLE
+) -> tuple[list[str], list[list[str]]]:
+    """Headers and formatted cells of the model table (or of another of its views)."""
+    headers = [h for h, _, _ in table]
+    rows = [[fmt(row[col]) for _, col, fmt in table] for _, row in models.iterrows()]
     return headers, rows
+
+
+def outcome_rows(models: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of the models against the true labels."""
+    return model_rows(models, OUTCOME_TABLE)
+
+
+NO_LABELS = "no true labels for these requests (POST /v1/requests/{id}/feedback)"
+
+
+def outcome_title(report: ServiceReport) -> str:
+    return (
+        f"against the true labels of {report.labelled} request(s) (first label each; "
+        "AUC and log-loss for binary classifiers):"
+    )
 
 
 def reason_rows(reasons: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -240,6 +269,10 @@ def service_html(report: ServiceReport) -> str:
         *(f'<p class="note">{html.escape(n)}</p>' for n in report.notes),
         "<h3>Models against the champion</h3>",
         html_table(*model_rows(report.models)),
+        "<h3>Models against the true labels</h3>",
+        f"<p>{html.escape(outcome_title(report))}</p>" + html_table(*outcome_rows(report.models))
+        if report.labelled
+        else f"<p>{html.escape(NO_LABELS)}</p>",
         "<h3>Decisions by reason</h3>",
         html_table(*reason_rows(report.reasons)),
     ]

@@ -1,7 +1,8 @@
 """``rendezvous report``: every model against the champion, and canary drift, from the archive.
 
 Reads the ``scores`` and ``decisions`` of a time window (on ``received_ms``, ``--until``
-exclusive) with :class:`rendezvous.archive.sql.ArchiveSQL`, computes the figures with the pure
+exclusive), and the true labels of those requests (the ``labels`` view, whenever they were
+given), with :class:`rendezvous.archive.sql.ArchiveSQL`, computes the figures with the pure
 functions of :mod:`rendezvous.archive.metrics`, prints a summary, and optionally writes a
 self-contained HTML page and logs one MLflow run per service.
 
@@ -53,6 +54,7 @@ __all__ = [
     "cmd_report",
     "compare_replay",
     "load",
+    "load_labels",
     "log_to_mlflow",
     "mlflow_metrics",
     "parse_time",
@@ -169,6 +171,27 @@ def load(root: Path, *, service: str | None, window: Window) -> tuple[pd.DataFra
     return scores, decisions
 
 
+_LABELS = "SELECT service, request_id, label, labelled_ms FROM labels"
+
+
+def load_labels(root: Path, *, service: str | None, window: Window) -> pd.DataFrame:
+    """The first label of each request of the window's services. A label comes after its
+    request, at any time: only the folders from the window's first day on are read, up to now
+    (a label given after ``--until`` still counts for a request received before it)."""
+    from rendezvous.archive.sql import ArchiveSQL
+
+    clauses, params = [], []
+    if service:
+        clauses.append("service = ?")
+        params.append(service)
+    if window.since:
+        clauses.append("dt >= CAST(? AS DATE)")
+        params.append(f"{window.since:%Y-%m-%d}")
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    with ArchiveSQL(root) as db:
+        return db.frame(_LABELS + where, params)
+
+
 # ---- the summary -------------------------------------------------------------------------
 
 
@@ -183,6 +206,12 @@ def summary(reports: Sequence[ServiceReport], *, root: Path, window: Window) -> 
             f"{r.service}: {r.requests} requests, {r.decisions} decisions, "
             f"champion {r.champion or '(none)'}",
             render.text_table(*render.model_rows(r.models)),
+            f"  {render.outcome_title(r)}" if r.labelled else f"  {render.NO_LABELS}",
+            *(
+                [render.text_table(*render.outcome_rows(r.models), indent="    ")]
+                if r.labelled
+                else []
+            ),
             "  decisions by reason:",
             render.text_table(*render.reason_rows(r.reasons), indent="    ")
             if len(r.reasons)
@@ -202,6 +231,10 @@ def summary(reports: Sequence[ServiceReport], *, root: Path, window: Window) -> 
 
 _METRICS = (
     "agreement",
+    "labelled",
+    "accuracy",
+    "auc",
+    "log_loss",
     "delta_mean",
     "delta_p05",
     "delta_p50",
@@ -219,7 +252,8 @@ _UNSAFE = re.compile(r"[^\w\-. /]")
 def mlflow_metrics(report: ServiceReport) -> list[tuple[str, float, int, int | None]]:
     """(name, value, step, timestamp ms) of one service's run; missing figures are left out.
 
-    Per model ``<figure>.<model>`` (``agreement.lr``, ``latency_p95.gbm``, ...); per canary
+    Per model ``<figure>.<model>`` (``agreement.lr``, ``accuracy.lr``, ``auc.gbm``,
+    ``latency_p95.gbm``, ...); per canary
     ``psi.<canary>`` over the window, and ``psi_hourly.<canary>`` with one step per hour,
     stamped with the hour.
     """
@@ -315,7 +349,8 @@ def cmd_report(args: argparse.Namespace, settings: StackSettings) -> int:
     if args.mlflow:
         _probe_tracking(uri)  # before the work, not after it
     scores, decisions = load(root, service=args.service, window=window)
-    reports = build_reports(scores, decisions, fields)
+    labels = load_labels(root, service=args.service, window=window)
+    reports = build_reports(scores, decisions, fields, labels=labels)
     print(summary(reports, root=root, window=window))
 
     title = "Rendezvous model report"
@@ -385,9 +420,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "report",
         help="compare every model with the champion and measure canary drift, from the archive",
         description="Per model against the champion: agreement, score deltas, latency, error "
-        "and late rates, wins and fallback reasons; per canary: PSI against the champion per "
-        "hour. Outputs are JSON: an object's label field is compared for agreement and its "
-        "numeric field for deltas and drift; a plain number is both.",
+        "and late rates, wins and fallback reasons; against the true labels (POST "
+        "/v1/requests/{id}/feedback, topic rdv.feedback): accuracy, and AUC and log-loss for "
+        "binary classifiers, with the number of labelled requests; per canary: PSI against "
+        "the champion per hour. Outputs are JSON: an object's label field is compared for "
+        "agreement and with the true label, its numeric field for deltas and drift; a plain "
+        "number is both.",
     )
     p.add_argument("--service", help="only this service (default: every service)")
     add_window_args(p)

@@ -5,6 +5,10 @@
 the partition columns ``service`` (VARCHAR), ``dt`` (DATE) and ``hr`` (INTEGER) last. A table
 with no files yet is an empty view with the same columns, so queries never fail just because
 nothing was archived. The file list is read once, when the views are made.
+
+The view ``labels`` is ``feedback`` with one row per (service, request): the first label by
+``labelled_ms`` (then by the label's JSON, so that a tie is decided the same way every time).
+A label given twice, or written twice to the topic, counts once, and the first one wins.
 """
 
 from __future__ import annotations
@@ -36,6 +40,14 @@ _COPY_OPTIONS = {
 }
 
 
+LABELS = "labels"
+# The first label of each request; a tie on labelled_ms goes to the smallest label JSON.
+LABELS_VIEW = (
+    f"CREATE VIEW {LABELS} AS SELECT * FROM {layout.FEEDBACK} QUALIFY row_number() OVER "
+    "(PARTITION BY service, request_id ORDER BY labelled_ms, label, source NULLS LAST) = 1"
+)
+
+
 class ArchiveSQL:
     """An in-memory DuckDB connection with a view per archive table; use as a context manager."""
 
@@ -52,6 +64,8 @@ class ArchiveSQL:
             if table == layout.REPLAY and not found.files:
                 continue  # ``replay`` exists only once a replay has run
             self.views[table] = self._create_view(table, found.files)
+        self.con.execute(LABELS_VIEW)
+        self.views[LABELS] = self.views[layout.FEEDBACK]
 
     def __enter__(self) -> ArchiveSQL:
         return self
@@ -233,10 +247,12 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``sql`` subcommand; its handler is ``cmd_sql(args, settings)``."""
     p = subparsers.add_parser(
         "sql",
-        help="run SQL over the archive (views requests, scores, decisions, replay)",
+        help="run SQL over the archive (views requests, scores, decisions, feedback, labels, "
+        "replay)",
         description="Run one SQL query (DuckDB dialect) over the archived Parquet files. Views: "
-        "requests, scores, decisions, and replay once a replay has run; each has the partition "
-        "columns service, dt (DATE) and hr (INTEGER). Outputs and payloads are JSON strings: "
+        "requests, scores, decisions, feedback (every label received), labels (the first label "
+        "of each request), and replay once a replay has run; each has the partition columns "
+        "service, dt (DATE) and hr (INTEGER). Outputs, payloads and labels are JSON strings: "
         "use json_extract(output, '$.label') and friends.",
     )
     p.add_argument("query", help='the SQL, e.g. "SELECT model, count(*) FROM scores GROUP BY 1"')

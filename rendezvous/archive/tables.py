@@ -3,8 +3,8 @@ which Kafka table, and what the replay job reads and writes.
 
 The tables and their layout on disk are those of :mod:`rendezvous.archive.layout`: each a
 filesystem table of Parquet files, partitioned by ``service``, ``dt`` and ``hr`` (the UTC date
-and hour of the request's ``received_ms``), with the columns of its Avro schema in
-``schemas/archive/``.
+and hour of the request's ``received_ms``, or of a label's ``labelled_ms``), with the columns of
+its Avro schema in ``schemas/archive/``.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ SOURCES = {
     layout.REQUESTS: topics.MODEL_INPUT,
     layout.SCORES: topics.SCORES,
     layout.DECISIONS: topics.DECISIONS,
+    layout.FEEDBACK: topics.FEEDBACK,
 }
 
 # Columns computed from the record rather than copied from its field of the same name.
@@ -121,13 +122,21 @@ _DERIVED = {
         "late": "i.`scored_ms` > i.`deadline_ms`",
     },
     layout.DECISIONS: {},
+    layout.FEEDBACK: {},
 }
-# The job runs with the UTC session time zone: dt and hr are the UTC date and hour.
-_PARTITION_SQL = {
-    "service": "i.`service`",
-    "dt": "DATE_FORMAT(TO_TIMESTAMP_LTZ(i.`received_ms`, 3), 'yyyy-MM-dd')",
-    "hr": "DATE_FORMAT(TO_TIMESTAMP_LTZ(i.`received_ms`, 3), 'HH')",
-}
+
+
+def _partition_sql(table: str) -> dict[str, str]:
+    """The partition columns of ``table``'s rows. The job runs with the UTC session time zone:
+    dt and hr are the UTC date and hour of the table's time column."""
+    at = f"TO_TIMESTAMP_LTZ(i.{_name(layout.time_column(table))}, 3)"
+    return {
+        "service": "i.`service`",
+        "dt": f"DATE_FORMAT({at}, 'yyyy-MM-dd')",
+        "hr": f"DATE_FORMAT({at}, 'HH')",
+    }
+
+
 _STARTUP = {
     "committed": {"scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest"},
     "earliest": {"scan.startup.mode": "earliest-offset"},
@@ -183,9 +192,10 @@ def kafka_ddl(table: str, *, kafka: KafkaConnection, group: str, start: str = "c
 def insert_sql(table: str) -> str:
     """Every item of every batch in ``kafka_<table>``, as a row of ``table``."""
     fields = _item_fields(table)
+    partitions = _partition_sql(table)
     exprs = []
     for name in layout.columns(table):
-        expr = _DERIVED[table].get(name) or _PARTITION_SQL.get(name)
+        expr = _DERIVED[table].get(name) or partitions.get(name)
         if expr is None:
             if name not in fields:
                 raise ValueError(f"archive column {table}.{name} is no field of its record")

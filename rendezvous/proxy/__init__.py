@@ -70,12 +70,14 @@ def cmd_proxy(args: argparse.Namespace, stack_settings: StackSettings) -> int:
             "host": stack_settings.host,
             "port": stack_settings.proxy_port,
             "tracking_uri": stack_settings.mlflow_url,
+            "archive": stack_settings.archive_dir,
         },
         config=args.config,
         host=args.host,
         port=args.port,
         replica_id=args.replica_id,
         bootstrap=args.bootstrap,
+        archive=args.archive,
     )
     print(
         f"proxy replica {settings.replica_id} on http://{settings.host}:{settings.port} "
@@ -104,6 +106,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--replica-id", dest="replica_id", help="this replica's id (default: random)")
     p.add_argument(
         "--bootstrap", help="Kafka bootstrap servers (default: the local stack's broker)"
+    )
+    p.add_argument(
+        "--archive",
+        metavar="PATH",
+        help="archive root, where feedback looks past requests up (default: the stack's)",
     )
     p.set_defaults(func=cmd_proxy)
     return p

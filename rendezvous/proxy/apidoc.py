@@ -84,10 +84,43 @@ class KeyUsage(BaseModel):
     quota: QuotaUsage | None = Field(description="null: the key has no quota")
 
 
+class FeedbackIn(BaseModel):
+    """The true outcome of a past request. The label must have the JSON type of the request's
+    answer: of its output's label field (a classifier's {"label": 1, "probability": 0.9}), or
+    of the output itself (a regressor's number). An integer class takes an integer (1.0 counts
+    as 1), a number takes any number, a string a string, a boolean a boolean; when the request
+    got no answer, any string, number or boolean. No other fields."""
+
+    model_config = {"extra": "forbid"}
+
+    label: str | float | bool = Field(
+        description='the true label: 1, "fraud", true, 42.5 (never null, a list or an object)'
+    )
+    observed_ms: int | None = Field(
+        default=None, ge=0, description="epoch ms when the outcome happened or was observed"
+    )
+    source: str | None = Field(
+        default=None, max_length=200, description="who or what gave the label"
+    )
+
+
+class FeedbackAccepted(BaseModel):
+    """The label is on the feedback topic (Kafka acknowledged it) (202)."""
+
+    request_id: str
+    service: str
+    label: Any = Field(description="the label as stored (an integral number as an integer)")
+    labelled_ms: int = Field(description="when the proxy took it: the first label by it counts")
+    status: Literal["accepted"]
+
+
 class ErrorDetail(BaseModel):
     code: str = Field(description="stable and machine-readable, such as deadline_exceeded")
     message: str = Field(description="what happened and how to fix it")
     request_id: str | None
+    field: str | None = Field(
+        default=None, description="the body field at fault, when there is one (422 errors)"
+    )
 
 
 class Error(BaseModel):
@@ -115,7 +148,11 @@ class _OpenApi30(GenerateJsonSchema):
 def component_schemas() -> dict[str, Any]:
     """The schemas of the proxy's response bodies, by name, as ``components/schemas``."""
     _, top = models_json_schema(
-        [(model, "serialization") for model in (Answer, Accepted, Pending, Error, KeyUsage)],
+        [
+            *((model, "serialization") for model in (Answer, Accepted, Pending, Error, KeyUsage)),
+            (FeedbackAccepted, "serialization"),
+            (FeedbackIn, "validation"),
+        ],
         ref_template="#/components/schemas/{model}",
         schema_generator=_OpenApi30,
     )
@@ -251,6 +288,26 @@ _STATUS_ERRORS = {
     "504": "no result by the deadline plus the result grace",
 }
 
+_FEEDBACK_ERRORS = {
+    "400": "malformed JSON (code bad_json) or not a request id (code bad_request_id)",
+    "404": "unknown request (code unknown_request): not among the results this replica read in "
+    "the last cache_ttl_ms, nor among the archive's decisions of the last "
+    "feedback_lookback_days. A decision is archived after the request's deadline, its "
+    "service's grace and the archive's next checkpoint (about 10 s): retry later",
+    "408": "the body did not arrive within body_timeout_ms (code request_timeout)",
+    "409": "the request has a label already (code already_labelled): the first label counts "
+    "and is never replaced. Known from this replica's labels and the archive's feedback table; "
+    "two labels sent to two replicas within one archive checkpoint are both kept, and the "
+    "first by labelled_ms counts",
+    "413": "body larger than max_body_bytes",
+    "415": "a Content-Type that is not JSON",
+    "422": "the body breaks the schema (code schema: a missing label, an unknown field, a bad "
+    "observed_ms or source) or the label is not of the type of the request's answer (code "
+    "label_type); the error's field names the field",
+    "503": "Kafka unavailable or did not acknowledge the label (code kafka_unavailable), or the "
+    "archive cannot be read (code archive_unavailable); the label was not taken: send it again",
+}
+
 
 def _errors(table: dict[str, str]) -> dict[str, Any]:
     return {status: _err(description) for status, description in table.items()}
@@ -378,6 +435,22 @@ def openapi(config: Config, *, access: bool = False) -> dict[str, Any]:
                 "200": _ok("the answer", "Answer"),
                 "202": _ok("accepted here, no result yet", "Pending"),
                 **_errors(_STATUS_ERRORS),
+            },
+        }
+    }
+    paths["/v1/requests/{request_id}/feedback"] = {
+        "post": {
+            "summary": "record the true outcome (label) of a past request, once",
+            "description": "The label goes to the Kafka topic rdv.feedback (which bulk "
+            "producers may write directly) and from there to the archive's feedback table; "
+            "`rendezvous report` joins it to every model's scores by request ID. The answer "
+            "waits for Kafka's acknowledgement.",
+            "operationId": "post_feedback",
+            "parameters": [_RID_PATH],
+            "requestBody": {"required": True, **_content(_ref("FeedbackIn"))},
+            "responses": {
+                "202": _ok("the label is on the feedback topic", "FeedbackAccepted"),
+                **_errors(_FEEDBACK_ERRORS),
             },
         }
     }

@@ -5,7 +5,8 @@ reads a request, :mod:`~rendezvous.proxy.validation` checks its body, the
 :class:`~rendezvous.proxy.batcher.RequestBatcher` produces it, the
 :class:`~rendezvous.proxy.book.ReplicaBook` keeps what it waits on, accepted and saw,
 :mod:`~rendezvous.proxy.responses` writes the answer or the error,
-:class:`~rendezvous.proxy.heartbeat.Heartbeat` keeps event time moving and
+:class:`~rendezvous.proxy.heartbeat.Heartbeat` keeps event time moving,
+:class:`~rendezvous.proxy.feedback.FeedbackDesk` takes the true labels of past requests and
 :mod:`~rendezvous.proxy.metrics` counts. Everything on the request path is O(1) and
 allocation-light: validators are built once per service, JSON goes through orjson, and nothing
 is logged per request.
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import orjson
@@ -32,6 +34,7 @@ from starlette.routing import Route
 from rendezvous import serde
 from rendezvous.access.log import KafkaKeyLog, KafkaUsageLog, KeyLog
 from rendezvous.access.quota import Verdict
+from rendezvous.archive.lookup import ArchiveLookup
 from rendezvous.clock import Clock, now_ms
 from rendezvous.config import Config, ServiceSpec
 from rendezvous.proxy.access import Gate
@@ -47,6 +50,7 @@ from rendezvous.proxy.errors import (
     UnknownEndpoint,
     UnknownService,
 )
+from rendezvous.proxy.feedback import FeedbackDesk
 from rendezvous.proxy.heartbeat import Heartbeat
 from rendezvous.proxy.metrics import CONTENT_TYPE, Metrics
 from rendezvous.proxy.parsing import (
@@ -136,6 +140,16 @@ class Proxy:
             lambda: self.batcher.last_flush_ms,
             interval_ms=settings.tick_interval_ms,
             idle_interval_ms=settings.idle_tick_interval_ms,
+        )
+        self.feedback_desk = FeedbackDesk(
+            transport,
+            clock,
+            self.book.cache,
+            None
+            if settings.archive is None
+            else ArchiveLookup(settings.archive, lookback_days=settings.feedback_lookback_days),
+            cache_size=settings.cache_size,
+            delivery_timeout_ms=settings.delivery_timeout_ms,
         )
         # Access control: the gate every scoring and status request passes; None when the
         # replica takes requests without keys.
@@ -410,6 +424,26 @@ class Proxy:
         self.metrics.count("", "usage", 200)
         return json_response(orjson.dumps(gate.usage(key, self.clock())), 200)
 
+    async def feedback(self, request: Request) -> Response:
+        rid = request.path_params["request_id"]
+        service = ""
+        try:
+            rid = path_request_id(rid)
+            settings = self.settings
+            raw = await read_body(request, settings.max_body_bytes, settings.body_timeout_ms)
+            allow = None
+            gate = self.gate
+            if gate is not None:
+                key = gate.authenticate(request.headers.get("authorization"))
+                allow = partial(gate.scope, key)
+            service, body = await self.feedback_desk.take(rid, parse_json(raw), allow)
+        except Exception as exc:
+            response = error_response(exc, rid)
+            self.metrics.count(service, "feedback", response.status_code)
+            return response
+        self.metrics.count(service, "feedback", 202)
+        return json_response(body, 202, rid)
+
     async def healthz(self, request: Request) -> Response:
         return json_response(orjson.dumps({"status": "ok", "replica_id": self.replica_id}), 200)
 
@@ -488,6 +522,7 @@ def create_app(
         Route("/v1/services/{service}/requests", proxy.submit, methods=["POST"]),
         Route("/v1/requests/{request_id}", proxy.status, methods=["GET"]),
         Route("/v1/usage", proxy.usage, methods=["GET"]),
+        Route("/v1/requests/{request_id}/feedback", proxy.feedback, methods=["POST"]),
         Route("/healthz", proxy.healthz, methods=["GET"]),
         Route("/readyz", proxy.readyz, methods=["GET"]),
         Route("/metrics", proxy.metrics_text, methods=["GET"]),

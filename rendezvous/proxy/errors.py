@@ -2,7 +2,8 @@
 
 The exception classes are the one table of HTTP statuses: :func:`status_for`, :func:`code_for`
 and :func:`headers_for` read them, and ``rendezvous.proxy.responses.error_response`` turns any
-exception into the one error body, ``{"error": {"code", "message", "request_id"}}``. Anything
+exception into the one error body, ``{"error": {"code", "message", "request_id"}}`` (plus
+``field`` when the error is about one field of the body). Anything
 that is not a :class:`~rendezvous.errors.RendezvousError` is a 500 ``internal``.
 """
 
@@ -137,6 +138,13 @@ class QuotaExceeded(ProxyError):
         return self.limit_headers
 
 
+class AlreadyLabelled(ProxyError):
+    """The request already has a true label: the first one counts and is never replaced."""
+
+    status = 409
+    code = "already_labelled"
+
+
 class BodyTooLarge(ProxyError):
     status = 413
     code = "body_too_large"
@@ -162,6 +170,12 @@ class SchemaViolation(ProxyError):
         self.field = field
 
 
+class LabelTypeMismatch(SchemaViolation):
+    """A feedback label whose JSON type is not the one the service answers with."""
+
+    code = "label_type"
+
+
 class NoAnswer(ProxyError):
     """The rendezvous job answered with an error result: no model produced a usable score."""
 
@@ -185,6 +199,13 @@ class KeysUnavailable(ProxyError):
 
     def headers(self) -> dict[str, str] | None:
         return {"retry-after": str(self.retry_after_s)}
+
+
+class ArchiveUnavailable(ProxyError):
+    """The archive, where the proxy looks up past requests and their labels, cannot be read."""
+
+    status = 503
+    code = "archive_unavailable"
 
 
 class Overloaded(ProxyError):

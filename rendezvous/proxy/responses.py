@@ -1,6 +1,7 @@
 """The proxy's JSON responses, and the one place an exception becomes an HTTP error response.
 
-Every error body reads ``{"error": {"code", "message", "request_id"}}``: the status, the code
+Every error body reads ``{"error": {"code", "message", "request_id"}}``, with ``field`` too when
+the error is about one field of the body (a 422 names it): the status, the code
 and any extra header come from the exception itself (see :mod:`rendezvous.proxy.errors`).
 """
 
@@ -68,7 +69,11 @@ def error_response(exc: Exception, rid: str | None) -> Response:
         message = f"internal error: {type(exc).__name__}: {exc}"
     if rid is not None and REQUEST_ID_RE.fullmatch(rid) is None:
         rid = None  # not an ID: the message quotes what was sent
-    body = orjson.dumps({"error": {"code": code_for(exc), "message": message, "request_id": rid}})
+    detail = {"code": code_for(exc), "message": message, "request_id": rid}
+    field = getattr(exc, "field", None)
+    if field is not None:
+        detail["field"] = field
+    body = orjson.dumps({"error": detail})
     response = json_response(body, status_for(exc), rid)
     extra = headers_for(exc)
     if extra:

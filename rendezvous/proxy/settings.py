@@ -73,6 +73,11 @@ class ProxySettings(EnvSettings):
     cache_ttl_ms: int = 600_000
     delivery_timeout_ms: int = 5000
     ready_probe_interval_ms: int = 1000
+    # Where the feedback endpoint looks past requests and their labels up (the archive root;
+    # `rendezvous proxy` uses the stack's). None: only the results this replica read are known.
+    archive: Path | None = None
+    # How far back the feedback endpoint looks for a request's decision (0: the whole archive).
+    feedback_lookback_days: int = 30
 
     @cached_property
     def kafka(self) -> KafkaConnection:
@@ -98,7 +103,7 @@ class ProxySettings(EnvSettings):
         """These settings; construction has validated them already."""
         return self
 
-    @field_validator("config", "kafka_properties", mode="before")
+    @field_validator("config", "kafka_properties", "archive", mode="before")
     @classmethod
     def _optional_path(cls, value: object) -> object:
         return optional_path(value)
@@ -185,6 +190,12 @@ class ProxySettings(EnvSettings):
             "ready_probe_interval_ms",
             "milliseconds >= 1",
             self.ready_probe_interval_ms,
+        )
+        need(
+            self.feedback_lookback_days >= 0,
+            "feedback_lookback_days",
+            "days >= 0 (0: the whole archive)",
+            self.feedback_lookback_days,
         )
         self.kafka  # noqa: B018 - read the properties file now, not at the first client
         return self

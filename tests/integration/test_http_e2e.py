@@ -59,7 +59,9 @@ def service(stack, tmp_path_factory):
         stack.flink.cancel(jid)
 
 
-def start_proxy(stack, config_path, port: int, replica: str) -> subprocess.Popen:
+def start_proxy(
+    stack, config_path, port: int, replica: str, extra: tuple[str, ...] = ()
+) -> subprocess.Popen:
     argv = [
         sys.executable,
         "-m",
@@ -73,6 +75,7 @@ def start_proxy(stack, config_path, port: int, replica: str) -> subprocess.Popen
         stack.settings.kafka_bootstrap,
         "--replica-id",
         replica,
+        *extra,
     ]
     # These tests are about what the join decides and when; a proxy on a busy two-core machine
     # is given 60 ms past the SLA (instead of 15) before it answers 504 on the join's behalf.

@@ -81,8 +81,9 @@ def test_every_response_is_documented_and_none_is_a_server_error(api_schema, mod
             assert mode is GenerationMode.NEGATIVE, operation.label
             continue
         fuzzed.append(operation.label)
-    # the score, submit and status operations take input, so each had cases in either mode
-    assert len([label for label in fuzzed if "/v1/" in label]) == 3, fuzzed
+    # the score, submit, status and feedback operations take input, so each had cases in
+    # either mode
+    assert len([label for label in fuzzed if "/v1/" in label]) == 4, fuzzed
 
 
 def _raw(url: str, request: bytes) -> bytes:

@@ -121,6 +121,14 @@ SAMPLES: dict[Kind, dict] = {
         "at_ms": 1_700_000_000_020,
     },
     Kind.TICK: {"source": "clock", "at_ms": 1_700_000_000_030},
+    Kind.FEEDBACK: {
+        "request_id": "r-1",
+        "service": "credit",
+        "label": '"default"',
+        "labelled_ms": 1_700_086_400_000,
+        "observed_ms": 1_700_080_000_000,
+        "source": "collections",
+    },
 }
 
 

@@ -49,6 +49,14 @@ def _as_flink_reads(table: str) -> dict[str, Any]:
 
 
 SAMPLES = {
+    "feedback": {
+        "request_id": "r1",
+        "service": "credit",
+        "label": "1",
+        "labelled_ms": 1_700_086_400_000,
+        "observed_ms": None,
+        "source": "review",
+    },
     "requests": {
         "request_id": "r1",
         "service": "credit",
@@ -137,7 +145,8 @@ def test_the_kafka_table_is_exact_in_nullability(table: str) -> None:
     assert "'properties.isolation.level' = 'read_committed'" in ddl
     assert f"'topic' = '{tables.SOURCES[table]}'" in ddl
     assert "`request_id` STRING NOT NULL" in ddl
-    assert "`error` STRING," in ddl or "`error` STRING>" in ddl or table == "decisions"
+    col = "`source`" if table == "feedback" else "`error`"  # a nullable field of each record
+    assert f"{col} STRING," in ddl or f"{col} STRING>" in ddl or table == "decisions"
 
 
 def test_an_enum_has_no_sql_type() -> None:
@@ -153,3 +162,10 @@ def test_the_insert_fills_every_column_in_order(table: str) -> None:
     names = [line.rsplit(" AS ", 1)[1].strip("`,") for line in select.splitlines()]
     assert names == list(layout.columns(table))
     assert f"FROM `kafka_{table}` AS b CROSS JOIN UNNEST(b.`items`)" in sql
+
+
+def test_labels_are_partitioned_by_when_they_were_given() -> None:
+    sql = tables.insert_sql("feedback")
+    assert "TO_TIMESTAMP_LTZ(i.`labelled_ms`, 3), 'yyyy-MM-dd') AS `dt`" in sql
+    assert "received_ms" not in sql
+    assert "TO_TIMESTAMP_LTZ(i.`received_ms`, 3), 'HH') AS `hr`" in tables.insert_sql("scores")

@@ -53,7 +53,8 @@ def test_view_columns_are_the_schema_then_the_partitions(archive):
 
 def test_missing_tables_are_empty_views_with_the_right_columns(tmp_path):
     with ArchiveSQL(tmp_path / "never-written") as db:
-        assert set(db.views) == set(layout.TABLES)  # no replay view before a replay
+        # no replay view before a replay; labels is the first label of each request
+        assert set(db.views) == {*layout.TABLES, "labels"}
         for table in layout.TABLES:
             assert rows(db, f"SELECT count(*) FROM {table}") == [(0,)]
             described = {r[0]: r[1] for r in rows(db, f"DESCRIBE {table}")}
@@ -196,3 +197,32 @@ def test_cli_on_a_missing_archive_says_so_and_answers_empty(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out.splitlines() == ["n", "0"]
     assert f"no archive at {missing} yet" in captured.err
+
+
+def test_labels_keep_the_first_label_of_each_request(tmp_path):
+    def label(rid: str, value: str, at: int, service: str = "credit") -> dict:
+        return {"request_id": rid, "label": value, "labelled_ms": at, "service": service}
+
+    write_rows(tmp_path, "feedback", [label("r1", "1", T0 + 5), label("r2", "0", T0)])
+    # later files: a second label for r1, earlier in time on another hour; the same id elsewhere
+    write_rows(tmp_path, "feedback", [label("r1", "0", T0 + 1), label("r2", "1", T0 + 2 * HOUR)])
+    write_rows(tmp_path, "feedback", [label("r1", "1", T0 + 9, service="fraud")])
+    with ArchiveSQL(tmp_path) as db:
+        assert rows(db, "SELECT count(*) FROM feedback") == [(5,)]
+        got = rows(db, "SELECT service, request_id, label, labelled_ms FROM labels ORDER BY 1, 2")
+        assert db.views["labels"] == layout.columns("feedback")
+    assert got == [
+        ("credit", "r1", "0", T0 + 1),
+        ("credit", "r2", "0", T0),
+        ("fraud", "r1", "1", T0 + 9),
+    ]
+
+
+def test_a_label_is_partitioned_by_when_it_was_given(tmp_path):
+    (path,) = write_rows(
+        tmp_path,
+        "feedback",
+        [{"request_id": "r", "label": "1", "labelled_ms": T0 + 3 * HOUR}],
+        service="credit",
+    )
+    assert path.parent == layout.partition_dir(tmp_path, "feedback", "credit", T0 + 3 * HOUR)

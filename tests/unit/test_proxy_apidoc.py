@@ -36,6 +36,7 @@ def test_the_document_has_every_operation_and_is_json() -> None:
         "/v1/services/credit/score",
         "/v1/services/credit/requests",
         "/v1/requests/{request_id}",
+        "/v1/requests/{request_id}/feedback",
         "/healthz",
         "/readyz",
         "/metrics",
@@ -120,7 +121,7 @@ def test_a_real_answer_body_fits_its_model() -> None:
         "latency_ms": 3,
     }
     assert apidoc.Answer.model_validate(body).model_dump() == body
-    error = {"error": {"code": "schema", "message": "m", "request_id": None}}
+    error = {"error": {"code": "schema", "message": "m", "request_id": None, "field": "x"}}
     assert apidoc.Error.model_validate(error).model_dump() == error
 
 
@@ -165,3 +166,19 @@ def test_with_access_control_every_v1_operation_needs_a_bearer_key() -> None:
     schema = doc["components"]["schemas"]["KeyUsage"]
     assert schema["properties"]["quota"]["nullable"] is True
     assert [p["name"] for p in score["parameters"]] == ["X-Request-ID", "X-Deadline-Ms"]
+
+
+def test_the_feedback_operation_documents_its_body_and_every_error() -> None:
+    doc = apidoc.openapi(CONFIG)
+    op = doc["paths"]["/v1/requests/{request_id}/feedback"]["post"]
+    assert set(op["responses"]) == {"202", "400", "404", "408", "409", "413", "415", "422", "503"}
+    assert "already_labelled" in op["responses"]["409"]["description"]
+    assert "label_type" in op["responses"]["422"]["description"]
+    assert "retry later" in op["responses"]["404"]["description"]
+    schemas = doc["components"]["schemas"]
+    body = _resolve(doc, op["requestBody"]["content"]["application/json"]["schema"])
+    assert body["required"] == ["label"] and body["additionalProperties"] is False
+    assert set(body["properties"]) == {"label", "observed_ms", "source"}
+    assert schemas["FeedbackAccepted"]["properties"]["status"]["enum"] == ["accepted"]
+    error = _resolve(doc, schemas["Error"]["properties"]["error"])
+    assert error["properties"]["field"]["nullable"] is True

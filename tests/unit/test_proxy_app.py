@@ -504,7 +504,7 @@ def test_missing_field_is_422_naming_it() -> None:
             r = await client.post("/v1/services/credit/score", json={"age": 3})
             assert r.status_code == 422
             err = error_of(r)
-            assert err["code"] == "schema"
+            assert (err["code"], err["field"]) == ("schema", "amount")
             assert "'amount'" in err["message"] and "required" in err["message"]
             assert t.records == []
 

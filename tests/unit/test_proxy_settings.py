@@ -50,6 +50,7 @@ def test_env_then_overrides() -> None:
         ({"RDV_PROXY_MAX_BODY_BYTES": "1"}, "RDV_PROXY_MAX_BODY_BYTES"),
         ({"RDV_PROXY_BODY_TIMEOUT_MS": "0"}, "RDV_PROXY_BODY_TIMEOUT_MS"),
         ({"RDV_PROXY_BODY_TIMEOUT_MS": "5s"}, "RDV_PROXY_BODY_TIMEOUT_MS"),
+        ({"RDV_PROXY_FEEDBACK_LOOKBACK_DAYS": "-1"}, "RDV_PROXY_FEEDBACK_LOOKBACK_DAYS"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], words: str) -> None:
@@ -77,12 +78,15 @@ def test_one_table_maps_errors_to_statuses() -> None:
         errors.RequestTimeout: 408,
         errors.DuplicateRequest: 409,
         errors.RequestIdConflict: 409,
+        errors.AlreadyLabelled: 409,
         errors.BodyTooLarge: 413,
         errors.UnsupportedMediaType: 415,
         errors.SchemaViolation: 422,
+        errors.LabelTypeMismatch: 422,
         errors.NoAnswer: 502,
         errors.KafkaUnavailable: 503,
         errors.Overloaded: 503,
+        errors.ArchiveUnavailable: 503,
         errors.AnswerTimeout: 504,
     }
     for cls, status in expected.items():
@@ -125,9 +129,13 @@ def test_cli_subcommand_builds_settings_from_stack_defaults_and_flags(
     assert s.port == 18000
     assert s.replica_id == "east-1"
     assert s.config == conf
-    args = parser.parse_args(["proxy", "--port", "9999", "--bootstrap", "k:1"])
+    assert s.archive == stack.archive_dir  # feedback looks requests up in the stack's archive
+    args = parser.parse_args(
+        ["proxy", "--port", "9999", "--bootstrap", "k:1", "--archive", str(tmp_path / "a")]
+    )
     args.func(args, stack)
     assert (seen[-1].port, seen[-1].bootstrap) == (9999, "k:1")
+    assert seen[-1].archive == tmp_path / "a"
 
 
 def test_without_a_file_the_proxy_serves_what_the_cluster_defines(tmp_path: Path) -> None:

@@ -160,3 +160,22 @@ def test_the_dead_letter_constructor_builds_every_field_of_the_schema() -> None:
     assert list(built) == list(records.DeadLetter.__annotations__)
     kind = serde.Kind.DEAD_LETTER
     assert serde.decode_as(kind, serde.encode(kind, built)) == built
+
+
+def test_the_feedback_constructor_builds_every_field_of_the_schema() -> None:
+    built = records.feedback(request_id="r", service="s", label="1", labelled_ms=7)
+    assert list(built) == list(records.Feedback.__annotations__)
+    assert (built["observed_ms"], built["source"]) == (None, None)
+    kind = serde.Kind.FEEDBACK
+    assert serde.decode_as(kind, serde.encode(kind, built)) == built
+
+
+def test_feedback_travels_in_batches_that_read_back_item_by_item() -> None:
+    items = [
+        records.feedback(request_id=f"r{i}", service="s", label='"spam"', labelled_ms=i)
+        for i in range(3)
+    ]
+    value = serde.encode_batch(serde.Kind.FEEDBACK, "b", items)
+    assert value[0] == serde.Kind.FEEDBACK_BATCH
+    assert serde.items_as(serde.Kind.FEEDBACK, value) == items
+    assert serde.request_id(value) == "b"
