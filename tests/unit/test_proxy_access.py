@@ -6,13 +6,13 @@ import asyncio
 
 import pytest
 
-from rendezvous import serde
+from rendezvous import serde, topics
 from rendezvous.access import keys
 from rendezvous.access.log import MemoryKeyLog, MemoryUsageLog
 from rendezvous.proxy import InMemoryTransport
 from rendezvous.proxy.access import Gate
 from rendezvous.proxy.errors import KeysUnavailable, Unauthorized
-from tests.proxy_harness import T0, answering, error_of, proxy, run
+from tests.proxy_harness import T0, FakeClock, answering, error_of, proxy, run
 
 pytestmark = pytest.mark.unit
 
@@ -241,3 +241,30 @@ def test_the_gate_hashes_a_key_once_and_looks_it_up_by_digest(monkeypatch) -> No
     assert hashed == [key]
     with pytest.raises(Unauthorized):
         gate.check("Bearer " + key[:-1] + ("A" if key[-1] != "A" else "B"), "credit", T0)
+
+
+def test_a_label_needs_a_key_for_the_requests_service() -> None:
+    credit, credit_record = make_key(("credit",))
+    fast, fast_record = make_key(("fast",), name="fast-only")
+    clock = FakeClock()
+
+    async def go() -> None:
+        log = MemoryKeyLog([credit_record, fast_record])
+        transport = InMemoryTransport(on_produce=answering(clock, output={"label": 1}))
+        async with proxy(transport, clock, keys=log, require_api_keys=True) as (client, t, _):
+            r = await client.post(
+                "/v1/services/credit/score",
+                json={"amount": 1},
+                headers={**bearer(credit), "x-request-id": "q1"},
+            )
+            assert r.status_code == 200, r.text
+            url = "/v1/requests/q1/feedback"
+            assert (await client.post(url, json={"label": 0})).status_code == 401
+            wrong = await client.post(url, json={"label": 0}, headers=bearer(fast))
+            assert wrong.status_code == 403 and "may call fast, not 'credit'" in wrong.text
+            assert [r for r in t.records if r.topic == topics.FEEDBACK] == []
+            right = await client.post(url, json={"label": 0}, headers=bearer(credit))
+            assert right.status_code == 202, right.text
+            assert len([r for r in t.records if r.topic == topics.FEEDBACK]) == 1
+
+    run(go())
