@@ -62,7 +62,7 @@ def cmd_status(args: argparse.Namespace, settings: StackSettings) -> int:
     rows = stack.status()
     print(f"{'component':<20} {'state':<6} {'address':<28} pid")
     for row in rows:
-        pids = ",".join(str(p) if p else "-" for p in row.pids)
+        pids = ",".join(str(p) if p else "-" for p in row.pids) or "external"
         print(f"{row.name:<20} {'up' if row.up else 'down':<6} {row.address:<28} {pids}")
     flink_up = next(r.up for r in rows if r.name == "flink")
     if flink_up:

@@ -234,6 +234,16 @@ class StackSettings(EnvSettings):
         return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
 
     @property
+    def kafka_is_local(self) -> bool:
+        """Whether Kafka is the broker `rendezvous up` starts here (no bootstrap of its own)."""
+        return self.kafka_bootstrap == self._local_broker()
+
+    @property
+    def mlflow_is_local(self) -> bool:
+        """Whether MLflow is the server `rendezvous up` starts here (no tracking URI of its own)."""
+        return not self.mlflow_tracking_uri
+
+    @property
     def flink_is_local(self) -> bool:
         """Whether Flink is the cluster `rendezvous up` starts here (no REST URL of its own)."""
         return not self.flink_rest_url

@@ -118,8 +118,15 @@ class Stack:
         ]
 
     def status(self) -> list[ComponentStatus]:
+        """One row per component. A component the settings point elsewhere (a profile's
+        broker, cluster or tracking server) is up when it answers; it has no local pids."""
+        s = self.settings
+        local = {"kafka": s.kafka_is_local, "flink": s.flink_is_local, "mlflow": s.mlflow_is_local}
         out = []
         for component, services in self._components():
+            if not local[component.name]:
+                out.append(ComponentStatus(component.name, component.ready(), component.address, ()))
+                continue
             pids = tuple(svc.pid() for svc in services)
             up = all(p is not None for p in pids) and component.ready()
             out.append(ComponentStatus(component.name, up, component.address, pids))

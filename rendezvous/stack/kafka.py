@@ -146,7 +146,8 @@ class KafkaBroker:
     def ready(self) -> bool:
         from confluent_kafka.admin import AdminClient
 
-        if not port_open(self.settings.host, self.settings.kafka_port):
+        local = self.settings.kafka_is_local
+        if local and not port_open(self.settings.host, self.settings.kafka_port):
             return False
         try:
             admin = AdminClient(self.settings.kafka.client_config({"socket.timeout.ms": 1000}))

@@ -129,6 +129,33 @@ SAMPLES: dict[Kind, dict] = {
         "observed_ms": 1_700_080_000_000,
         "source": "collections",
     },
+    Kind.SERVICE: {
+        "service": "credit",
+        "version": 3,
+        "definition": '{"format": 3, "service": {"sla_ms": 100}, "tables": {}}',
+        "source": "/srv/rendezvous/services.yaml",
+        "issued_ms": 1_700_000_000_040,
+        "issued_by": "ops@host",
+    },
+    Kind.API_KEY: {
+        "key_id": "k1",
+        "digest": "ab" * 32,
+        "name": "collections team",
+        "services": ["credit"],
+        "created_ms": 1_700_000_000_050,
+        "created_by": "ops@host",
+        "revoked_ms": None,
+        "revoked_by": None,
+        "quota": {"requests": 1000, "period_ms": 3_600_000},
+    },
+    Kind.USAGE: {
+        "key_id": "k1",
+        "replica_id": "proxy-a",
+        "window_start_ms": 1_699_999_200_000,
+        "window_end_ms": 1_700_002_800_000,
+        "count": 17,
+        "at_ms": 1_700_000_000_060,
+    },
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
@@ -171,3 +173,41 @@ def test_a_derived_bootstrap_is_not_exported_so_a_child_derives_it_from_its_port
     assert StackSettings.from_env(env, kafka_port=19092).kafka_bootstrap == "127.0.0.1:19092"
     env = StackSettings.from_env({"RDV_KAFKA_BOOTSTRAP": "b:1"}).to_env()
     assert env["RDV_KAFKA_BOOTSTRAP"] == "b:1"
+
+
+def test_components_named_by_address_are_not_local(tmp_path):
+    local = StackSettings.from_env({}, home=tmp_path)
+    assert local.kafka_is_local and local.flink_is_local and local.mlflow_is_local
+    remote = StackSettings.from_env(
+        {},
+        home=tmp_path,
+        kafka_bootstrap="broker.example:9093",
+        flink_rest_url="http://flink.example:8081",
+        mlflow_tracking_uri="http://mlflow.example:5000",
+    )
+    assert not (remote.kafka_is_local or remote.flink_is_local or remote.mlflow_is_local)
+
+
+def test_status_of_components_elsewhere_rests_on_their_answer_alone(tmp_path):
+    """Addresses of your own have no local processes: a component there is up when it
+    answers, and a pid file left in the state folder does not make it so."""
+    from rendezvous.stack import Stack
+
+    free = []
+    for _ in range(3):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            free.append(sock.getsockname()[1])
+    settings = StackSettings.from_env(
+        {},
+        home=tmp_path,
+        kafka_bootstrap=f"127.0.0.1:{free[0]}",
+        flink_rest_url=f"http://127.0.0.1:{free[1]}",
+        mlflow_tracking_uri=f"http://127.0.0.1:{free[2]}",
+    )
+    settings.run_dir.mkdir(parents=True)
+    (settings.run_dir / "kafka.pid").write_text(str(os.getpid()))
+    rows = {row.name: row for row in Stack(settings, log=lambda _: None).status()}
+    for name in ("kafka", "flink", "mlflow"):
+        assert rows[name].pids == () and not rows[name].up
+    assert rows["kafka"].address == f"127.0.0.1:{free[0]}"
