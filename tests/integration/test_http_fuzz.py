@@ -73,7 +73,7 @@ def test_every_response_is_documented_and_none_is_a_server_error(api_schema, mod
         )
         @given(case=operation.as_strategy(generation_mode=mode))
         def fuzz(case) -> None:
-            if mode is GenerationMode.POSITIVE and operation.path.endswith("/feedback"):
+            if mode is GenerationMode.POSITIVE and case.operation.path.endswith("/feedback"):
                 # A label's type is the type of the request's own answer, which no schema can
                 # state: a schema-valid label of another type is refused, and only for that.
                 response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
