@@ -125,7 +125,9 @@ class Stack:
         out = []
         for component, services in self._components():
             if not local[component.name]:
-                out.append(ComponentStatus(component.name, component.ready(), component.address, ()))
+                out.append(
+                    ComponentStatus(component.name, component.ready(), component.address, ())
+                )
                 continue
             pids = tuple(svc.pid() for svc in services)
             up = all(p is not None for p in pids) and component.ready()
