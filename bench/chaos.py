@@ -11,8 +11,11 @@ the fault:
 - ``taskmanager``: SIGKILL to the Flink TaskManager running the most tasks, started again one
   second later (what a supervisor such as systemd or Kubernetes does; ``--tm-restart-s``);
 - ``broker``: SIGKILL to the Kafka broker, started again at once;
-- ``proxy``: the proxy stopped (SIGTERM: it answers what it has accepted, then exits) and
-  started again.
+- ``proxy``: the proxy replaced by a new one, as a rolling restart does: the new replica
+  starts on the same port (shared with ``SO_REUSEPORT``) and listens once ready, then the old
+  one is stopped (SIGTERM: it stops accepting, answers what it has accepted, then exits).
+  ``--proxy-restart stop`` stops the old one first and then starts the new one (a single
+  replica that restarts, with the port closed in between).
 
 Then the archive is queried with SQL until every accepted request (answered 200, or given an
 explicit ``504 deadline_exceeded`` / ``502 no_answer``: the proxy had produced it) is in the
@@ -89,7 +92,15 @@ def back_s(hits, fault_ns: int, window_s: float = 5.0) -> float:
     return round((after[-1].sent_ns - fault_ns) / 1e9, 1) if after else 0.0
 
 
-def inject(fault: str, stack, settings, *, tm_restart_s: float = 1.0, tm_nice: int = 0) -> None:
+def inject(
+    fault: str,
+    stack,
+    settings,
+    *,
+    tm_restart_s: float = 1.0,
+    tm_nice: int = 0,
+    proxy_restart: str = "replace",
+) -> None:
     from rendezvous import demo
     from rendezvous.stack.procs import Service, port_open
 
@@ -106,6 +117,8 @@ def inject(fault: str, stack, settings, *, tm_restart_s: float = 1.0, tm_nice: i
             time.sleep(0.05)
         stack.kafka.start()
         stack.kafka.service.wait_ready(stack.kafka.ready, timeout_s=60, what="Kafka")
+    elif fault == "proxy" and proxy_restart == "replace":
+        demo.replace_proxy(settings)
     elif fault == "proxy":
         Service("proxy", settings.run_dir, settings.logs_dir).stop()
         demo.prepare(settings, print=lambda *a, **k: None)
@@ -185,9 +198,14 @@ def run_fault(fault: str, args, settings, stack, url: str, vegeta: str, work: Pa
     time.sleep(args.before)
     fault_ns = time.time_ns()
     t_inject = time.monotonic()
-    inject(
-        fault, stack, settings, tm_restart_s=args.tm_restart_s, tm_nice=args.tm_nice
-    )  # vegeta keeps sending
+    inject(  # vegeta keeps sending
+        fault,
+        stack,
+        settings,
+        tm_restart_s=args.tm_restart_s,
+        tm_nice=args.tm_nice,
+        proxy_restart=args.proxy_restart,
+    )
     inject_s = time.monotonic() - t_inject
     atk.wait()
     if fault == "taskmanager" and args.tm_restart_s < 0:
@@ -221,6 +239,12 @@ def run_fault(fault: str, args, settings, stack, url: str, vegeta: str, work: Pa
         "late": late,
         "late_max_ms": round(late_ms[-1], 1) if late_ms else None,
         "late_median_ms": round(late_ms[len(late_ms) // 2], 1) if late_ms else None,
+        # each late answer: seconds from the fault to its send, its latency, its status
+        "late_hits": [
+            [round((h.sent_ns - fault_ns) / 1e9, 2), round(h.latency_ms, 1), h.code]
+            for h in hits
+            if h.code and h.latency_ms > SLA_MS + LATE_MS
+        ],
         "not_json": not_json,
         "inject_s": round(inject_s, 1),
         "recovery_s": recovery_s(hits, fault_ns),
@@ -267,6 +291,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="start the replacement TaskManager at this nice level (as a replacement on "
         "another machine would, it then leaves the serving path's CPU alone)",
+    )
+    p.add_argument(
+        "--proxy-restart",
+        choices=("replace", "stop"),
+        default="replace",
+        help="replace: a new replica on the shared port, then the old one stopped (default); "
+        "stop: stop the old one, then start a new one",
     )
     p.add_argument("--vegeta", default=None)
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)

@@ -73,18 +73,7 @@ def prepare(settings: StackSettings, *, retrain: bool = False, print=print) -> s
             wanted_by="the demo's proxy",
             setting="RDV_PROXY_PORT",
         )
-        argv = [
-            str(settings.python),
-            "-m",
-            "rendezvous.cli",
-            "proxy",
-            "--config",
-            str(config_path),
-            "--port",
-            str(settings.proxy_port),
-        ]
-        # The proxy reads the stack's addresses (Kafka, MLflow) from these settings, not defaults.
-        proxy.start(argv, env={**_env(), **settings.to_env()}, cwd=settings.home)
+        proxy.start(_proxy_argv(settings), env=_proxy_env(settings), cwd=settings.home)
 
     def ready() -> bool:
         try:
@@ -94,6 +83,63 @@ def prepare(settings: StackSettings, *, retrain: bool = False, print=print) -> s
 
     proxy.wait_ready(ready, timeout_s=60, what=f"GET {settings.proxy_url}/readyz")
     return f"{settings.proxy_url}/v1/services/{SERVICE}/score"
+
+
+def _proxy_argv(settings: StackSettings, *extra: str) -> list[str]:
+    return [
+        str(settings.python),
+        "-m",
+        "rendezvous.cli",
+        "proxy",
+        "--config",
+        str(settings.home / "demo" / "rendezvous.yaml"),
+        "--port",
+        str(settings.proxy_port),
+        *extra,
+    ]
+
+
+def _proxy_env(settings: StackSettings) -> dict[str, str]:
+    # The proxy reads the stack's addresses (Kafka, MLflow) from these settings, not defaults.
+    return {**_env(), **settings.to_env()}
+
+
+def replace_proxy(settings: StackSettings, *, timeout_s: float = 60.0) -> float:
+    """Replace the demo's running proxy with a new one without refusing a connection: the
+    new replica binds the same port (both share it with ``SO_REUSEPORT``) and listens once it
+    is ready; then the old one is stopped (it stops accepting, answers what it accepted and
+    exits). Returns the seconds the new replica took to be ready."""
+    import uuid
+
+    import httpx
+
+    from rendezvous.stack.procs import Service
+
+    old = Service("proxy", settings.run_dir, settings.logs_dir)
+    new = Service("proxy-next", settings.run_dir, settings.logs_dir)
+    replica = "r" + uuid.uuid4().hex[:11]
+    new.start(
+        _proxy_argv(settings, "--replica-id", replica),
+        env=_proxy_env(settings),
+        cwd=settings.home,
+    )
+
+    def new_one_ready() -> bool:
+        # A new connection per probe: the kernel spreads them over both listeners.
+        try:
+            r = httpx.get(settings.proxy_url + "/readyz", timeout=1)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200 and r.json().get("replica_id") == replica
+
+    try:
+        waited = new.wait_ready(new_one_ready, timeout_s=timeout_s, what=f"replica {replica}")
+    except RendezvousError:
+        new.stop()
+        raise
+    old.stop()
+    new.pid_file.replace(old.pid_file)
+    return waited
 
 
 def _registered_versions(tracking_uri: str) -> dict[str, str] | None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -189,6 +190,24 @@ class Proxy:
             self.known_services,
             self.settings.bootstrap,
         )
+
+    def ready(self) -> bool:
+        """Whether this replica can take requests: Kafka reached, its results assigned, and
+        (with access control on) the API keys and their usage read."""
+        return self.transport.ready() and (self.gate is None or self.gate.ready)
+
+    async def wait_ready(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for :meth:`ready`; whether it became so."""
+        deadline = time.monotonic() + timeout_s
+        while not self.ready():
+            if time.monotonic() >= deadline:
+                if timeout_s > 0:
+                    log.warning(
+                        "proxy replica %s not ready after %.0f s", self.replica_id, timeout_s
+                    )
+                return False
+            await asyncio.sleep(0.05)
+        return True
 
     async def stop(self) -> None:
         await self.heartbeat.stop()
@@ -492,8 +511,15 @@ def create_app(
     clock: Clock | None = None,
     keys: KeyLog | None = None,
     usage: KeyLog | None = None,
+    *,
+    ready_wait_s: float = 0.0,
 ) -> Starlette:
     """The Starlette app of one replica; its lifespan starts/stops the transport and heartbeat.
+
+    With ``ready_wait_s``, the lifespan's startup waits up to that long for the replica to be
+    ready (Kafka reached, results assigned, keys read): a server starts listening only after
+    its app's startup, so a replica that joins others on a shared port takes no traffic it
+    would have to refuse.
 
     ``transport`` defaults to a :class:`KafkaTransport` on ``settings.bootstrap``; ``clock``
     (epoch milliseconds) defaults to the wall clock; ``keys`` and ``usage``, the logs of API
@@ -512,6 +538,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await proxy.start()
+        await proxy.wait_ready(ready_wait_s)
         try:
             yield
         finally:

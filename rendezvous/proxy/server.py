@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gc
+import socket
 from typing import Any
 
 from rendezvous.config import Config
-from rendezvous.errors import ConfigError
+from rendezvous.errors import ConfigError, PortInUse
 from rendezvous.proxy.app import create_app, resolve_signature_inputs
 from rendezvous.proxy.settings import ProxySettings
 
@@ -15,6 +16,8 @@ from rendezvous.proxy.settings import ProxySettings
 # opens connections and trickles headers is held off by a load balancer in front, not here;
 # the body has the proxy's own timeout (ProxySettings.body_timeout_ms, answered with 408).
 KEEP_ALIVE_S = 5
+# A replica starts listening once it is ready, or after this long (then /readyz says why).
+READY_WAIT_S = 30.0
 
 
 def server_options(settings: ProxySettings) -> dict[str, Any]:
@@ -57,12 +60,36 @@ def serve(settings: ProxySettings, config: Config | None = None) -> None:
 
     from rendezvous.config import load
 
+    sock = listening_socket(settings.host, settings.port)
     if config is None:
         config = load(settings.config) if settings.config else defined_on_cluster(settings)
     config = resolve_signature_inputs(config, settings.tracking_uri)
-    app = create_app(settings, config)
+    app = create_app(settings, config, ready_wait_s=READY_WAIT_S)
     # What is loaded by now (modules, the configuration, the app) lives as long as the process:
     # out of the collector's sight, it is no longer walked by every full collection.
     gc.collect()
     gc.freeze()
-    uvicorn.run(app, **server_options(settings))
+    uvicorn.Server(uvicorn.Config(app, **server_options(settings))).run(sockets=[sock])
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The replica's listening socket, bound with ``SO_REUSEPORT``: a new replica can start
+    on the same port while the old one still serves, the kernel spreads new connections over
+    both, and the old one stops accepting when it is told to stop (see
+    :func:`rendezvous.proxy.handover.replace`). Nothing is refused during the change."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortInUse(
+            f"cannot listen on {host}:{port} ({exc.strerror}): another process holds the port "
+            "without sharing it; stop it, or give the proxy another port (--port, "
+            "RDV_PROXY_PORT)"
+        ) from None
+    # Not listening yet: the server listens when its app has started (see READY_WAIT_S), and
+    # until then the kernel sends no connection here.
+    return sock

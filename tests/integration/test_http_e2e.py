@@ -256,6 +256,87 @@ def test_each_replica_gets_the_answers_to_its_own_requests(proxies, service):
     assert len(answered) >= len(outcomes) // 2, outcomes
 
 
+def test_a_replica_replaced_on_its_own_port_refuses_nothing(stack, service, proxies):
+    """A rolling restart on one port: the new replica shares the port and listens once ready,
+    then the old one stops. A client calling throughout, on kept-alive and on new
+    connections, gets an HTTP answer to every request."""
+    import threading
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    old = start_proxy(stack, service[1], port, "roll-old")
+    outcomes: list[tuple[str, int | str]] = []
+    stop = threading.Event()
+
+    def call_throughout() -> None:
+        n = 0
+        client = httpx.Client(timeout=5)
+        while not stop.is_set():
+            if n % 5 == 0:  # every fifth request on a new connection
+                client.close()
+                client = httpx.Client(timeout=5)
+            n += 1
+            try:
+                r = client.post(f"{url}/v1/services/{service[0]}/score", json={"x": 1.0})
+                outcomes.append((r.headers.get("content-type", ""), r.status_code))
+            except httpx.HTTPError as exc:
+                outcomes.append(("error", f"{type(exc).__name__}: {exc}"))
+            time.sleep(0.01)
+        client.close()
+
+    caller = threading.Thread(target=call_throughout)
+    caller.start()
+    new = None
+    try:
+        time.sleep(1.0)
+        new = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rendezvous.cli",
+                "proxy",
+                "--config",
+                str(service[1]),
+                "--port",
+                str(port),
+                "--bootstrap",
+                stack.settings.kafka_bootstrap,
+                "--replica-id",
+                "roll-new",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "RDV_PROXY_RESULT_GRACE_MS": "60"},
+        )
+        deadline = time.monotonic() + 60
+        while True:  # a new connection per probe: the kernel spreads them over both listeners
+            assert new.poll() is None and time.monotonic() < deadline, "new replica not ready"
+            try:
+                r = httpx.get(f"{url}/readyz", timeout=1)
+                if r.status_code == 200 and r.json()["replica_id"] == "roll-new":
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        served_before = len(outcomes)
+        old.terminate()
+        assert old.wait(timeout=30) == 0
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        caller.join(timeout=30)
+        for proc in (old, new):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=10)
+    failed = [o for o in outcomes if o[0] == "error"]
+    assert not failed, failed
+    assert all(kind.startswith("application/json") for kind, _ in outcomes), outcomes
+    # answers went on after the old replica had gone
+    assert len(outcomes) - served_before >= 20, len(outcomes) - served_before
+    assert sum(status == 200 for _, status in outcomes) >= len(outcomes) * 0.9, outcomes
+
+
 def test_async_submit_then_poll(proxies, service):
     r = httpx.post(f"{proxies[0]}/v1/services/{service[0]}/requests", json={"x": 3.0}, timeout=10)
     assert r.status_code == 202, r.text

@@ -128,3 +128,21 @@ def test_the_server_options_keep_the_access_log_off_and_idle_connections_short()
     assert options["access_log"] is False and options["server_header"] is False
     assert options["timeout_keep_alive"] == KEEP_ALIVE_S
     uvicorn.Config(object(), **options)  # every option is one uvicorn knows
+
+
+def test_replicas_share_a_port_but_not_with_a_process_that_does_not() -> None:
+    from rendezvous.errors import PortInUse
+    from rendezvous.proxy.server import listening_socket
+
+    first = listening_socket("127.0.0.1", 0)
+    port = first.getsockname()[1]
+    second = listening_socket("127.0.0.1", port)  # a replica taking over the same port
+    for sock in (first, second):
+        sock.listen()
+    first.close()
+    second.close()
+    with socket.socket() as other:  # a process that holds the port for itself
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        with pytest.raises(PortInUse, match=r"RDV_PROXY_PORT"):
+            listening_socket("127.0.0.1", other.getsockname()[1])
