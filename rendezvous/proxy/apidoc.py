@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from rendezvous.config import Config, ServiceSpec
+from rendezvous.proxy.labels import MAX_OBSERVED_MS
 from rendezvous.proxy.parsing import MAX_DEADLINE_MS
 from rendezvous.proxy.responses import JSON
 from rendezvous.proxy.validation import EXAMPLE
@@ -97,7 +98,10 @@ class FeedbackIn(BaseModel):
         description='the true label: 1, "fraud", true, 42.5 (never null, a list or an object)'
     )
     observed_ms: int | None = Field(
-        default=None, ge=0, description="epoch ms when the outcome happened or was observed"
+        default=None,
+        ge=0,
+        le=MAX_OBSERVED_MS,
+        description="epoch ms when the outcome happened or was observed",
     )
     source: str | None = Field(
         default=None, max_length=200, description="who or what gave the label"

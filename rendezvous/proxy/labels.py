@@ -1,7 +1,7 @@
 """Reading a feedback body and checking its label against the service's outputs; pure, no I/O.
 
 ``POST /v1/requests/{request_id}/feedback`` takes ``{"label": <value>}`` and optionally
-``observed_ms`` (epoch ms when the outcome happened, an integer >= 0) and ``source`` (who or
+``observed_ms`` (epoch ms when the outcome happened, an integer from 0 to 2**53 - 1) and ``source`` (who or
 what gave the label, a string of at most :data:`MAX_SOURCE` characters). Any other key is an
 error, so that a misspelled field is not silently dropped.
 
@@ -41,6 +41,8 @@ MAX_SOURCE = 200
 FIELDS = ("label", "observed_ms", "source")
 # Integers a float holds exactly, as for the input fields of type long.
 _MAX_EXACT = 2**53 - 1
+# The largest observed_ms taken: the largest integer a JSON number carries exactly.
+MAX_OBSERVED_MS = _MAX_EXACT
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,8 @@ def parse_feedback(body: Any) -> FeedbackBody:
     observed = body.get("observed_ms")
     if observed is not None and not _whole(observed, minimum=0):
         raise SchemaViolation(
-            f"feedback field 'observed_ms' must be epoch milliseconds (an integer >= 0), got "
+            "feedback field 'observed_ms' must be epoch milliseconds (an integer from 0 to "
+            f"{MAX_OBSERVED_MS}), got "
             f"{_show(observed)}; send when the outcome happened, or leave the field out",
             field="observed_ms",
         )
