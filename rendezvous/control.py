@@ -78,6 +78,18 @@ class MemoryControl(_Log):
         self.log.append((kind, record))
 
 
+def _leader_moving_codes() -> frozenset[int]:
+    from confluent_kafka import KafkaError
+
+    return frozenset(
+        {
+            KafkaError.NOT_LEADER_FOR_PARTITION,
+            KafkaError.LEADER_NOT_AVAILABLE,
+            KafkaError.UNKNOWN_TOPIC_OR_PART,
+        }
+    )
+
+
 class KafkaControl(_Log):
     """The control topic on a Kafka broker."""
 
@@ -97,14 +109,25 @@ class KafkaControl(_Log):
         )
         records: list[tuple[serde.Kind, dict[str, Any]]] = []
         try:
-            try:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, 0), timeout=self.timeout_s
-                )
-            except KafkaException as exc:
-                raise RendezvousError(
-                    f"could not read {self.topic} at {self.bootstrap}: {exc}; is Kafka up (`rendezvous status`)?"
-                ) from exc
+            give_up = time.monotonic() + self.timeout_s
+            moving = _leader_moving_codes()
+            while True:
+                try:
+                    low, high = consumer.get_watermark_offsets(
+                        TopicPartition(self.topic, 0), timeout=self.timeout_s
+                    )
+                    break
+                except KafkaException as exc:
+                    # a leader moving (a broker that just started) passes; anything else is
+                    # for the user
+                    code = exc.args[0].code()
+                    if code in moving and time.monotonic() < give_up:
+                        time.sleep(0.2)
+                        continue
+                    raise RendezvousError(
+                        f"could not read {self.topic} at {self.bootstrap}: {exc}; is Kafka up "
+                        "(`rendezvous status`)?"
+                    ) from exc
             if high <= low:
                 return records
             consumer.assign([TopicPartition(self.topic, 0, low)])

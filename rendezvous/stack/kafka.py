@@ -182,7 +182,9 @@ class KafkaBroker:
             except Exception as exc:  # already exists from a concurrent call is fine
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise StackError(f"could not create topic {name}: {exc}") from exc
-        return [t.topic for t in new]
+        created = [t.topic for t in new]
+        _wait_for_leaders(admin, created)
+        return created
 
     def list_topics(self) -> dict[str, int]:
         from confluent_kafka.admin import AdminClient
@@ -194,6 +196,34 @@ class KafkaBroker:
             for name, t in sorted(meta.topics.items())
             if not name.startswith("__")
         }
+
+
+def _wait_for_leaders(admin, names: list[str], timeout_s: float = 30.0) -> None:
+    """Wait until every partition of ``names`` has a leader: a topic just created answers
+    NOT_LEADER_FOR_PARTITION for a moment, and the first client to use it would fail."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        meta = admin.list_topics(timeout=5)
+        waiting = [
+            name
+            for name in names
+            if name not in meta.topics
+            or meta.topics[name].error is not None
+            or not meta.topics[name].partitions
+            or any(
+                p.leader < 0 or p.error is not None for p in meta.topics[name].partitions.values()
+            )
+        ]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"topics without a leader {timeout_s:.0f} s after they were created: "
+                f"{', '.join(waiting)}; see the broker's log (`rendezvous status`)"
+            )
+        time.sleep(0.1)
 
 
 def _topic_config(name: str) -> dict[str, str]:
