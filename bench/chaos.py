@@ -239,7 +239,13 @@ def run_fault(fault: str, args, settings, stack, url: str, vegeta: str, work: Pa
         "late": late,
         "late_max_ms": round(late_ms[-1], 1) if late_ms else None,
         "late_median_ms": round(late_ms[len(late_ms) // 2], 1) if late_ms else None,
-        # each late answer: seconds from the fault to its send, its latency, its status
+        # each answer that was not a 200, and each late one: seconds from the fault to its
+        # send, its latency, its status (0: no response)
+        "missed_hits": [
+            [round((h.sent_ns - fault_ns) / 1e9, 2), round(h.latency_ms, 1), h.code]
+            for h in hits
+            if h.code != 200
+        ],
         "late_hits": [
             [round((h.sent_ns - fault_ns) / 1e9, 2), round(h.latency_ms, 1), h.code]
             for h in hits
