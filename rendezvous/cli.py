@@ -78,7 +78,8 @@ def cmd_status(args: argparse.Namespace, settings: StackSettings) -> int:
                 except (OSError, ValueError):  # the job left the cluster meanwhile
                     failure = None
                 if failure is not None:
-                    print(f"      cause: {failure.line}")
+                    hint = deploy.failure_hint(stack, failure)
+                    print(f"      cause: {failure.line}" + (f"; {hint}" if hint else ""))
     kafka_up = next(r.up for r in rows if r.name == "kafka")
     if kafka_up:
         _print_services(stack, settings, stack.flink.jobs() if flink_up else [])
