@@ -154,6 +154,7 @@ def cmd_submit(args: argparse.Namespace, settings: StackSettings) -> int:
     from rendezvous import deploy
 
     stack = _stack(settings)
+    stack.kafka.check_reachable()
     stack.flink.check_reachable()
     try:
         deploy.submit(
@@ -173,6 +174,7 @@ def cmd_remove(args: argparse.Namespace, settings: StackSettings) -> int:
     from rendezvous import deploy
 
     stack = _stack(settings)
+    stack.kafka.check_reachable()
     stack.flink.check_reachable()
     deploy.remove(stack, args.service, issued_by=_issuer())
     return 0

@@ -21,8 +21,8 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-# The top-level packages the job entry points import from the checkout.
-PACKAGES = ("rendezvous", "jobs", "udfs", "schemas")
+from rendezvous import PACKAGES  # the top-level packages the job entry points import
+
 _SKIPPED_DIRS = frozenset({"__pycache__"})
 _SKIPPED_SUFFIXES = (".pyc", ".pyo")
 # Fixed member times: the same files always make the same bytes.

@@ -156,6 +156,44 @@ class KafkaBroker:
         except Exception:
             return False
 
+    def check_reachable(self, timeout_s: float = 10.0) -> None:
+        """Raise StackError in one line, naming the setting to fix, unless the cluster answers
+        with these credentials within ``timeout_s``; a refused login fails as soon as the
+        broker refuses it. The client's own log lines are kept out of the terminal."""
+        import logging
+        import time
+
+        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka.admin import AdminClient
+
+        from rendezvous.kafka import connection_problem
+
+        errors: list[KafkaError] = []
+        quiet = logging.getLogger("rendezvous.kafka.probe")
+        quiet.propagate = False
+        quiet.addHandler(logging.NullHandler())
+        conn = self.settings.kafka
+        admin = AdminClient(
+            conn.client_config(
+                {"socket.timeout.ms": 5000, "error_cb": errors.append, "logger": quiet}
+            )
+        )
+        deadline = time.monotonic() + timeout_s
+        last: KafkaError | None = None
+        while True:
+            try:
+                if admin.list_topics(timeout=1.0).brokers:
+                    return
+            except KafkaException as exc:
+                last = exc.args[0] if exc.args else None
+            fatal = [e for e in errors if e.name() in ("_AUTHENTICATION", "_SSL")]
+            if fatal or time.monotonic() > deadline:
+                err = (fatal or errors or [last])[-1]
+                code, reason = (err.name(), err.str()) if err is not None else ("", "timed out")
+                raise StackError(
+                    connection_problem(code, reason, conn, local=self.settings.kafka_is_local)
+                )
+
     def create_topics(self, names=topics.ALL) -> list[str]:
         """Create missing topics; return the ones created."""
         from confluent_kafka.admin import AdminClient, NewTopic

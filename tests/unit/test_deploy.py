@@ -257,6 +257,7 @@ def test_wait_running_returns_once_every_task_runs():
 def test_cli_submit_exits_1_with_the_message(tmp_path, monkeypatch, capsys):
     stack = fake_stack(tmp_path, total=16, free=0)
     stack.flink.check_reachable = lambda: None
+    stack.kafka = SimpleNamespace(check_reachable=lambda: None)
     monkeypatch.setattr(cli, "_stack", lambda settings: stack)
     monkeypatch.setattr(control, "KafkaControl", lambda kafka: stack.control)
     assert cli.main(["submit", "--config", str(config(tmp_path))]) == 1
