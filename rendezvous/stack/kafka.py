@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import subprocess
 import uuid
@@ -160,7 +161,6 @@ class KafkaBroker:
         """Raise StackError in one line, naming the setting to fix, unless the cluster answers
         with these credentials within ``timeout_s``; a refused login fails as soon as the
         broker refuses it. The client's own log lines are kept out of the terminal."""
-        import logging
         import time
 
         from confluent_kafka import KafkaError, KafkaException
@@ -169,9 +169,10 @@ class KafkaBroker:
         from rendezvous.kafka import connection_problem
 
         errors: list[KafkaError] = []
+        logged = _Collect()
         quiet = logging.getLogger("rendezvous.kafka.probe")
         quiet.propagate = False
-        quiet.addHandler(logging.NullHandler())
+        quiet.handlers[:] = [logged]
         conn = self.settings.kafka
         admin = AdminClient(
             conn.client_config(
@@ -186,10 +187,14 @@ class KafkaBroker:
                     return
             except KafkaException as exc:
                 last = exc.args[0] if exc.args else None
-            fatal = [e for e in errors if e.name() in ("_AUTHENTICATION", "_SSL")]
+            admin.poll(0)  # serves error_cb
+            fatal = [(e.name(), e.str()) for e in errors if e.name() in ("_AUTHENTICATION", "_SSL")]
+            fatal += logged.refusals()
             if fatal or time.monotonic() > deadline:
-                err = (fatal or errors or [last])[-1]
-                code, reason = (err.name(), err.str()) if err is not None else ("", "timed out")
+                tried = [(e.name(), e.str()) for e in errors]
+                if last is not None:
+                    tried.append((last.name(), last.str()))
+                code, reason = (fatal or tried or [("", "timed out")])[-1]
                 raise StackError(
                     connection_problem(code, reason, conn, local=self.settings.kafka_is_local)
                 )
@@ -232,6 +237,26 @@ class KafkaBroker:
             for name, t in sorted(meta.topics.items())
             if not name.startswith("__")
         }
+
+
+class _Collect(logging.Handler):
+    """librdkafka's log lines, kept to find a refused login in (it logs the broker's answer
+    before, or instead of, reporting it to the error callback)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def refusals(self) -> list[tuple[str, str]]:
+        found = []
+        for message in self.messages:
+            at = message.find("SASL authentication error")
+            if at >= 0:
+                found.append(("_AUTHENTICATION", message[at:].split(" (after ")[0]))
+        return found
 
 
 def _topic_config(name: str) -> dict[str, str]:

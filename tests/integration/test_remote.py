@@ -111,7 +111,7 @@ class IsolatedFlink(FlinkCluster):
 
 def base_python() -> Path:
     found = Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    assert found.is_file() and found.resolve() != Path(sys.executable).resolve(), found
+    assert found.is_file() and sys.prefix != sys.base_prefix, found  # not the virtualenv
     return found
 
 
@@ -121,7 +121,7 @@ def third_party_site(folder: Path) -> Path:
     folder.mkdir(parents=True)
     for entry in site.iterdir():
         name = entry.name.lower()
-        if name.startswith(("__editable__", "rendezvous", MISSING)):
+        if name.startswith(("__editable__", "rendezvous")) or MISSING in name:
             continue
         (folder / entry.name).symlink_to(entry)
     return folder
@@ -144,14 +144,17 @@ def remote(tmp_path_factory):
     ports = free_ports(("kafka", "controller", "rest", "rpc", "mlflow", "proxy"))
     python = base_python()
     site = third_party_site(root / "taskmanager-site")
-    probe = subprocess.run(
-        [str(python), "-c", "import pyflink, fastavro, onnxruntime, sklearn; import rendezvous"],
+    probe_options = dict(
         capture_output=True,
         text=True,
         cwd=root,
         env={"PATH": os.environ["PATH"], "PYTHONPATH": str(site), "PYTHONNOUSERSITE": "1"},
     )
+    imports = "import pyflink, fastavro, onnxruntime, sklearn; import rendezvous"
+    probe = subprocess.run([str(python), "-c", imports], **probe_options)
     assert "No module named 'rendezvous'" in probe.stderr, probe  # the isolation holds
+    probe = subprocess.run([str(python), "-c", f"import {MISSING}"], **probe_options)
+    assert f"No module named '{MISSING}'" in probe.stderr, probe
 
     broker_settings = StackSettings(
         home=root / "broker",
@@ -173,8 +176,6 @@ def remote(tmp_path_factory):
     )
     link_jars(cluster_settings)
     cluster = IsolatedFlink(cluster_settings, site)
-    for folder in (cluster_settings.run_dir, cluster_settings.logs_dir, broker_settings.run_dir):
-        folder.mkdir(parents=True, exist_ok=True)
 
     submitter = root / "submitter"
     link_jars(StackSettings(home=submitter))
@@ -264,20 +265,29 @@ def test_a_service_submitted_through_a_profile_answers_over_http_and_is_archived
             body = wait_until(answered, timeout_s=120, what="an answer by champ", interval_s=0.5)
         assert float(body["output"]) == 0.25, body
         rid = body["request_id"]
+
+        # The archive job, on the isolated TaskManager, wrote the request and its decision
+        # (made once the request's batch closes in event time: the proxy's heartbeats move it).
+        from rendezvous.archive.sql import ArchiveSQL
+
+        def archived() -> bool:
+            with ArchiveSQL(settings.archive_dir) as db:
+                q = "SELECT count(*) AS n FROM {} WHERE request_id = ?"
+                counts = [db.frame(q.format(t), [rid])["n"][0] for t in ("requests", "decisions")]
+            return counts == [1, 1]
+
+        try:
+            wait_until(
+                archived, timeout_s=90, what=f"{rid} in the archive's requests and decisions"
+            )
+        except AssertionError as exc:
+            status = rendezvous(env, "--profile", "remote", "status", timeout_s=60)
+            files = sorted(str(p) for p in settings.archive_dir.rglob("*") if p.is_file())
+            raise AssertionError(f"{exc}\n{status.stdout}{status.stderr}\nfiles: {files}") from None
     finally:
         proxy.terminate()
         proxy.wait(timeout=10)
-
-    # The archive job, on the isolated TaskManager, wrote the request and its decision.
-    from rendezvous.archive.sql import ArchiveSQL
-
-    def archived() -> bool:
-        with ArchiveSQL(settings.archive_dir) as db:
-            q = "SELECT count(*) AS n FROM {} WHERE request_id = ?"
-            counts = [db.frame(q.format(t), [rid])["n"][0] for t in ("requests", "decisions")]
-        return counts == [1, 1]
-
-    wait_until(archived, timeout_s=90, what=f"{rid} in the archive's requests and decisions")
+        proxy.stdout.close()
 
     # Every job runs, each on the project's code it carried (the TaskManager has none).
     jobs = running(settings)
