@@ -78,6 +78,17 @@ class MemoryControl(_Log):
         self.log.append((kind, record))
 
 
+# Answers for a partition whose leader is not known yet (a topic just created).
+_NO_LEADER_YET = frozenset(
+    {
+        "NOT_LEADER_FOR_PARTITION",
+        "LEADER_NOT_AVAILABLE",
+        "UNKNOWN_TOPIC_OR_PART",
+        "_UNKNOWN_PARTITION",
+    }
+)
+
+
 class KafkaControl(_Log):
     """The control topic on a Kafka broker."""
 
@@ -97,14 +108,23 @@ class KafkaControl(_Log):
         )
         records: list[tuple[serde.Kind, dict[str, Any]]] = []
         try:
-            try:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, 0), timeout=self.timeout_s
-                )
-            except KafkaException as exc:
-                raise RendezvousError(
-                    f"could not read {self.topic} at {self.bootstrap}: {exc}; is Kafka up (`rendezvous status`)?"
-                ) from exc
+            # A topic just created may not have its leader yet: retriable errors are retried.
+            until = time.monotonic() + self.timeout_s
+            while True:
+                try:
+                    low, high = consumer.get_watermark_offsets(
+                        TopicPartition(self.topic, 0), timeout=self.timeout_s
+                    )
+                    break
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    passing = err is not None and (err.retriable() or err.name() in _NO_LEADER_YET)
+                    if passing and time.monotonic() < until:
+                        time.sleep(0.2)
+                        continue
+                    raise RendezvousError(
+                        f"could not read {self.topic} at {self.bootstrap}: {exc}; is Kafka up (`rendezvous status`)?"
+                    ) from exc
             if high <= low:
                 return records
             consumer.assign([TopicPartition(self.topic, 0, low)])
