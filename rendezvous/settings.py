@@ -199,8 +199,8 @@ class StackSettings(EnvSettings):
     # The Python interpreter on the Flink TaskManagers (Flink's python.executable, given to
     # every job with `flink run -pyexec`): a path on the workers, which need the third-party
     # packages only (the project's code ships with each job; see rendezvous.shipping). Empty:
-    # `python` for the local stack; for a cluster of your own, no -pyexec, so the cluster's
-    # python.executable applies.
+    # `python` for the local stack; for a cluster of your own, no -pyexec (Flink's own
+    # python.executable resolution, default `python`).
     flink_python: str = ""
     start_timeout_s: float = 120.0
     # How often `rendezvous up --supervise` checks the stack's processes.
@@ -257,7 +257,7 @@ class StackSettings(EnvSettings):
 
     @property
     def cluster_python(self) -> str | None:
-        """The interpreter jobs are told to run on the TaskManagers; None: the cluster's own."""
+        """The interpreter jobs are told to run on the TaskManagers; None: no -pyexec."""
         if self.flink_python:
             return self.flink_python
         return str(self.python) if self.flink_is_local else None

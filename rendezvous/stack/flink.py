@@ -151,7 +151,8 @@ class FlinkCluster:
     def client_config(self) -> dict[str, object]:
         """`flink run`'s configuration for a cluster of your own: the wheel's defaults and the
         project's options, with its REST address; none of the local stack's folders or
-        interpreters (the cluster's own checkpoint storage and python.executable apply)."""
+        interpreters (the cluster's own checkpoint storage applies; the interpreter comes
+        with -pyexec from flink_python)."""
         conf = _flatten(yaml.safe_load((pyflink_home() / "conf" / "config.yaml").read_text()) or {})
         conf.update(_flatten(yaml.safe_load(PROJECT_CONF.read_text()) or {}))
         url = urllib.parse.urlsplit(self.address)

@@ -124,15 +124,13 @@ def test_a_cluster_of_ones_own_gets_the_profiles_python_and_a_client_configurati
     conf = yaml.safe_load((conf_dir / "config.yaml").read_text())
     assert (conf["rest.address"], conf["rest.port"]) == ("flink-jm.internal", 8089)
     assert conf["python.execution-mode"] == "thread"
-    # nothing of this machine's: the cluster's own interpreter, checkpoints and folders apply
+    # nothing of this machine's: no interpreter, checkpoint folder or other path of this machine
     assert not any(k.startswith(("python.executable", "python.client")) for k in conf)
     assert not any(str(tmp_path) in str(v) for v in conf.values())
     assert Path(env["FLINK_LIB_DIR"]) == tmp_path / "flink" / "client" / "lib"
 
 
-def test_without_a_python_for_ones_own_cluster_the_clusters_python_executable_applies(
-    monkeypatch, tmp_path
-):
+def test_without_a_python_for_ones_own_cluster_jobs_go_without_pyexec(monkeypatch, tmp_path):
     settings = StackSettings(home=tmp_path, flink_rest_url="http://flink-jm.internal:8081")
     assert settings.cluster_python is None
     argv, _ = submitted(monkeypatch, settings)
