@@ -180,6 +180,16 @@ def cmd_remove(args: argparse.Namespace, settings: StackSettings) -> int:
     return 0
 
 
+def cmd_topics(args: argparse.Namespace, settings: StackSettings) -> int:
+    """Create the project's topics that are missing on the Kafka cluster (with their
+    partitions, retention and compaction), as `rendezvous up` does on the local broker."""
+    stack = _stack(settings)
+    stack.kafka.check_reachable()
+    created = stack.kafka.create_topics()
+    print(f"created {', '.join(created)}" if created else "every topic is there already")
+    return 0
+
+
 def cmd_ddl(args: argparse.Namespace, settings: StackSettings) -> int:
     from rendezvous.archive.tables import flink_ddl
 
@@ -358,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("service")
     p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser(
+        "topics", help="create the topics the jobs and the proxy use, where they are missing"
+    )
+    p.set_defaults(func=cmd_topics)
 
     p = sub.add_parser("ddl", help="print the archive tables as Flink SQL (filesystem, Parquet)")
     p.add_argument("--archive", help="archive root (default: the stack's archive folder)")

@@ -203,7 +203,8 @@ def remote(tmp_path_factory):
         wait_until(broker.ready, timeout_s=90, what="the SCRAM broker to take a login")
         wait_until(cluster.ready, timeout_s=120, what="the Flink cluster's TaskManager")
         settings = StackSettings.from_env(env, profile="remote")
-        KafkaBroker(settings).create_topics()
+        done = rendezvous(env, "--profile", "remote", "topics", timeout_s=60)
+        assert done.returncode == 0 and done.stdout.startswith("created rdv."), done
         yield env, settings, ports
     finally:
         for svc in (*cluster.services, broker.service):
