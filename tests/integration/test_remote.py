@@ -319,6 +319,12 @@ def test_wrong_scram_credentials_fail_in_one_line_naming_the_setting(remote, tmp
     assert "wrong.properties" in lines[0] and "sasl.password" in lines[0], lines
     assert elapsed < 15, f"took {elapsed:.1f}s"
 
+    # The proxy refuses to start on them the same way.
+    started = time.monotonic()
+    proxy = rendezvous(env, "--profile", "wrong", "proxy", "--config", str(path), timeout_s=60)
+    assert proxy.returncode != 0 and time.monotonic() - started < 15
+    assert proxy.stderr.strip().splitlines() == lines, proxy.stderr
+
 
 def test_a_package_the_taskmanager_lacks_fails_once_naming_the_package_and_the_fix(
     remote, tmp_path
