@@ -78,7 +78,8 @@ def cmd_status(args: argparse.Namespace, settings: StackSettings) -> int:
                 except (OSError, ValueError):  # the job left the cluster meanwhile
                     failure = None
                 if failure is not None:
-                    print(f"      cause: {failure.line}")
+                    hint = deploy.failure_hint(stack, failure)
+                    print(f"      cause: {failure.line}" + (f"; {hint}" if hint else ""))
     kafka_up = next(r.up for r in rows if r.name == "kafka")
     if kafka_up:
         _print_services(stack, settings, stack.flink.jobs() if flink_up else [])
@@ -153,6 +154,7 @@ def cmd_submit(args: argparse.Namespace, settings: StackSettings) -> int:
     from rendezvous import deploy
 
     stack = _stack(settings)
+    stack.kafka.check_reachable()
     stack.flink.check_reachable()
     try:
         deploy.submit(
@@ -172,8 +174,19 @@ def cmd_remove(args: argparse.Namespace, settings: StackSettings) -> int:
     from rendezvous import deploy
 
     stack = _stack(settings)
+    stack.kafka.check_reachable()
     stack.flink.check_reachable()
     deploy.remove(stack, args.service, issued_by=_issuer())
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace, settings: StackSettings) -> int:
+    """Create the project's topics that are missing on the Kafka cluster (with their
+    partitions, retention and compaction), as `rendezvous up` does on the local broker."""
+    stack = _stack(settings)
+    stack.kafka.check_reachable()
+    created = stack.kafka.create_topics()
+    print(f"created {', '.join(created)}" if created else "every topic is there already")
     return 0
 
 
@@ -355,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("service")
     p.set_defaults(func=cmd_remove)
+
+    p = sub.add_parser(
+        "topics", help="create the topics the jobs and the proxy use, where they are missing"
+    )
+    p.set_defaults(func=cmd_topics)
 
     p = sub.add_parser("ddl", help="print the archive tables as Flink SQL (filesystem, Parquet)")
     p.add_argument("--archive", help="archive root (default: the stack's archive folder)")

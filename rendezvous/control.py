@@ -78,16 +78,15 @@ class MemoryControl(_Log):
         self.log.append((kind, record))
 
 
-def _leader_moving_codes() -> frozenset[int]:
-    from confluent_kafka import KafkaError
-
-    return frozenset(
-        {
-            KafkaError.NOT_LEADER_FOR_PARTITION,
-            KafkaError.LEADER_NOT_AVAILABLE,
-            KafkaError.UNKNOWN_TOPIC_OR_PART,
-        }
-    )
+# Answers for a partition whose leader is not known yet (a topic just created).
+_NO_LEADER_YET = frozenset(
+    {
+        "NOT_LEADER_FOR_PARTITION",
+        "LEADER_NOT_AVAILABLE",
+        "UNKNOWN_TOPIC_OR_PART",
+        "_UNKNOWN_PARTITION",
+    }
+)
 
 
 class KafkaControl(_Log):
@@ -109,8 +108,8 @@ class KafkaControl(_Log):
         )
         records: list[tuple[serde.Kind, dict[str, Any]]] = []
         try:
-            give_up = time.monotonic() + self.timeout_s
-            moving = _leader_moving_codes()
+            # A topic just created may not have its leader yet: retriable errors are retried.
+            until = time.monotonic() + self.timeout_s
             while True:
                 try:
                     low, high = consumer.get_watermark_offsets(
@@ -118,15 +117,13 @@ class KafkaControl(_Log):
                     )
                     break
                 except KafkaException as exc:
-                    # a leader moving (a broker that just started) passes; anything else is
-                    # for the user
-                    code = exc.args[0].code()
-                    if code in moving and time.monotonic() < give_up:
+                    err = exc.args[0] if exc.args else None
+                    passing = err is not None and (err.retriable() or err.name() in _NO_LEADER_YET)
+                    if passing and time.monotonic() < until:
                         time.sleep(0.2)
                         continue
                     raise RendezvousError(
-                        f"could not read {self.topic} at {self.bootstrap}: {exc}; is Kafka up "
-                        "(`rendezvous status`)?"
+                        f"could not read {self.topic} at {self.bootstrap}: {exc}; is Kafka up (`rendezvous status`)?"
                     ) from exc
             if high <= low:
                 return records

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -390,6 +391,33 @@ def job_failure(stack, job_id: str) -> failures.Failure | None:
     )
 
 
+def failure_hint(stack, failure: failures.Failure) -> str | None:
+    """What to do about a failure, when it is one this side can explain: a third-party
+    package the TaskManagers' Python lacks (named with the version installed here)."""
+    return failures.missing_package_hint(
+        failure, installed_requirements(), python=stack.settings.cluster_python
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def installed_requirements() -> dict[str, str]:
+    """Top-level module -> ``distribution==version`` of the packages installed here, this
+    project's own packages apart (they ship with every job)."""
+    from importlib import metadata
+
+    from rendezvous.shipping import PACKAGES
+
+    out = {}
+    for module, dists in metadata.packages_distributions().items():
+        if module in PACKAGES or not dists:
+            continue
+        try:
+            out[module] = f"{dists[0]}=={metadata.version(dists[0])}"
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
 def _started(info: dict) -> bool:
     return info["state"] == "RUNNING" and all(v["status"] == "RUNNING" for v in info["vertices"])
 
@@ -409,7 +437,7 @@ def _failed(stack, failed: list[tuple[str, dict, failures.Failure | None]]) -> J
                 stack.flink.cancel(jid)
                 cancelled = True
         lines.append(
-            failures.describe(info["name"], failure)
+            failures.describe(info["name"], failure, failure_hint(stack, failure))
             if failure
             else f"{info['name']}: {info['state']} without an error"
         )

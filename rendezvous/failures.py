@@ -18,6 +18,7 @@ Pure: dicts and text in, text out.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 MAX_MESSAGE = 400
@@ -85,9 +86,39 @@ def latest(exceptions: dict) -> Failure | None:
     )
 
 
-def describe(job_name: str, failure: Failure) -> str:
-    """``<job name>: <exception class>: <message>``."""
-    return f"{job_name}: {failure.line}"
+def describe(job_name: str, failure: Failure, hint: str | None = None) -> str:
+    """``<job name>: <exception class>: <message>``, then ``; <hint>`` when there is one."""
+    return f"{job_name}: {failure.line}" + (f"; {hint}" if hint else "")
+
+
+_NO_MODULE = re.compile(r"No module named '([\w.]+)'")
+
+
+def missing_module(failure: Failure) -> str | None:
+    """The top-level module a failure could not import (``No module named 'x.y'`` gives
+    ``x``); None when it is not an import failure."""
+    match = _NO_MODULE.search(failure.message)
+    return match.group(1).split(".", 1)[0] if match else None
+
+
+def missing_package_hint(
+    failure: Failure, requirements: Mapping[str, str], *, python: str | None = None
+) -> str | None:
+    """What to install when a job failed for a third-party package the TaskManager's Python
+    lacks: ``requirements`` maps top-level module names to the requirement that provides them
+    where the job was submitted (``sklearn`` -> ``scikit-learn==1.9.1``); ``python`` is the
+    interpreter the jobs were given, if known. None for any other failure, and for modules no
+    installed package provides (a service's own code: see its ``code`` key)."""
+    module = missing_module(failure)
+    requirement = requirements.get(module) if module else None
+    if requirement is None:
+        return None
+    where = f"the TaskManagers' Python ({python})" if python else "the TaskManagers' Python"
+    return (
+        f"{where} lacks the package {requirement.split('==', 1)[0]} (module {module!r}); "
+        f"install it there (pip install '{requirement}', the version this side has) on every "
+        "TaskManager, or point flink_python at an interpreter that has it"
+    )
 
 
 def root_cause(stacktrace: str, exception_name: str = "") -> tuple[str, str]:

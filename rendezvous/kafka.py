@@ -241,3 +241,35 @@ def parse_properties(text: str, where: object = "properties") -> dict[str, str]:
             )
         props[match.group(1)] = match.group(2) or ""
     return props
+
+
+# librdkafka's error codes (confluent_kafka.KafkaError names) for a connection that failed.
+_AUTH_CODES = frozenset({"_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED"})
+_SSL_CODES = frozenset({"_SSL"})
+
+
+def connection_problem(
+    code: str, reason: str, connection: KafkaConnection, *, local: bool = False
+) -> str:
+    """One line for a Kafka cluster that could not be used, naming the setting to fix: the
+    credentials in the properties file for an authentication failure, its ``ssl.*`` for a TLS
+    one, the bootstrap servers otherwise. ``code`` is the librdkafka error's name."""
+    reason = " ".join(reason.split()).rstrip(".")
+    where = (
+        f"the Kafka properties file {connection.source} (kafka_properties)"
+        if connection.source
+        else "a Kafka properties file (kafka_properties: none is set)"
+    )
+    if code in _AUTH_CODES:
+        return (
+            f"Kafka at {connection.bootstrap} refused the credentials ({reason}); fix "
+            f"sasl.username / sasl.password / sasl.mechanism in {where}"
+        )
+    if code in _SSL_CODES:
+        return f"TLS with Kafka at {connection.bootstrap} failed ({reason}); fix ssl.* in {where}"
+    fix = "check kafka_bootstrap (RDV_KAFKA_BOOTSTRAP or the profile's)" + (
+        f" and security.protocol in {where}" if connection.source else ""
+    )
+    if local:
+        fix = "run `rendezvous up` first"
+    return f"no Kafka broker answers at {connection.bootstrap} ({reason}); {fix}"

@@ -9,6 +9,7 @@ A profile names settings of :class:`rendezvous.settings.StackSettings` (the same
         kafka_bootstrap: kafka-1.internal:9093,kafka-2.internal:9093
         kafka_properties: /etc/rendezvous/kafka.properties   # SASL_SSL, mTLS: see rendezvous.kafka
         flink_rest_url: http://flink-jobmanager.internal:8081
+        flink_python: /usr/bin/python3    # on the TaskManagers; the project's code ships with jobs
         mlflow_tracking_uri: https://mlflow.internal
 
 ``rendezvous --profile prod submit ...`` (or ``RDV_PROFILE=prod``) uses it; ``RDV_*``
@@ -32,6 +33,7 @@ KEYS = frozenset(
         "kafka_properties",
         "kafka_partitions",
         "flink_rest_url",
+        "flink_python",
         "mlflow_tracking_uri",
         "home",
         "python",

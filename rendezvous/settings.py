@@ -194,7 +194,14 @@ class StackSettings(EnvSettings):
     flink_kafka_connector_version: str = "5.0.0-2.2"
     hadoop_version: str = "3.4.1"
 
+    # The Python that runs this package where commands run (and the local stack's jobs).
     python: Path = Field(default_factory=lambda: Path(sys.executable))
+    # The Python interpreter on the Flink TaskManagers (Flink's python.executable, given to
+    # every job with `flink run -pyexec`): a path on the workers, which need the third-party
+    # packages only (the project's code ships with each job; see rendezvous.shipping). Empty:
+    # `python` for the local stack; for a cluster of your own, no -pyexec (Flink's own
+    # python.executable resolution, default `python`).
+    flink_python: str = ""
     start_timeout_s: float = 120.0
     # How often `rendezvous up --supervise` checks the stack's processes.
     supervise_interval_s: float = 2.0
@@ -247,6 +254,18 @@ class StackSettings(EnvSettings):
     def flink_is_local(self) -> bool:
         """Whether Flink is the cluster `rendezvous up` starts here (no REST URL of its own)."""
         return not self.flink_rest_url
+
+    @property
+    def cluster_python(self) -> str | None:
+        """The interpreter jobs are told to run on the TaskManagers; None: no -pyexec."""
+        if self.flink_python:
+            return self.flink_python
+        return str(self.python) if self.flink_is_local else None
+
+    @property
+    def ship_dir(self) -> Path:
+        """Where the zips of the project's code shipped with the jobs are kept."""
+        return self.home / "ship"
 
     @property
     def proxy_url(self) -> str:

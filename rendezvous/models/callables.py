@@ -21,8 +21,9 @@ def _load_callable(spec: ModelSpec) -> _Loaded:
         func = getattr(importlib.import_module(module_name), func_name)
     except (ImportError, AttributeError) as exc:
         raise ModelLoadError(
-            f"model {spec.name}: cannot import {target} ({exc}); check the module is on the "
-            "Python path of the Flink workers (flink run -pyfs <project folder>) and the function name"
+            f"model {spec.name}: cannot import {target} ({exc}); a module of your own "
+            "belongs in the service's code key (it ships with the jobs), a third-party one "
+            "installed in the TaskManagers' Python; check the function name too"
         ) from None
     if not callable(func):
         raise ModelLoadError(

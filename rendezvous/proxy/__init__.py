@@ -79,6 +79,9 @@ def cmd_proxy(args: argparse.Namespace, stack_settings: StackSettings) -> int:
         bootstrap=args.bootstrap,
         archive=args.archive,
     )
+    from rendezvous.stack.kafka import check_login
+
+    check_login(settings.kafka)  # a refused login fails here, in one line
     print(
         f"proxy replica {settings.replica_id} on http://{settings.host}:{settings.port} "
         f"(Kafka {settings.kafka.describe()}, API at /docs)"

@@ -7,6 +7,8 @@ import importlib.util
 import json
 import os
 import shutil
+import threading
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -54,6 +56,11 @@ class FlinkCluster:
         self.dir = settings.home / "flink"
         self.conf_dir = self.dir / "conf"
         self.lib_dir = self.dir / "lib"
+        # `flink run`'s own configuration and jars for a cluster of your own, apart from the
+        # local cluster's (a state folder may hold both).
+        self.client_dir = self.dir / "client"
+        self._client_ready = False
+        self._client_lock = threading.Lock()
         self.jobmanager = Service("flink-jobmanager", settings.run_dir, settings.logs_dir)
         self.taskmanagers = tuple(
             Service(
@@ -131,23 +138,67 @@ class FlinkCluster:
         (self.settings.logs_dir / "flink").mkdir(parents=True, exist_ok=True)
         self._assemble_lib(home)
 
-    def _assemble_lib(self, home: Path) -> None:
+    def _assemble_lib(self, home: Path, lib_dir: Path | None = None) -> None:
         """The wheel's jars, flink-python, and the fetched connector jars, as symlinks."""
-        shutil.rmtree(self.lib_dir, ignore_errors=True)
-        self.lib_dir.mkdir(parents=True)
+        lib_dir = lib_dir or self.lib_dir
+        shutil.rmtree(lib_dir, ignore_errors=True)
+        lib_dir.mkdir(parents=True)
         jars = list((home / "lib").glob("*.jar")) + list((home / "opt").glob("flink-python*.jar"))
         jars += list((self.settings.jars_dir / "flink").glob("*.jar"))
         for jar in jars:
-            (self.lib_dir / jar.name).symlink_to(jar)
+            (lib_dir / jar.name).symlink_to(jar)
 
-    def env(self) -> dict[str, str]:
+    def client_config(self) -> dict[str, object]:
+        """`flink run`'s configuration for a cluster of your own: the wheel's defaults and the
+        project's options, with its REST address; none of the local stack's folders or
+        interpreters (the cluster's own checkpoint storage applies; the interpreter comes
+        with -pyexec from flink_python)."""
+        conf = _flatten(yaml.safe_load((pyflink_home() / "conf" / "config.yaml").read_text()) or {})
+        conf.update(_flatten(yaml.safe_load(PROJECT_CONF.read_text()) or {}))
+        url = urllib.parse.urlsplit(self.address)
+        conf["rest.address"] = url.hostname or self.settings.host
+        conf["rest.port"] = url.port or (443 if url.scheme == "https" else 80)
+        for key in ("python.executable", "python.client.executable"):
+            conf.pop(key, None)
+        return conf
+
+    def prepare_client(self) -> None:
+        """For a cluster of your own, write `flink run`'s configuration folder and assemble
+        its jars (the Kafka connector classes build the job graph where it is submitted), once
+        per process; the local cluster's folders serve its own submissions."""
+        if self.settings.flink_is_local:
+            return
+        with self._client_lock:
+            if self._client_ready:
+                return
+            from rendezvous.stack.jars import ensure_jars
+
+            ensure_jars(self.settings)
+            conf_dir = self.client_dir / "conf"
+            conf_dir.mkdir(parents=True, exist_ok=True)
+            home = pyflink_home()
+            for name in ("log4j-cli.properties", "log4j.properties"):
+                shutil.copyfile(home / "conf" / name, conf_dir / name)
+            (conf_dir / "config.yaml").write_text(
+                yaml.safe_dump(self.client_config(), sort_keys=True)
+            )
+            (self.client_dir / "log").mkdir(exist_ok=True)
+            self._assemble_lib(home, self.client_dir / "lib")
+            self._client_ready = True
+
+    def env(self, *, client: bool = False) -> dict[str, str]:
+        """The environment of the local cluster's processes, or (``client``) of `flink run`,
+        which for a cluster of your own reads the folders :meth:`prepare_client` writes."""
         env = dict(os.environ)
         home = pyflink_home()
+        remote_client = client and not self.settings.flink_is_local
         env.update(
             FLINK_HOME=str(home),
-            FLINK_CONF_DIR=str(self.conf_dir),
-            FLINK_LIB_DIR=str(self.lib_dir),
-            FLINK_LOG_DIR=str(self.settings.logs_dir / "flink"),
+            FLINK_CONF_DIR=str(self.client_dir / "conf" if remote_client else self.conf_dir),
+            FLINK_LIB_DIR=str(self.client_dir / "lib" if remote_client else self.lib_dir),
+            FLINK_LOG_DIR=str(
+                self.client_dir / "log" if remote_client else self.settings.logs_dir / "flink"
+            ),
             # Thread mode embeds the interpreter in the TaskManager JVM; that interpreter does not
             # read a virtualenv's site-packages by itself, so name them (and the project) here.
             PYTHONPATH=os.pathsep.join([*_site_packages(self.settings.python), str(REPO_ROOT)]),
@@ -296,14 +347,22 @@ class FlinkCluster:
         python_files: tuple[Path, ...] = (),
     ) -> str:
         """Submit a PyFlink job and return its JobID; ``detached=False`` waits until it ends
-        (a batch job) and raises if it failed. ``python_files`` (folders, .py, .zip, .whl)
-        travel with the job and are put on its Python path on every worker (``-pyfs``)."""
+        (a batch job) and raises if it failed.
+
+        Every job carries the project's code (a zip of its packages, built once per version:
+        :mod:`rendezvous.shipping`) and ``python_files`` (folders, .py, .zip, .whl), put on its
+        Python path on every worker (``-pyfs``), so the TaskManagers need the third-party
+        packages only. Python runs there as the settings' :attr:`cluster_python` says
+        (``-pyexec``); the job script runs here, with this interpreter (``-pyclientexec``)."""
         import re
         import subprocess
 
+        from rendezvous import shipping
         from rendezvous.errors import StackError
 
-        py = str(self.settings.python)
+        self.prepare_client()
+        project = shipping.ensure_zip(self.settings.ship_dir, REPO_ROOT)
+        cluster_python = self.settings.cluster_python
         argv = [
             "bash",
             self.bin("flink"),
@@ -313,14 +372,16 @@ class FlinkCluster:
             self.address.split("://", 1)[-1],
             "-py",
             str(script),
-            "-pyexec",
-            py,
+            *(["-pyexec", cluster_python] if cluster_python else []),
             "-pyclientexec",
-            py,
-            *(["-pyfs", ",".join(str(p) for p in python_files)] if python_files else []),
+            str(self.settings.python),
+            "-pyfs",
+            ",".join(str(p) for p in (project, *python_files)),
             *args,
         ]
-        done = subprocess.run(argv, capture_output=True, text=True, env=self.env(), cwd=REPO_ROOT)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, env=self.env(client=True), cwd=REPO_ROOT
+        )
         match = re.search(r"JobID ([0-9a-f]{32})", done.stdout + done.stderr)
         if done.returncode != 0 or match is None:
             tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import subprocess
 import uuid
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from rendezvous import topics
 from rendezvous.errors import StackError
+from rendezvous.kafka import KafkaConnection
 from rendezvous.settings import StackSettings
 from rendezvous.stack.procs import Service, ensure_port_free, port_open
 
@@ -156,6 +158,11 @@ class KafkaBroker:
         except Exception:
             return False
 
+    def check_reachable(self, timeout_s: float = 10.0) -> None:
+        """Raise StackError in one line, naming the setting to fix, unless the cluster answers
+        with these credentials within ``timeout_s`` (see :func:`check_login`)."""
+        check_login(self.settings.kafka, timeout_s=timeout_s, local=self.settings.kafka_is_local)
+
     def create_topics(self, names=topics.ALL) -> list[str]:
         """Create missing topics; return the ones created."""
         from confluent_kafka.admin import AdminClient, NewTopic
@@ -224,6 +231,64 @@ def _wait_for_leaders(admin, names: list[str], timeout_s: float = 30.0) -> None:
                 f"{', '.join(waiting)}; see the broker's log (`rendezvous status`)"
             )
         time.sleep(0.1)
+
+
+def check_login(conn: KafkaConnection, *, timeout_s: float = 10.0, local: bool = False) -> None:
+    """Raise StackError in one line, naming the setting to fix, unless the cluster answers
+    with these credentials within ``timeout_s``; a refused login fails as soon as the broker
+    refuses it. The client's own log lines are kept out of the terminal."""
+    import time
+
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from rendezvous.kafka import connection_problem
+
+    errors: list[KafkaError] = []
+    logged = _Collect()
+    quiet = logging.getLogger("rendezvous.kafka.probe")
+    quiet.propagate = False
+    quiet.handlers[:] = [logged]
+    admin = AdminClient(
+        conn.client_config({"socket.timeout.ms": 5000, "error_cb": errors.append, "logger": quiet})
+    )
+    deadline = time.monotonic() + timeout_s
+    last: KafkaError | None = None
+    while True:
+        try:
+            if admin.list_topics(timeout=1.0).brokers:
+                return
+        except KafkaException as exc:
+            last = exc.args[0] if exc.args else None
+        admin.poll(0)  # serves error_cb
+        fatal = [(e.name(), e.str()) for e in errors if e.name() in ("_AUTHENTICATION", "_SSL")]
+        fatal += logged.refusals()
+        if fatal or time.monotonic() > deadline:
+            tried = [(e.name(), e.str()) for e in errors]
+            if last is not None:
+                tried.append((last.name(), last.str()))
+            code, reason = (fatal or tried or [("", "timed out")])[-1]
+            raise StackError(connection_problem(code, reason, conn, local=local))
+
+
+class _Collect(logging.Handler):
+    """librdkafka's log lines, kept to find a refused login in (it logs the broker's answer
+    before, or instead of, reporting it to the error callback)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def refusals(self) -> list[tuple[str, str]]:
+        found = []
+        for message in self.messages:
+            at = message.find("SASL authentication error")
+            if at >= 0:
+                found.append(("_AUTHENTICATION", message[at:].split(" (after ")[0]))
+        return found
 
 
 def _topic_config(name: str) -> dict[str, str]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 LOAD_ERROR = (
     "model broken: cannot import no_such_module:predict (No module named 'no_such_module'); "
-    "check the module is on the Python path of the Flink workers (flink run -pyfs <project "
-    "folder>) and the function name"
+    "a module of your own belongs in the service's code key (it ships with the jobs), a "
+    "third-party one installed in the TaskManagers' Python; check the function name too"
 )
 TASK = "Source: model-input -> score-credit-broken-data -> score-credit-broken -> scores sink (1/1)"
 

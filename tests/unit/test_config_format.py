@@ -372,7 +372,7 @@ def test_resolve_checks_callables_and_lookup_tables_one_line_each(tmp_path):
     ]
     assert all("\n" not in p for p in found)
     assert "No module named 'udfs.nosuch'" in found[0]
-    assert "check the module is on the Python path" in found[0]
+    assert "belongs in the service's code key" in found[0]
     assert "fix params in the service configuration" in found[2]
     assert "has no column 'region' (its header: code, risk); set table_key" in found[3]
     assert "missing.csv" in found[4] and "relative to the configuration file" in found[4]

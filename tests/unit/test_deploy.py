@@ -257,6 +257,7 @@ def test_wait_running_returns_once_every_task_runs():
 def test_cli_submit_exits_1_with_the_message(tmp_path, monkeypatch, capsys):
     stack = fake_stack(tmp_path, total=16, free=0)
     stack.flink.check_reachable = lambda: None
+    stack.kafka = SimpleNamespace(check_reachable=lambda: None)
     monkeypatch.setattr(cli, "_stack", lambda settings: stack)
     monkeypatch.setattr(control, "KafkaControl", lambda kafka: stack.control)
     assert cli.main(["submit", "--config", str(config(tmp_path))]) == 1
@@ -292,3 +293,18 @@ def test_cli_status_shows_the_cause_of_a_restarting_job(tmp_path, monkeypatch, c
     out = capsys.readouterr().out
     assert "      cause: ModelLoadError: model broken: cannot import no_such_module" in out
     assert out.count("cause:") == 1
+
+
+def test_cli_topics_checks_the_login_then_creates_what_is_missing(monkeypatch, capsys):
+    calls = []
+    kafka = SimpleNamespace(
+        check_reachable=lambda: calls.append("check"),
+        create_topics=lambda: calls.append("create") or ["rdv.requests", "rdv.scores"],
+    )
+    monkeypatch.setattr(cli, "_stack", lambda settings: SimpleNamespace(kafka=kafka))
+    assert cli.main(["topics"]) == 0
+    assert calls == ["check", "create"]
+    assert capsys.readouterr().out == "created rdv.requests, rdv.scores\n"
+    kafka.create_topics = lambda: []
+    assert cli.main(["topics"]) == 0
+    assert capsys.readouterr().out == "every topic is there already\n"

@@ -122,3 +122,47 @@ def test_a_long_message_is_cut_to_one_bounded_line():
 def test_the_module_does_not_load_pyflink():
     code = "import sys, rendezvous.failures, rendezvous.slots; sys.exit('pyflink' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# ---- a third-party package the TaskManagers' Python lacks -----------------------------------
+
+REQUIREMENTS = {"fastavro": "fastavro==1.13.1", "sklearn": "scikit-learn==1.9.1"}
+
+
+def missing(module: str, message: str | None = None) -> failures.Failure:
+    stack = trace(
+        "pemja.core.PythonException: <class 'ModuleNotFoundError'>: "
+        + (message or f"No module named '{module}'"),
+        "\tat /tmp/python-dist-1/python-files/blob_1/rendezvous-0/rendezvous/serde.py(serde.py:12)",
+        "\tat pemja.core.object.PyObject.invokeMethod(Native Method)",
+    )
+    return failures.latest(history(entry(stack, "pemja.core.PythonException")))
+
+
+def test_a_third_party_package_missing_on_the_taskmanager_is_named_with_the_fix():
+    failure = missing("fastavro")
+    hint = failures.missing_package_hint(failure, REQUIREMENTS, python="/usr/bin/python3")
+    line = failures.describe("rendezvous-enrich", failure, hint)
+    assert line == (
+        "rendezvous-enrich: ModuleNotFoundError: No module named 'fastavro'; the TaskManagers' "
+        "Python (/usr/bin/python3) lacks the package fastavro (module 'fastavro'); install it "
+        "there (pip install 'fastavro==1.13.1', the version this side has) on every "
+        "TaskManager, or point flink_python at an interpreter that has it"
+    )
+    assert "\n" not in line
+
+
+def test_the_package_is_named_by_its_distribution_from_a_submodule_inside_a_model_error():
+    failure = missing("sklearn", "model m: cannot load (No module named 'sklearn.linear_model')")
+    assert failures.missing_module(failure) == "sklearn"
+    hint = failures.missing_package_hint(failure, REQUIREMENTS)
+    assert hint.startswith("the TaskManagers' Python lacks the package scikit-learn")
+    assert "pip install 'scikit-learn==1.9.1'" in hint
+
+
+def test_no_hint_for_a_module_no_installed_package_provides_nor_for_other_failures():
+    assert failures.missing_package_hint(missing("mymodule"), REQUIREMENTS) is None
+    other = failures.latest(history(entry(PEMJA, "pemja.core.PythonException")))
+    assert failures.missing_module(other) == "no_such_module"
+    assert failures.missing_package_hint(other, REQUIREMENTS) is None
+    assert failures.describe("job", other, None) == f"job: {other.line}"

@@ -7,7 +7,12 @@ import pickle
 import pytest
 
 from rendezvous.errors import ConfigError
-from rendezvous.kafka import JAVA_KAFKA_PACKAGE, KafkaConnection, parse_properties
+from rendezvous.kafka import (
+    JAVA_KAFKA_PACKAGE,
+    KafkaConnection,
+    connection_problem,
+    parse_properties,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -155,3 +160,33 @@ def test_connection_is_frozen_hashable_and_pickles() -> None:
         kafka.properties["sasl.password"] = "x"  # type: ignore[index]
     copy = pickle.loads(pickle.dumps(kafka))
     assert copy == kafka and hash(copy) == hash(kafka)
+
+
+# ---- a cluster that cannot be used, in one line ---------------------------------------------
+
+
+def test_refused_credentials_name_the_properties_file_and_the_keys(tmp_path):
+    props = tmp_path / "client.properties"
+    props.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=SCRAM-SHA-256\n")
+    conn = KafkaConnection.from_file("k1:9093", props)
+    reason = (
+        "SASL authentication error: Authentication failed during authentication due to "
+        "invalid credentials with SASL mechanism SCRAM-SHA-256."
+    )
+    line = connection_problem("_AUTHENTICATION", reason, conn)
+    assert line == (
+        "Kafka at k1:9093 refused the credentials (SASL authentication error: Authentication "
+        "failed during authentication due to invalid credentials with SASL mechanism "
+        f"SCRAM-SHA-256); fix sasl.username / sasl.password / sasl.mechanism in the Kafka "
+        f"properties file {props.resolve()} (kafka_properties)"
+    )
+
+
+def test_an_unreachable_broker_names_the_bootstrap_setting_or_up_for_the_local_one():
+    conn = KafkaConnection("k1:9093")
+    remote = connection_problem("_TRANSPORT", "Connection refused", conn)
+    assert remote.startswith("no Kafka broker answers at k1:9093 (Connection refused); check ")
+    assert remote.endswith("check kafka_bootstrap (RDV_KAFKA_BOOTSTRAP or the profile's)")
+    local = connection_problem("_TRANSPORT", "Connection refused", conn, local=True)
+    assert local.endswith("run `rendezvous up` first")
+    assert "fix ssl.*" in connection_problem("_SSL", "certificate verify failed", conn)

@@ -141,7 +141,9 @@ def test_params_the_function_does_not_take_fail_at_load_with_the_signature():
 
 
 def test_a_missing_module_names_the_model_and_the_fix():
-    with pytest.raises(ModelLoadError, match="model m: cannot import nope.nothing:f.*Python path"):
+    with pytest.raises(
+        ModelLoadError, match="model m: cannot import nope.nothing:f.*service's code key"
+    ):
         callable_scorer("nope.nothing:f")
 
 

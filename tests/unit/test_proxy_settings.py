@@ -116,8 +116,11 @@ def test_cli_subcommand_builds_settings_from_stack_defaults_and_flags(
     for name in list(os.environ):
         if name.startswith("RDV_PROXY_"):
             monkeypatch.delenv(name)
+    import rendezvous.stack.kafka as kafka_module
+
     seen: list[ProxySettings] = []
     monkeypatch.setattr(server_module, "serve", seen.append)
+    monkeypatch.setattr(kafka_module, "check_login", lambda conn: None)
     parser = argparse.ArgumentParser()
     add_cli(parser.add_subparsers(dest="command"))
     conf = tmp_path / "services.yaml"
