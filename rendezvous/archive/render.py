@@ -95,6 +95,19 @@ def outcome_rows(models: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return model_rows(models, OUTCOME_TABLE)
 
 
+def first_choice_text(r: ServiceReport) -> str:
+    """What the models were compared with: ``gbm (first choice of policy v1)``, one entry per
+    policy version in the window."""
+    if not r.first_choices:
+        return r.champion or "(nothing)"
+    parts = []
+    for version, model, n in r.first_choices:
+        where = f"first choice of policy v{version}" if version is not None else "role champion"
+        count = f", {n} requests" if len(r.first_choices) > 1 else ""
+        parts.append(f"{model} ({where}{count})")
+    return ", ".join(parts)
+
+
 NO_LABELS = "no true labels for these requests (POST /v1/requests/{id}/feedback)"
 
 
@@ -116,7 +129,7 @@ def drift_rows(drift: Drift) -> tuple[list[str], list[list[str]]]:
         rows.append(
             [f"{r.hour:%Y-%m-%d %H:00}", count(r.champion_n), count(r.canary_n), number(r.psi)]
         )
-    return ["hour (UTC)", "champion n", "canary n", "PSI"], rows
+    return ["hour (UTC)", "first choice n", "canary n", "PSI"], rows
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
@@ -264,10 +277,10 @@ def service_html(report: ServiceReport) -> str:
     """One service's section: tables and plots."""
     parts = [
         f"<h2>{html.escape(report.service)}</h2>",
-        f"<p>{report.requests} requests, {report.decisions} decisions, champion "
-        f"<b>{html.escape(report.champion or '(none)')}</b></p>",
+        f"<p>{report.requests} requests, {report.decisions} decisions, compared with "
+        f"<b>{html.escape(first_choice_text(report))}</b></p>",
         *(f'<p class="note">{html.escape(n)}</p>' for n in report.notes),
-        "<h3>Models against the champion</h3>",
+        "<h3>Models against the first choice</h3>",
         html_table(*model_rows(report.models)),
         "<h3>Models against the true labels</h3>",
         f"<p>{html.escape(outcome_title(report))}</p>" + html_table(*outcome_rows(report.models))
@@ -296,7 +309,7 @@ def page(reports: Sequence[ServiceReport], *, title: str, subtitle: str) -> str:
     from rendezvous.archive.metrics import PSI_FLOOR
 
     binning = (
-        "PSI bins are the deciles of the champion's values over the window (open-ended outer "
+        "PSI bins are the deciles of the first choice's values over the window (open-ended outer "
         f"bins; equal deciles merge); an empty bin counts as a share of {PSI_FLOOR}. "
         f"Reading: below {PSI_WATCH} stable, up to {PSI_SHIFTED} watch, above shifted."
     )
