@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     from rendezvous.access.cli import add_cli as add_keys_cli
-    from rendezvous.archive import replay, report, sql
+    from rendezvous.archive import policy_replay, replay, report, sql
     from rendezvous.config.cli import add_cli as add_config_cli
     from rendezvous.demo import add_cli as add_demo_cli
     from rendezvous.proxy import add_cli as add_proxy_cli
@@ -487,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_cli(sub)
     report.add_cli(sub)
     replay.add_cli(sub)
+    policy_replay.add_cli(sub)
     add_config_cli(sub)
     add_keys_cli(sub)
     return parser
