@@ -229,8 +229,8 @@ def demo_service_config(name: str = DEFAULT_NAME, *, sla_ms: int = SLA_MS) -> di
 
     The models are named after their aliases: after the ``champion`` alias moves, the model
     called ``champion`` is whichever version holds it (``rendezvous promote`` changes the
-    preference order instead, and leaves the names and aliases as they are). The challenger is a shadow
-    (not in the default preference); the decoy archives what every model saw.
+    preference order instead, and leaves the names and aliases as they are). The challenger
+    is a shadow (not in the default preference); the decoy archives what every model saw.
     """
     models: list[Mapping[str, Any]] = [
         {"name": alias, "role": alias, "uri": f"models:/{name}@{alias}"} for alias in ALIASES
