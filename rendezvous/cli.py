@@ -294,7 +294,7 @@ def _evidence_holds(
     verdicts = evidence.judge(clauses, found.figures)
     for line in evidence.lines(found, verdicts, span=span):
         print(line)
-    if found.requests and all(v.passed for v in verdicts):
+    if found.figures["n"] > 0 and all(v.passed for v in verdicts):
         print(f"every clause passes: promoting {args.model}")
         return True
     print(f"error: {evidence.refusal(found, verdicts)}", file=sys.stderr)

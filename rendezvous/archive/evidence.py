@@ -358,6 +358,12 @@ def refusal(evidence: Evidence, verdicts: Sequence[Verdict]) -> str:
             f"{e.window.describe()}, so there is no evidence; widen --window, or check the "
             f'archive (rendezvous sql "SELECT max(received_ms) FROM scores")'
         )
+    if not e.figures["n"]:
+        return (
+            f"{e.model} not promoted: it has no archived scores in {e.service} "
+            f"{e.window.describe()}, so there is no evidence; is its scoring job running "
+            f"(`rendezvous status`)?"
+        )
     failed = [v for v in verdicts if not v.passed]
     detail = "; ".join(
         f"{v.clause} ({v.why})" if v.why else f"{v.clause} (is {show(v.clause.figure, v.value)})"

@@ -217,6 +217,18 @@ def test_an_empty_window_refuses_and_says_so(run, log):
     assert "so there is no evidence; widen --window" in err
 
 
+def test_a_model_without_scores_in_the_window_is_refused(run, log, archive):
+    write_rows(
+        archive,
+        "scores",
+        [score("z1", "ghost", "challenger", "1", 5, at=now_ms() - 5000)],
+        service="credit",
+    )
+    code, _, err = run("promote", "credit", "backstop", "--if", "n>=0", "--window", "1m")
+    assert code == 1 and log.read() == []
+    assert err.startswith("error: backstop not promoted: it has no archived scores in credit")
+
+
 @pytest.mark.parametrize(
     ("condition", "window", "message"),
     [
