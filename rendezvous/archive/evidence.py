@@ -233,16 +233,13 @@ def judge(clauses: Sequence[Clause], figures: Mapping[str, float]) -> list[Verdi
 def figures_of(models: Any, model: str) -> dict[str, float]:
     """The :data:`FIGURES` of ``model`` from a report's model table (NaN when it has no row)."""
     rows = models[models["model"] == model].to_dict("records")
-    if not rows:
-        return {name: math.nan for name in FIGURES}
-    row = rows[0]
+    row = rows[0] if rows else {}
     out = {}
     for name, figure in FIGURES.items():
         value = row.get(figure.column)
         out[name] = math.nan if value is None else float(value)
-    for name in ("n", "answered", "labelled", "compared"):
-        if math.isnan(out[name]):
-            out[name] = 0.0
+        if figure.kind == "count" and math.isnan(out[name]):
+            out[name] = 0.0  # counted nothing
     return out
 
 
