@@ -190,7 +190,7 @@ def latency_figure(models: pd.DataFrame) -> Figure | None:
 
 
 def delta_figure(deltas: pd.DataFrame, champion: str | None) -> Figure | None:
-    """Distribution of each model's per-request deltas to the champion."""
+    """Distribution of each model's per-request deltas to the first choice."""
     if deltas.empty:
         return None
     models = sorted(deltas["model"].unique())
@@ -198,8 +198,8 @@ def delta_figure(deltas: pd.DataFrame, champion: str | None) -> Figure | None:
     ax = fig.add_subplot()
     ax.boxplot([deltas.loc[deltas["model"] == m, "delta"] for m in models], tick_labels=models)
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_ylabel(f"value - {champion or 'champion'}")
-    ax.set_title("Score deltas to the champion, per request")
+    ax.set_ylabel(f"value - {champion or 'first choice'}")
+    ax.set_title("Score deltas to the first choice, per request")
     return fig
 
 
@@ -222,14 +222,14 @@ def drift_figure(drift: Sequence[Drift]) -> Figure | None:
     ax.axhline(PSI_SHIFTED, color="red", linestyle="--", linewidth=0.8, label="0.25 shifted")
     ax.set_ylabel("PSI")
     ax.set_xlabel("hour (UTC)")
-    ax.set_title("Canary drift against the champion")
+    ax.set_title("Canary drift against the first choice")
     ax.legend()
     fig.autofmt_xdate()
     return fig
 
 
 def distribution_figure(values: pd.DataFrame) -> Figure | None:
-    """Histogram of the champion's and the canaries' values over the window."""
+    """Histogram of the first choice's and the canaries' values over the window."""
     if values.empty or values["role"].nunique() < 2:
         return None
     import numpy as np
@@ -247,7 +247,7 @@ def distribution_figure(values: pd.DataFrame) -> Figure | None:
         )
     ax.set_xlabel("value")
     ax.set_ylabel("density")
-    ax.set_title("Output values, champion and canaries")
+    ax.set_title("Output values, first choice and canaries")
     ax.legend()
     return fig
 
@@ -296,7 +296,7 @@ def service_html(report: ServiceReport) -> str:
         ]
     figures = [
         (latency_figure(report.models), "latency per model"),
-        (delta_figure(report.deltas, report.champion), "score deltas to the champion"),
+        (delta_figure(report.deltas, report.champion), "score deltas to the first choice"),
         (drift_figure(report.drift), "canary PSI per hour"),
         (distribution_figure(report.values), "output value distributions"),
     ]

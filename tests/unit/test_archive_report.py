@@ -315,7 +315,7 @@ def test_cli_summary_and_html(archive, tmp_path, capsys):
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     assert [alt for alt, _ in images] == [
         "latency per model",
-        "score deltas to the champion",
+        "score deltas to the first choice",
         "canary PSI per hour",
         "output value distributions",
     ]
