@@ -22,10 +22,10 @@ Conventions:
 Against the true outcome (the archive's ``labels``, when any): accuracy, and for binary
 classifiers AUC and log-loss, per model; see :mod:`rendezvous.archive.outcomes`.
 
-Canary drift is the population stability index (PSI) of each canary's values against the
-reference's (on the requests the canary was not the reference of), per UTC hour of ``received_ms`` and over the whole window. Binning: the bin edges
-are the deciles of the champion's values over the whole window (so every hour is measured
-against the same bins); the outer bins are open-ended, a bin holds ``edge[i-1] <= v <
+Canary drift is the population stability index (PSI) of each canary's values (on the
+requests it was not the reference of) against the reference's values, per UTC hour of
+``received_ms`` and over the whole window. Binning: the bin edges are the deciles of the
+reference's values over the whole window (so every hour is measured against the same bins); the outer bins are open-ended, a bin holds ``edge[i-1] <= v <
 edge[i]``, and equal deciles merge (discrete outputs give fewer bins). A bin that one side
 leaves empty counts as a share of 0.0001 so that the logarithm stays finite.
 ``PSI = sum((canary_share - champion_share) * ln(canary_share / champion_share))``.

@@ -136,13 +136,13 @@ def credit_archive(root: Path) -> Path:
 PROMO_LABELS = {"p1": (1, 1), "p2": (0, 1), "p3": (1, 1), "p4": (1, 0), "p5": (0, 0), "p7": (1, 0)}
 
 
-def promo_archive(root: Path) -> Path:
+def promo_archive(root: Path, b_role: str = "challenger") -> Path:
     scores = []
     for i, (rid, (a, b)) in enumerate(PROMO_LABELS.items()):
         at = T0 + i
         scores += [
             score(rid, "a", "champion", out(a, 0.5 + 0.1 * a), 10, at=at),
-            score(rid, "b", "challenger", out(b, 0.5 + 0.2 * b), 12 + i, at=at),
+            score(rid, "b", b_role, out(b, 0.5 + 0.2 * b), 12 + i, at=at),
         ]
     decisions = [
         decision("p1", "a", "preferred", at=T0, policy_version=0),

@@ -70,6 +70,17 @@ def test_a_version_without_requests_rows_takes_its_preferred_decisions():
     }
 
 
+def test_a_promoted_canary_drifts_only_where_it_was_not_the_first_choice(tmp_path):
+    # b as the canary: it was the first choice of p3, p4, p5, so its drift reads p1, p2, p7;
+    # the reference values are a's on p1, p2, p7 and b's on p3, p4, p5.
+    root = promo_archive(tmp_path, b_role="canary")
+    scores, decisions = report.load(root, service=None, window=Window())
+    requests = report.load_policies(root, service=None, window=Window())
+    (r,) = metrics.build_reports(scores, decisions, requests=requests)
+    (drift,) = r.drift
+    assert (drift.canary, drift.champion_n, drift.canary_n) == ("b", 6, 3)
+
+
 def test_first_of():
     assert reference.first_of("b, a") == "b"
     assert reference.first_of("") is None and reference.first_of(None) is None
