@@ -96,15 +96,23 @@ class KafkaControl(_Log):
             self.kafka.client_config({"group.id": "rdv-cli", "enable.auto.commit": False})
         )
         records: list[tuple[serde.Kind, dict[str, Any]]] = []
+        deadline = time.monotonic() + self.timeout_s
         try:
-            try:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, 0), timeout=self.timeout_s
-                )
-            except KafkaException as exc:
-                raise RendezvousError(
-                    f"could not read {self.topic} at {self.bootstrap}: {exc}; is Kafka up (`rendezvous status`)?"
-                ) from exc
+            while True:
+                try:
+                    low, high = consumer.get_watermark_offsets(
+                        TopicPartition(self.topic, 0), timeout=self.timeout_s
+                    )
+                    break
+                except KafkaException as exc:
+                    # A topic created a moment ago (a stack just started, a leader moving)
+                    # answers "not leader" until its leader is in place: ask again, bounded.
+                    if _transient(exc) and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                        continue
+                    raise RendezvousError(
+                        f"could not read {self.topic} at {self.bootstrap}: {exc}; is Kafka up (`rendezvous status`)?"
+                    ) from exc
             if high <= low:
                 return records
             consumer.assign([TopicPartition(self.topic, 0, low)])
@@ -142,6 +150,17 @@ class KafkaControl(_Log):
             raise RendezvousError(
                 f"could not write the {what} to {self.topic} at {self.bootstrap}; is Kafka up (`rendezvous status`)?"
             )
+
+
+def _transient(exc: Exception) -> bool:
+    """Whether a Kafka error is one that passes on its own (no leader for a partition yet)."""
+    from confluent_kafka import KafkaError
+
+    error = exc.args[0] if exc.args else None
+    if not isinstance(error, KafkaError):
+        return False
+    passing = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
+    return error.code() in passing or error.retriable()
 
 
 def histories(log: ControlLog, config: Config) -> dict[str, History]:
