@@ -27,7 +27,7 @@ from tests.integration.test_http_e2e import free_port, start_proxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.flink, pytest.mark.kafka]
 
-SLA_MS, GRACE_MS, N = 1000, 1500, 8
+SLA_MS, GRACE_MS, N = 5000, 2000, 8  # a generous SLA: the test machine is shared
 MODELS = (
     '{name: champion, role: champion, callable: "udfs.zoo:constant", '
     "params: {value: {label: 1, probability: 0.8}}}",
@@ -64,7 +64,7 @@ def served(stack, tmp_path_factory):
         prefix = f"{name}-q"
         for i in range(N):
             r = httpx.post(
-                url, json={"x": 2.0}, headers={"X-Request-ID": f"{prefix}{i}"}, timeout=10
+                url, json={"x": 2.0}, headers={"X-Request-ID": f"{prefix}{i}"}, timeout=30
             )
             # On a busy machine an answer can miss its deadline: the archive still has it.
             assert r.status_code in (200, 504), r.text
