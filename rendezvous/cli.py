@@ -233,8 +233,27 @@ def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
         args.usage_error(
             "--sla-ms goes with promoting a MODEL; --undo and --to-version restore the earlier SLA"
         )
+    if going_back and args.condition is not None:
+        args.usage_error("--if goes with promoting a MODEL, not with --undo or --to-version")
+    if args.window is not None and args.condition is None:
+        args.usage_error('--window goes with --if (e.g. --if "agreement>=0.95" --window 24h)')
+    gate = None
+    if args.condition is not None:
+        from rendezvous.archive import evidence
+
+        # Bad input fails before anything is read.
+        gate = evidence.parse_condition(args.condition), args.window or "24h"
+        evidence.parse_window(gate[1])
     cfg = _services(args, settings)
     log = control.KafkaControl(settings.kafka)
+    if gate is not None:
+        spec = cfg.service(args.service)
+        from rendezvous import policy as policy_mod
+
+        policy_mod.check_promotable(spec, args.model)
+        current = control.current_policy(log, cfg, args.service)
+        if not _evidence_holds(args, settings, current, *gate):
+            return 1
     issued = {"issued_by": _issuer(), "issued_ms": now_ms()}
     try:
         if args.undo:
@@ -259,6 +278,40 @@ def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
         return 1
     print(f"{args.service}: {_rules(policy)} ({done}); applies to requests accepted from now on")
     return 0
+
+
+def _evidence_holds(
+    args: argparse.Namespace, settings: StackSettings, current: Policy, clauses, span: str
+) -> bool:
+    """Print the model's figures over the archive's last ``span`` against ``clauses``; True
+    when every clause passes (else the refusal goes to stderr)."""
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    from rendezvous.archive import evidence
+    from rendezvous.archive.metrics import OutputFields
+    from rendezvous.archive.report import Window
+
+    now = datetime.now(timezone.utc)
+    window = Window(now - evidence.parse_window(span), now)
+    found = evidence.gather(
+        Path(args.archive) if args.archive else settings.archive_dir,
+        service=args.service,
+        model=args.model,
+        window=window,
+        reference=current.preference[0] if current.preference else None,
+        fields=OutputFields(
+            label=args.label_field, value=args.output_field, threshold=args.threshold
+        ),
+    )
+    verdicts = evidence.judge(clauses, found.figures)
+    for line in evidence.lines(found, verdicts, span=span):
+        print(line)
+    if found.figures["n"] > 0 and all(v.passed for v in verdicts):
+        print(f"every clause passes: promoting {args.model}")
+        return True
+    print(f"error: {evidence.refusal(found, verdicts)}", file=sys.stderr)
+    return False
 
 
 def _when(issued_ms: int | None) -> str:
@@ -391,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
         "current one, --to-version N version N: the same preference, SLA and grace, under a "
         "new version number (see the versions with `rendezvous models`).",
     )
+    from rendezvous.archive import evidence
+
     p.add_argument("service")
     p.add_argument("model", nargs="?", help="the model to put first (not with --undo/--to-version)")
     back = p.add_mutually_exclusive_group()
@@ -406,6 +461,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="service configuration (YAML or JSON); default: the services defined on the "
         "cluster, else the demo's file",
     )
+    p.add_argument(
+        "--if",
+        dest="condition",
+        metavar="CONDITION",
+        help='promote only if the archive shows it: clauses FIGURE OP NUMBER joined by "and", '
+        'e.g. "agreement>=0.95 and late_rate<=0.01 and n>=500"; figures: '
+        f"{evidence.valid_names()} (agreement and delta_mean against the current first "
+        "choice; n is the requests the model scored; labelled, accuracy, auc and log_loss "
+        "need true labels)",
+    )
+    p.add_argument(
+        "--window",
+        metavar="SPAN",
+        help="with --if: the archive's last SPAN is the evidence (30m, 24h, 7d; default 24h)",
+    )
+    p.add_argument(
+        "--archive", metavar="PATH", help="with --if: archive root (default: the stack's)"
+    )
+    from rendezvous.archive.report import add_output_args
+
+    add_output_args(p)
     p.set_defaults(func=cmd_promote, usage_error=p.error)
 
     p = sub.add_parser(
@@ -419,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models)
 
     from rendezvous.access.cli import add_cli as add_keys_cli
-    from rendezvous.archive import replay, report, sql
+    from rendezvous.archive import policy_replay, replay, report, sql
     from rendezvous.config.cli import add_cli as add_config_cli
     from rendezvous.demo import add_cli as add_demo_cli
     from rendezvous.proxy import add_cli as add_proxy_cli
@@ -429,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_cli(sub)
     report.add_cli(sub)
     replay.add_cli(sub)
+    policy_replay.add_cli(sub)
     add_config_cli(sub)
     add_keys_cli(sub)
     return parser

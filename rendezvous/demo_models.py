@@ -12,10 +12,13 @@ eight of its thirty measurements under snake_case names, a stratified 70/30 spli
 
 All three trained models are versions of **one** registered model (default ``breast_cancer``)
 with the aliases ``champion``, ``challenger`` and ``canary``. They share one input signature,
-so any version can hold any alias, and promoting the challenger is one registry call: move the
-``champion`` alias to its version (``rendezvous promote``). Score jobs read
+so any version can hold any alias, and moving the ``champion`` alias to another version is one
+registry call (``MlflowClient().set_registered_model_alias``). Score jobs read
 ``models:/breast_cancer@champion`` and follow the alias; the configuration never changes. With
-one registered model per role, a promotion would have to copy a version across models.
+one registered model per role, that would have to copy a version across models.
+``rendezvous promote`` is the other way to change who answers: it leaves the aliases alone and
+puts a model first in the service's preference order (a new policy version on the control
+topic).
 
 Running :func:`register_demo_models` again registers three new versions and moves the aliases
 to them, so the aliases always name one consistent training run.
@@ -224,9 +227,10 @@ def demo_requests(n: int, seed: int = 0) -> list[dict[str, float]]:
 def demo_service_config(name: str = DEFAULT_NAME, *, sla_ms: int = SLA_MS) -> dict[str, Any]:
     """The demo service's configuration (the value under ``services.<service>``).
 
-    The models are named after their aliases: after ``rendezvous promote`` the model called
-    ``champion`` is whichever version holds the ``champion`` alias. The challenger is a shadow
-    (not in the default preference); the decoy archives what every model saw.
+    The models are named after their aliases: after the ``champion`` alias moves, the model
+    called ``champion`` is whichever version holds it (``rendezvous promote`` changes the
+    preference order instead, and leaves the names and aliases as they are). The challenger
+    is a shadow (not in the default preference); the decoy archives what every model saw.
     """
     models: list[Mapping[str, Any]] = [
         {"name": alias, "role": alias, "uri": f"models:/{name}@{alias}"} for alias in ALIASES

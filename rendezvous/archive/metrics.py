@@ -11,18 +11,21 @@ Conventions:
   its numeric field (default ``probability``); a plain number is its own label and value; a
   string or boolean is a label only. With a threshold ``T`` the label is ``value >= T``.
   Error scores have no output.
-- Agreement compares labels of the requests both the model and the champion (role
-  ``champion``) scored ok; deltas are ``model value - champion value`` on the same requests.
+- Each request's *reference* is the first choice of the policy it was decided under (see
+  :mod:`rendezvous.archive.reference`; the role ``champion`` only when no policy record
+  says). Agreement compares labels of the requests both the model and the reference scored
+  ok; deltas are ``model value - reference value`` on the same requests. A model is not
+  compared on the requests it was the reference of. Below, "champion" names the reference.
 - Quantiles interpolate linearly between the closest ranks (numpy's default).
 - Latency quantiles use the ok scores; errors count in the error rate only.
 
 Against the true outcome (the archive's ``labels``, when any): accuracy, and for binary
 classifiers AUC and log-loss, per model; see :mod:`rendezvous.archive.outcomes`.
 
-Canary drift is the population stability index (PSI) of each canary's values against the
-champion's, per UTC hour of ``received_ms`` and over the whole window. Binning: the bin edges
-are the deciles of the champion's values over the whole window (so every hour is measured
-against the same bins); the outer bins are open-ended, a bin holds ``edge[i-1] <= v <
+Canary drift is the population stability index (PSI) of each canary's values (on the
+requests it was not the reference of) against the reference's values, per UTC hour of
+``received_ms`` and over the whole window. Binning: the bin edges are the deciles of the
+reference's values over the whole window (so every hour is measured against the same bins); the outer bins are open-ended, a bin holds ``edge[i-1] <= v <
 edge[i]``, and equal deciles merge (discrete outputs give fewer bins). A bin that one side
 leaves empty counts as a share of 0.0001 so that the logarithm stays finite.
 ``PSI = sum((canary_share - champion_share) * ln(canary_share / champion_share))``.
@@ -44,6 +47,7 @@ import pandas as pd
 
 from rendezvous.archive.layout import ArchiveError
 from rendezvous.archive.outcomes import OUTCOME_COLUMNS, outcome_stats, true_labels
+from rendezvous.archive.reference import FROM_ROLE, by_policy, first_choices
 
 CHAMPION = "champion"
 CANARY = "canary"
@@ -166,18 +170,25 @@ def read_scores(scores: pd.DataFrame, fields: OutputFields) -> pd.DataFrame:
     return first.join(read_outputs(ok_outputs, fields))
 
 
-def champion_scores(read: pd.DataFrame) -> pd.DataFrame:
-    """Per request, the champion's model, label and value (role ``champion``; first one)."""
-    champ = read[read["role"] == CHAMPION].drop_duplicates("request_id")
+def champion_scores(read: pd.DataFrame, references: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per request, the reference's model, label and value: the score of the model named in
+    ``references`` (request_id, reference; see :mod:`rendezvous.archive.reference`), or
+    without them the score with the role ``champion``."""
+    if references is None:
+        champ = read[read["role"] == CHAMPION]
+    else:
+        named = read.merge(references[["request_id", "reference"]], on="request_id")
+        champ = named[named["model"] == named["reference"]]
+    champ = champ.drop_duplicates("request_id")
     return champ[["request_id", "model", "label", "value"]].rename(
         columns={"model": "champion", "label": "champion_label", "value": "champion_value"}
     )
 
 
-def _pairs(read: pd.DataFrame) -> pd.DataFrame:
-    """Each other model's ok score next to the champion's score of the same request."""
+def _pairs(read: pd.DataFrame, references: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Each other model's ok score next to the reference's score of the same request."""
     ok = read[read["status"] == "ok"]
-    pairs = ok.merge(champion_scores(read), on="request_id", how="inner")
+    pairs = ok.merge(champion_scores(read, references), on="request_id", how="inner")
     pairs = pairs[pairs["model"] != pairs["champion"]]
     return pairs.assign(delta=pairs["value"] - pairs["champion_value"])
 
@@ -223,19 +234,21 @@ def model_table(
     truth: pd.Series | None = None,
     *,
     thresholded: bool = False,
+    references: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per model of one service: reliability, agreement, the true outcome, deltas, wins.
 
     ``read`` comes from :func:`read_scores`; ``decisions`` are the service's decisions;
     ``truth`` the true label by request ID (:func:`rendezvous.archive.outcomes.true_labels`),
-    and ``thresholded`` whether labels come from ``--threshold``.
+    ``thresholded`` whether labels come from ``--threshold``, and ``references`` each
+    request's reference (the role ``champion`` without them).
     """
     truth = pd.Series(dtype=object) if truth is None else truth
     require_columns(decisions, DECISION_COLUMNS, "the decisions")
     decisions = decisions.drop_duplicates("request_id")
-    pairs = _pairs(read)
+    pairs = _pairs(read, references)
     roles = _roles(read, decisions)
-    champions = set(champion_scores(read)["champion"])
+    champions = set(champion_scores(read, references)["champion"])
     rows = []
     for model in sorted(roles, key=lambda m: (ROLE_ORDER.get(roles[m], 9), m)):
         mine = read[read["model"] == model]
@@ -243,7 +256,8 @@ def model_table(
         compared, agreement = _agreement(pairs[pairs["model"] == model])
         p50, p95, p99 = _quantiles(ok["latency_ms"], (50, 95, 99))
         answered = int((decisions["model"] == model).sum())
-        is_champion = model in champions
+        # Only a reference of every request it scored has nothing to be compared with.
+        is_champion = model in champions and not compared
         rows.append(
             {
                 "model": model,
@@ -361,21 +375,30 @@ class Drift:
     canary_n: int
 
 
-def canary_drift(read: pd.DataFrame, bins: int = DRIFT_BINS) -> list[Drift]:
-    """PSI of each canary's values against the champion's, per hour and over the window."""
+def canary_drift(
+    read: pd.DataFrame, bins: int = DRIFT_BINS, references: pd.DataFrame | None = None
+) -> list[Drift]:
+    """PSI of each canary's values against the reference's, per hour and over the window; a
+    canary's values on the requests it was the reference of are left out."""
     require_columns(read, ("received_ms", "value"), "the scores")
     valued = read[(read["status"] == "ok") & read["value"].notna()]
     valued = valued.assign(
         hour=pd.to_datetime(valued["received_ms"] // HOUR_MS * HOUR_MS, unit="ms", utc=True)
     )
-    champion = valued[valued["role"] == CHAMPION]
-    canaries = sorted(valued.loc[valued["role"] == CANARY, "model"].unique())
+    if references is None:
+        is_reference = valued["role"] == CHAMPION
+    else:
+        ref = valued["request_id"].map(references.set_index("request_id")["reference"])
+        is_reference = valued["model"] == ref
+    champion = valued[is_reference]
+    others = valued[~is_reference]
+    canaries = sorted(others.loc[others["role"] == CANARY, "model"].unique())
     if champion.empty:
         return []
     edges = bin_edges(champion["value"], bins)
     drifts = []
     for canary in canaries:
-        mine = valued[valued["model"] == canary]
+        mine = others[others["model"] == canary]
         hours = sorted(set(champion["hour"]) | set(mine["hour"]))
         rows = []
         for hour in hours:
@@ -420,6 +443,10 @@ class ServiceReport:
     drift: list[Drift] = field(default_factory=list)
     notes: tuple[str, ...] = ()
     labelled: int = 0  # requests (of the window's) with a true label
+    # (policy version, its first choice, requests) that the comparison used; version None for
+    # requests compared with the role ``champion`` for want of a policy record, or with a
+    # reference given by the caller
+    first_choices: tuple[tuple[int | None, str, int], ...] = ()
 
 
 def service_report(
@@ -430,17 +457,50 @@ def service_report(
     *,
     bins: int = DRIFT_BINS,
     labels: pd.DataFrame | None = None,
+    requests: pd.DataFrame | None = None,
+    reference: str | None = None,
 ) -> ServiceReport:
-    """The comparison of every model of ``service`` against its champion and, with ``labels``
-    (rows of the ``labels`` view: request_id, label, labelled_ms), the true outcome."""
+    """The comparison of every model of ``service`` against the first choice of each
+    request's policy and, with ``labels`` (rows of the ``labels`` view: request_id, label,
+    labelled_ms), the true outcome.
+
+    ``requests`` (request_id, policy_version, preference: rows of the ``requests`` table) and
+    the decisions' ``policy_version`` say each request's first choice (see
+    :mod:`rendezvous.archive.reference`); ``reference`` names one model to compare every
+    request with instead.
+    """
     read = read_scores(scores, fields)
     truth = true_labels(labels)
-    champions = champion_scores(read)["champion"]
+    request_ids = sorted(set(read["request_id"]) | set(decisions["request_id"]))
+    if reference is not None:
+        references = pd.DataFrame(
+            {
+                "request_id": request_ids,
+                "reference": reference,
+                "policy_version": pd.array([None] * len(request_ids), dtype="Int64"),
+                "source": "given",
+            }
+        )
+    else:
+        references = first_choices(read, decisions, requests)
+    champions = champion_scores(read, references)["champion"]
     notes = output_notes(read.loc[read["status"] == "ok", "output"], fields)
     if champions.empty:
-        notes.append("no score has the role 'champion', so there is nothing to compare against")
-    pairs = _pairs(read)
-    shown = read[read["role"].isin([CHAMPION, CANARY]) & read["value"].notna()]
+        notes.append(
+            "no score of a first choice (the first model of the policy in force, or the role "
+            "'champion'), so there is nothing to compare against"
+        )
+    fell_back = int((references["source"] == FROM_ROLE).sum())
+    if fell_back and reference is None:
+        notes.append(
+            f"{fell_back} request(s) without a policy record (no requests row, no decision "
+            f"of a known version): compared with the role 'champion'"
+        )
+    pairs = _pairs(read, references)
+    is_reference = read["model"] == read["request_id"].map(
+        references.set_index("request_id")["reference"]
+    )
+    shown = read[(is_reference | (read["role"] == CANARY)) & read["value"].notna()]
     requests = set(read["request_id"]) | set(decisions["request_id"])
     labelled = len(requests & set(truth.index))
     if len(truth) and not labelled:
@@ -453,13 +513,20 @@ def service_report(
         champion=str(champions.mode().iloc[0]) if not champions.empty else None,
         requests=len(requests),
         decisions=int(decisions["request_id"].nunique()),
-        models=model_table(read, decisions, truth, thresholded=fields.threshold is not None),
+        models=model_table(
+            read,
+            decisions,
+            truth,
+            thresholded=fields.threshold is not None,
+            references=references,
+        ),
         reasons=reason_counts(decisions),
         deltas=pairs.loc[pairs["delta"].notna(), ["model", "delta"]].reset_index(drop=True),
         values=shown[["model", "role", "value"]].reset_index(drop=True),
-        drift=canary_drift(read, bins),
+        drift=canary_drift(read, bins, references),
         notes=tuple(notes),
         labelled=labelled,
+        first_choices=tuple(by_policy(references)) if reference is None else (),
     )
 
 
@@ -470,9 +537,11 @@ def build_reports(
     *,
     bins: int = DRIFT_BINS,
     labels: pd.DataFrame | None = None,
+    requests: pd.DataFrame | None = None,
 ) -> list[ServiceReport]:
     """One :class:`ServiceReport` per service found in ``scores`` or ``decisions``; ``labels``
-    (rows of the ``labels`` view, with ``service``) give each its true outcomes."""
+    (rows of the ``labels`` view, with ``service``) give each its true outcomes, ``requests``
+    (with ``service``, ``policy_version`` and ``preference``) each request's first choice."""
     require_columns(scores, ("service",), "the scores")
     require_columns(decisions, ("service",), "the decisions")
     if labels is not None:
@@ -486,6 +555,7 @@ def build_reports(
             fields,
             bins=bins,
             labels=None if labels is None else labels[labels["service"] == s],
+            requests=None if requests is None else requests[requests["service"] == s],
         )
         for s in services
     ]

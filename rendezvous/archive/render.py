@@ -95,6 +95,19 @@ def outcome_rows(models: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return model_rows(models, OUTCOME_TABLE)
 
 
+def first_choice_text(r: ServiceReport) -> str:
+    """What the models were compared with: ``gbm (first choice of policy v1)``, one entry per
+    policy version in the window."""
+    if not r.first_choices:
+        return r.champion or "(nothing)"
+    parts = []
+    for version, model, n in r.first_choices:
+        where = f"first choice of policy v{version}" if version is not None else "role champion"
+        count = f", {n} requests" if len(r.first_choices) > 1 else ""
+        parts.append(f"{model} ({where}{count})")
+    return ", ".join(parts)
+
+
 NO_LABELS = "no true labels for these requests (POST /v1/requests/{id}/feedback)"
 
 
@@ -116,7 +129,7 @@ def drift_rows(drift: Drift) -> tuple[list[str], list[list[str]]]:
         rows.append(
             [f"{r.hour:%Y-%m-%d %H:00}", count(r.champion_n), count(r.canary_n), number(r.psi)]
         )
-    return ["hour (UTC)", "champion n", "canary n", "PSI"], rows
+    return ["hour (UTC)", "first choice n", "canary n", "PSI"], rows
 
 
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
@@ -177,7 +190,7 @@ def latency_figure(models: pd.DataFrame) -> Figure | None:
 
 
 def delta_figure(deltas: pd.DataFrame, champion: str | None) -> Figure | None:
-    """Distribution of each model's per-request deltas to the champion."""
+    """Distribution of each model's per-request deltas to the first choice."""
     if deltas.empty:
         return None
     models = sorted(deltas["model"].unique())
@@ -185,8 +198,8 @@ def delta_figure(deltas: pd.DataFrame, champion: str | None) -> Figure | None:
     ax = fig.add_subplot()
     ax.boxplot([deltas.loc[deltas["model"] == m, "delta"] for m in models], tick_labels=models)
     ax.axhline(0, color="grey", linewidth=0.8)
-    ax.set_ylabel(f"value - {champion or 'champion'}")
-    ax.set_title("Score deltas to the champion, per request")
+    ax.set_ylabel(f"value - {champion or 'first choice'}")
+    ax.set_title("Score deltas to the first choice, per request")
     return fig
 
 
@@ -209,14 +222,14 @@ def drift_figure(drift: Sequence[Drift]) -> Figure | None:
     ax.axhline(PSI_SHIFTED, color="red", linestyle="--", linewidth=0.8, label="0.25 shifted")
     ax.set_ylabel("PSI")
     ax.set_xlabel("hour (UTC)")
-    ax.set_title("Canary drift against the champion")
+    ax.set_title("Canary drift against the first choice")
     ax.legend()
     fig.autofmt_xdate()
     return fig
 
 
 def distribution_figure(values: pd.DataFrame) -> Figure | None:
-    """Histogram of the champion's and the canaries' values over the window."""
+    """Histogram of the first choice's and the canaries' values over the window."""
     if values.empty or values["role"].nunique() < 2:
         return None
     import numpy as np
@@ -234,7 +247,7 @@ def distribution_figure(values: pd.DataFrame) -> Figure | None:
         )
     ax.set_xlabel("value")
     ax.set_ylabel("density")
-    ax.set_title("Output values, champion and canaries")
+    ax.set_title("Output values, first choice and canaries")
     ax.legend()
     return fig
 
@@ -264,10 +277,10 @@ def service_html(report: ServiceReport) -> str:
     """One service's section: tables and plots."""
     parts = [
         f"<h2>{html.escape(report.service)}</h2>",
-        f"<p>{report.requests} requests, {report.decisions} decisions, champion "
-        f"<b>{html.escape(report.champion or '(none)')}</b></p>",
+        f"<p>{report.requests} requests, {report.decisions} decisions, compared with "
+        f"<b>{html.escape(first_choice_text(report))}</b></p>",
         *(f'<p class="note">{html.escape(n)}</p>' for n in report.notes),
-        "<h3>Models against the champion</h3>",
+        "<h3>Models against the first choice</h3>",
         html_table(*model_rows(report.models)),
         "<h3>Models against the true labels</h3>",
         f"<p>{html.escape(outcome_title(report))}</p>" + html_table(*outcome_rows(report.models))
@@ -283,7 +296,7 @@ def service_html(report: ServiceReport) -> str:
         ]
     figures = [
         (latency_figure(report.models), "latency per model"),
-        (delta_figure(report.deltas, report.champion), "score deltas to the champion"),
+        (delta_figure(report.deltas, report.champion), "score deltas to the first choice"),
         (drift_figure(report.drift), "canary PSI per hour"),
         (distribution_figure(report.values), "output value distributions"),
     ]
@@ -296,7 +309,7 @@ def page(reports: Sequence[ServiceReport], *, title: str, subtitle: str) -> str:
     from rendezvous.archive.metrics import PSI_FLOOR
 
     binning = (
-        "PSI bins are the deciles of the champion's values over the window (open-ended outer "
+        "PSI bins are the deciles of the first choice's values over the window (open-ended outer "
         f"bins; equal deciles merge); an empty bin counts as a share of {PSI_FLOOR}. "
         f"Reading: below {PSI_WATCH} stable, up to {PSI_SHIFTED} watch, above shifted."
     )

@@ -1,4 +1,7 @@
-"""``rendezvous report``: every model against the champion, and canary drift, from the archive.
+"""``rendezvous report``: every model against the first choice, and canary drift, from the archive.
+
+The first choice of a request is the first model of the policy it was decided under (the
+archived ``requests`` and ``decisions`` say which), so the comparison follows promotions.
 
 Reads the ``scores`` and ``decisions`` of a time window (on ``received_ms``, ``--until``
 exclusive), and the true labels of those requests (the ``labels`` view, whenever they were
@@ -131,9 +134,10 @@ _SCORES = (
     "received_ms, scored_ms FROM scores"
 )
 _DECISIONS = (
-    "SELECT service, request_id, model, role, status, reason, received_ms, decided_ms "
-    "FROM decisions"
+    "SELECT service, request_id, model, role, status, reason, received_ms, decided_ms, "
+    "latency_ms, deadline_ms, policy_version FROM decisions"
 )
+_POLICIES = "SELECT service, request_id, policy_version, preference, sla_ms FROM requests"
 
 
 def where_clause(service: str | None, window: Window) -> tuple[str, list[Any]]:
@@ -171,6 +175,16 @@ def load(root: Path, *, service: str | None, window: Window) -> tuple[pd.DataFra
     return scores, decisions
 
 
+def load_policies(root: Path, *, service: str | None, window: Window) -> pd.DataFrame:
+    """The policy each request of the window was accepted under (the ``requests`` table:
+    policy_version, preference, sla_ms): what says each request's first choice."""
+    from rendezvous.archive.sql import ArchiveSQL
+
+    where, params = where_clause(service, window)
+    with ArchiveSQL(root) as db:
+        return db.frame(_POLICIES + where, params)
+
+
 _LABELS = "SELECT service, request_id, label, labelled_ms FROM labels"
 
 
@@ -204,7 +218,7 @@ def summary(reports: Sequence[ServiceReport], *, root: Path, window: Window) -> 
         lines += [
             "",
             f"{r.service}: {r.requests} requests, {r.decisions} decisions, "
-            f"champion {r.champion or '(none)'}",
+            f"compared with {render.first_choice_text(r)}",
             render.text_table(*render.model_rows(r.models)),
             f"  {render.outcome_title(r)}" if r.labelled else f"  {render.NO_LABELS}",
             *(
@@ -219,7 +233,7 @@ def summary(reports: Sequence[ServiceReport], *, root: Path, window: Window) -> 
         ]
         for drift in r.drift:
             lines += [
-                f"  canary drift of {drift.canary} (PSI over the champion's deciles; "
+                f"  canary drift of {drift.canary} (PSI over the first choice's deciles; "
                 f"< {render.PSI_WATCH} stable, > {render.PSI_SHIFTED} shifted):",
                 render.text_table(*render.drift_rows(drift), indent="    "),
             ]
@@ -350,7 +364,8 @@ def cmd_report(args: argparse.Namespace, settings: StackSettings) -> int:
         _probe_tracking(uri)  # before the work, not after it
     scores, decisions = load(root, service=args.service, window=window)
     labels = load_labels(root, service=args.service, window=window)
-    reports = build_reports(scores, decisions, fields, labels=labels)
+    policies = load_policies(root, service=args.service, window=window)
+    reports = build_reports(scores, decisions, fields, labels=labels, requests=policies)
     print(summary(reports, root=root, window=window))
 
     title = "Rendezvous model report"
@@ -418,12 +433,13 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``report`` subcommand; its handler is ``cmd_report(args, settings)``."""
     p = subparsers.add_parser(
         "report",
-        help="compare every model with the champion and measure canary drift, from the archive",
-        description="Per model against the champion: agreement, score deltas, latency, error "
+        help="compare every model with the first choice and measure canary drift, from the archive",
+        description="Per model against the first choice of the policy each request was "
+        "decided under (after `rendezvous promote`, the promoted model): agreement, score deltas, latency, error "
         "and late rates, wins and fallback reasons; against the true labels (POST "
         "/v1/requests/{id}/feedback, topic rdv.feedback): accuracy, and AUC and log-loss for "
         "binary classifiers, with the number of labelled requests; per canary: PSI against "
-        "the champion per hour. Outputs are JSON: an object's label field is compared for "
+        "the first choice per hour. Outputs are JSON: an object's label field is compared for "
         "agreement and with the true label, its numeric field for deltas and drift; a plain "
         "number is both.",
     )

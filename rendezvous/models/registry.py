@@ -157,8 +157,10 @@ class _Source:
         if ref.alias is not None:
             return ModelLoadError(
                 f"model {self.model}: no alias {ref.alias!r} on registered model {ref.name!r} "
-                f"at {self.where} (its aliases: {known}); set it with `rendezvous promote` or "
-                f"MlflowClient().set_registered_model_alias({ref.name!r}, {ref.alias!r}, <version>)"
+                f"at {self.where} (its aliases: {known}); set it with "
+                f"MlflowClient().set_registered_model_alias({ref.name!r}, {ref.alias!r}, <version>) "
+                "or in the MLflow UI (`rendezvous promote` changes a service's preference "
+                "order, not the registry's aliases)"
             )
         return ModelLoadError(
             f"model {self.model}: registered model {ref.name!r} has no version "

@@ -48,15 +48,22 @@ def score(
 
 
 def decision(
-    request_id: str, model: str | None, reason: str, *, at: int = T0, output: str | None = None
+    request_id: str,
+    model: str | None,
+    reason: str,
+    *,
+    at: int = T0,
+    output: str | None = None,
+    policy_version: int = 1,
+    latency_ms: int = 10,
 ) -> dict[str, Any]:
     return {
         "request_id": request_id,
         "received_ms": at,
         "deadline_ms": at + SLA_MS,
-        "decided_ms": at + 10,
-        "latency_ms": 10,
-        "policy_version": 1,
+        "decided_ms": at + latency_ms,
+        "latency_ms": latency_ms,
+        "policy_version": policy_version,
         "status": "ok" if model else "error",
         "model": model,
         "version": "1" if model else None,
@@ -67,7 +74,14 @@ def decision(
     }
 
 
-def request(request_id: str, *, at: int = T0) -> dict[str, Any]:
+def request(
+    request_id: str,
+    *,
+    at: int = T0,
+    preference: str = "gbm,lr,rules",
+    policy_version: int = 1,
+    sla_ms: int = SLA_MS,
+) -> dict[str, Any]:
     return {
         "request_id": request_id,
         "received_ms": at,
@@ -75,9 +89,9 @@ def request(request_id: str, *, at: int = T0) -> dict[str, Any]:
         "payload": json.dumps({"amount": 10}),
         "features": json.dumps({"amount": 10.0}),
         "enriched_ms": at + 1,
-        "policy_version": 1,
-        "preference": "gbm,lr,rules",
-        "sla_ms": SLA_MS,
+        "policy_version": policy_version,
+        "preference": preference,
+        "sla_ms": sla_ms,
         "error": None,
     }
 
@@ -112,4 +126,38 @@ def credit_archive(root: Path) -> Path:
     write_rows(root, "scores", CREDIT_SCORES, service="credit")
     write_rows(root, "decisions", CREDIT_DECISIONS, service="credit")
     write_rows(root, "requests", [request(f"r{i}") for i in range(1, 6)], service="credit")
+    return root
+
+
+# The promotion archive: service "promo", a (role champion) and b (role challenger), one ms
+# apart in time. p1, p2 were accepted under policy v0 (a first), p3, p4 under v1 after b was
+# promoted (b first); p5 has a decision of v1 but no requests row; p7 has scores only.
+# Labels a / b: p1 1/1, p2 0/1, p3 1/1, p4 1/0, p5 0/0, p7 1/0.
+PROMO_LABELS = {"p1": (1, 1), "p2": (0, 1), "p3": (1, 1), "p4": (1, 0), "p5": (0, 0), "p7": (1, 0)}
+
+
+def promo_archive(root: Path, b_role: str = "challenger") -> Path:
+    scores = []
+    for i, (rid, (a, b)) in enumerate(PROMO_LABELS.items()):
+        at = T0 + i
+        scores += [
+            score(rid, "a", "champion", out(a, 0.5 + 0.1 * a), 10, at=at),
+            score(rid, "b", b_role, out(b, 0.5 + 0.2 * b), 12 + i, at=at),
+        ]
+    decisions = [
+        decision("p1", "a", "preferred", at=T0, policy_version=0),
+        decision("p2", "a", "preferred", at=T0 + 1, policy_version=0),
+        decision("p3", "b", "preferred", at=T0 + 2),
+        decision("p4", "b", "preferred", at=T0 + 3),
+        decision("p5", "b", "preferred", at=T0 + 4),
+    ]
+    requests = [
+        request("p1", at=T0, preference="a,b", policy_version=0),
+        request("p2", at=T0 + 1, preference="a,b", policy_version=0),
+        request("p3", at=T0 + 2, preference="b,a", policy_version=1),
+        request("p4", at=T0 + 3, preference="b,a", policy_version=1),
+    ]
+    write_rows(root, "scores", scores, service="promo")
+    write_rows(root, "decisions", decisions, service="promo")
+    write_rows(root, "requests", requests, service="promo")
     return root

@@ -304,7 +304,7 @@ def test_cli_summary_and_html(archive, tmp_path, capsys):
     page = tmp_path / "report.html"
     assert cli.main(["report", "--archive", str(archive), "--html", str(page)]) == 0
     out = capsys.readouterr().out
-    assert "credit: 5 requests, 5 decisions, champion gbm" in out
+    assert "credit: 5 requests, 5 decisions, compared with gbm (first choice of policy v1)" in out
     lr = next(x for x in out.splitlines() if x.strip().startswith("lr "))
     assert "66.7%" in lr and "+0.1167" in lr and "33.5" in lr
     assert "enrichment_failed: missing field amount" in out
@@ -315,7 +315,7 @@ def test_cli_summary_and_html(archive, tmp_path, capsys):
     images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
     assert [alt for alt, _ in images] == [
         "latency per model",
-        "score deltas to the champion",
+        "score deltas to the first choice",
         "canary PSI per hour",
         "output value distributions",
     ]

@@ -411,8 +411,13 @@ def test_a_missing_alias_lists_the_aliases_and_the_fix(registry):
         load_scorer(ModelSpec("m", "champion", uri="models:/credit@gold"), tracking_uri=uri)
     assert "model m: no alias 'gold' on registered model 'credit'" in err.value.message
     assert "canary -> 2, champion -> 1" in err.value.message
-    assert "rendezvous promote" in err.value.message
-    assert "set_registered_model_alias('credit', 'gold', <version>)" in err.value.message
+    assert "set it with MlflowClient().set_registered_model_alias('credit', 'gold', <version>)" in (
+        err.value.message
+    )
+    # promote changes the preference order, not an alias: the hint must not send users there
+    assert "`rendezvous promote` changes a service's preference order, not the registry" in (
+        err.value.message
+    )
 
 
 def test_a_missing_model_or_version_is_named(registry):
