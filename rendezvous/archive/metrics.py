@@ -42,6 +42,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from rendezvous.archive.arms import ARM_COLUMNS, SAMPLE_COLUMNS, arm_table, sample_table
 from rendezvous.archive.layout import ArchiveError
 from rendezvous.archive.outcomes import OUTCOME_COLUMNS, outcome_stats, true_labels
 
@@ -420,6 +421,9 @@ class ServiceReport:
     drift: list[Drift] = field(default_factory=list)
     notes: tuple[str, ...] = ()
     labelled: int = 0  # requests (of the window's) with a true label
+    # the A/B arms and the sampled models (see rendezvous.archive.arms); empty without them
+    arms: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ARM_COLUMNS))
+    samples: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SAMPLE_COLUMNS))
 
 
 def service_report(
@@ -460,6 +464,8 @@ def service_report(
         drift=canary_drift(read, bins),
         notes=tuple(notes),
         labelled=labelled,
+        arms=arm_table(decisions, truth, read_outputs=lambda o: read_outputs(o, fields)),
+        samples=sample_table(decisions),
     )
 
 
