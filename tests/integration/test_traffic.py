@@ -22,12 +22,12 @@ from tests.integration.test_http_e2e import free_port, start_proxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.flink, pytest.mark.kafka]
 
-# Latency is not under test here: an SLA a busy two-core machine keeps.
-SLA_MS, GRACE_MS, RATE = 800, 1000, 0.3
+# Latency is not under test here: an SLA a busy, shared two-core machine keeps.
+SLA_MS, GRACE_MS, RATE = 3000, 1000, 0.3
 BEFORE = Split.of("customer_id", {"gbm": 50, "lr": 50})
 AFTER = Split.of("customer_id", {"gbm": 10, "lr": 90})
 HEAVY = Sample("heavy", RATE)
-CUSTOMERS = [f"cust-{i}" for i in range(30)]
+CUSTOMERS = [f"cust-{i}" for i in range(24)]
 
 
 def write_traffic_service(path, name: str):
@@ -40,7 +40,6 @@ def write_traffic_service(path, name: str):
         '      - {name: lr, role: challenger, callable: "udfs.zoo:constant", params: {value: 0.1}}\n'
         '      - {name: heavy, role: challenger, callable: "udfs.zoo:constant", '
         f"params: {{value: 0.5}}, sample: {RATE}}}\n"
-        '      - {name: rules, role: backstop, callable: "udfs.zoo:constant", params: {value: 0.0}}\n'
     )
     return path
 
@@ -54,12 +53,19 @@ def service(stack, tmp_path_factory):
     proc = start_proxy(stack, path, port, "ab-0")
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:  # the jobs just started: wait for an answer from a preferred model
-            r = post(url, name, "warm-up", f"warm-{uuid.uuid4().hex[:6]}")
-            if r.status_code == 200 and r.json()["reason"] == "preferred":
-                break
-            assert time.monotonic() < deadline, f"no preferred answer while warming up: {r.text}"
+        # The jobs just started: wait until each arm's model answers a customer of its arm.
+        waiting = {BEFORE.arm_of(c): c for c in CUSTOMERS}
+        deadline = time.monotonic() + 120
+        while waiting:
+            arm, customer = next(iter(waiting.items()))
+            r = post(url, name, customer, f"warm-{uuid.uuid4().hex[:6]}")
+            if r.status_code == 200 and (r.json()["model"], r.json()["reason"]) == (
+                arm,
+                "preferred",
+            ):
+                del waiting[arm]
+                continue
+            assert time.monotonic() < deadline, f"arm {arm} did not answer warming up: {r.text}"
             time.sleep(0.5)
         yield {"name": name, "path": path, "url": url, "sent": {}, "after": set()}
     finally:
@@ -79,14 +85,17 @@ def post(url: str, service: str, customer: str, rid: str) -> httpx.Response:
 
 
 def send(svc: dict, customer: str, rid: str) -> httpx.Response:
+    """Score one request; an answered one is remembered (by request ID) for the archive."""
     rid = f"{svc['name']}-{rid}"
-    svc["sent"][rid] = customer
-    return post(svc["url"], svc["name"], customer, rid)
+    r = post(svc["url"], svc["name"], customer, rid)
+    if r.status_code == 200:
+        svc["sent"][rid] = customer
+    return r
 
 
 def test_each_customer_keeps_its_arm_over_http(service):
     answers = []
-    for round_ in range(3):
+    for round_ in range(2):
         for customer in CUSTOMERS:
             r = send(service, customer, f"a{round_}-{customer}")
             assert r.status_code == 200, r.text
@@ -148,13 +157,13 @@ def test_a_weight_change_through_the_control_topic_fails_no_request(
 
 
 def test_the_archive_holds_the_sampled_shadows_share_and_the_arms(stack, service):
-    sent = service["sent"]
+    sent = service["sent"]  # the requests answered over HTTP in the tests before
     sampled = {rid for rid in sent if HEAVY.takes(rid, {"customer_id": sent[rid]})}
-    # gbm, lr and rules score every request; heavy only its sample
+    # gbm and lr score every request; heavy only its sample
     wait_archived(
         stack.settings.archive_dir,
         f"{service['name']}-",
-        [len(sent), 3 * len(sent) + len(sampled), len(sent)],
+        [len(sent), 2 * len(sent) + len(sampled), len(sent)],
         timeout_s=180,
     )
     with ArchiveSQL(stack.settings.archive_dir) as db:

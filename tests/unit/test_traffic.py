@@ -564,3 +564,33 @@ def test_the_arms_table_compares_arms():
     assert math.isnan(table.loc["(none)", "answered_by_arm"])
     assert table.loc["(none)", "labelled"] == 0
     assert arms_mod.arm_table(decisions.assign(arm=None)).empty
+
+
+def test_the_report_over_an_archive_prints_the_arms_and_the_samples(tmp_path, capsys):
+    from rendezvous import cli
+    from rendezvous.archive.layout import write_rows
+    from tests.unit.archive_data import decision, score
+
+    scores, decisions = [], []
+    for i in range(6):
+        rid, arm = f"r{i}", "gbm" if i < 4 else "lr"
+        answered = "gbm" if i in (0, 1, 2, 3, 5) else "lr"  # r5: lr's arm, answered by gbm
+        scores += [score(rid, "gbm", "champion", "1", 5), score(rid, "lr", "challenger", "0", 5)]
+        if i % 2 == 0:  # heavy sampled r0, r2 and r4
+            scores.append(score(rid, "heavy", "challenger", "1", 7))
+        row = decision(rid, answered, "preferred")
+        decisions.append(
+            {**row, "arm": arm, "unsampled": [] if i % 2 == 0 else ["heavy"], "latency_ms": 5}
+        )
+    write_rows(tmp_path, "scores", scores, service="credit")
+    write_rows(tmp_path, "decisions", decisions, service="credit")
+    assert cli.main(["report", "--archive", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    arms = lines.index("  A/B arms (by the split's key; answered = by the arm's own model):")
+    assert lines[arms + 2].split()[:4] == ["gbm", "4", "66.7%", "100.0%"]
+    assert lines[arms + 3].split()[:4] == ["lr", "2", "33.3%", "50.0%"]
+    sampled = lines.index("  sampled models (requests not sampled are neither late nor errors):")
+    assert lines[sampled + 2].split() == ["heavy", "3", "50.0%"]
+    heavy = next(x for x in lines if x.strip().startswith("heavy") and "challenger" in x)
+    assert heavy.split()[2:5] == ["3", "0.0%", "0.0%"]  # 3 scores, no errors, none late
