@@ -78,6 +78,18 @@ class MemoryControl(_Log):
         self.log.append((kind, record))
 
 
+def _not_ready_codes() -> frozenset[int]:
+    from confluent_kafka import KafkaError
+
+    return frozenset(
+        (
+            KafkaError.NOT_LEADER_FOR_PARTITION,
+            KafkaError.LEADER_NOT_AVAILABLE,
+            KafkaError.UNKNOWN_TOPIC_OR_PART,
+        )
+    )
+
+
 class KafkaControl(_Log):
     """The control topic on a Kafka broker."""
 
@@ -92,19 +104,29 @@ class KafkaControl(_Log):
     def entries(self) -> list[tuple[serde.Kind, dict[str, Any]]]:
         from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+        not_ready = _not_ready_codes()
         consumer = Consumer(
             self.kafka.client_config({"group.id": "rdv-cli", "enable.auto.commit": False})
         )
         records: list[tuple[serde.Kind, dict[str, Any]]] = []
         try:
-            try:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(self.topic, 0), timeout=self.timeout_s
-                )
-            except KafkaException as exc:
-                raise RendezvousError(
-                    f"could not read {self.topic} at {self.bootstrap}: {exc}; is Kafka up (`rendezvous status`)?"
-                ) from exc
+            deadline = time.monotonic() + self.timeout_s
+            while True:
+                try:
+                    low, high = consumer.get_watermark_offsets(
+                        TopicPartition(self.topic, 0), timeout=self.timeout_s
+                    )
+                    break
+                except KafkaException as exc:
+                    # A broker that just started may not lead the partition yet: retriable.
+                    error = exc.args[0]
+                    waits = error.retriable() or error.code() in not_ready
+                    if waits and time.monotonic() < deadline:
+                        time.sleep(0.2)
+                        continue
+                    raise RendezvousError(
+                        f"could not read {self.topic} at {self.bootstrap}: {exc}; is Kafka up (`rendezvous status`)?"
+                    ) from exc
             if high <= low:
                 return records
             consumer.assign([TopicPartition(self.topic, 0, low)])
