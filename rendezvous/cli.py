@@ -218,7 +218,42 @@ def _issuer() -> str:
 
 
 def _rules(policy: Policy) -> str:
-    return f"preference {' > '.join(policy.preference)}, SLA {policy.sla_ms} ms"
+    split = f", split {policy.split.describe()}" if policy.split is not None else ""
+    return f"preference {' > '.join(policy.preference)}, SLA {policy.sla_ms} ms{split}"
+
+
+def cmd_split(args: argparse.Namespace, settings: StackSettings) -> int:
+    from rendezvous import control, traffic
+    from rendezvous.errors import PolicyError
+
+    if args.off == (args.arms is not None):
+        args.usage_error("give the arms (MODEL=WEIGHT,...), or --off to remove the split")
+    if args.off and args.key is not None:
+        args.usage_error("--key goes with arms, not with --off")
+    try:
+        arms = None if args.off else traffic.parse_arms(args.arms)
+    except traffic.TrafficError as exc:
+        args.usage_error(exc.message)
+    cfg = _services(args, settings)
+    log = control.KafkaControl(settings.kafka)
+    try:
+        policy = control.split(
+            log,
+            cfg,
+            args.service,
+            arms,
+            key=args.key,
+            issued_by=_issuer(),
+            issued_ms=now_ms(),
+        )
+    except PolicyError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    print(
+        f"{args.service}: {_rules(policy)} (policy version {policy.version}); applies to "
+        "requests accepted from now on"
+    )
+    return 0
 
 
 def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
@@ -349,7 +384,14 @@ def cmd_models(args: argparse.Namespace, settings: StackSettings) -> int:
         )
         for m in service.models:
             rank = policy.preference.index(m.name) + 1 if m.name in policy.preference else "-"
-            print(f"  {m.name:<16} {m.role:<11} rank {rank!s:<3} {m.uri or m.callable or ''}")
+            extra = ""
+            if policy.split is not None and m.name in policy.split.models:
+                extra += f"  arm {policy.split.shares[m.name]:.0%}"
+            if m.sampling is not None:
+                extra += f"  sample {m.sample:g}"
+            print(
+                f"  {m.name:<16} {m.role:<11} rank {rank!s:<3} {m.uri or m.callable or ''}{extra}"
+            )
         print("  policy history (UTC):")
         for line in history_lines(history):
             print(f"    {line}")
@@ -483,6 +525,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_output_args(p)
     p.set_defaults(func=cmd_promote, usage_error=p.error)
+
+    p = sub.add_parser(
+        "split",
+        help="set the weights of a service's sticky A/B split at runtime, or remove it",
+        description="Publish a new version of a service's policy whose split has these arms "
+        "(model=weight, any positive scale): requests accepted from then on get the arm a "
+        "stable hash of their key picks, and the arm's model answers first. Keys keep their "
+        "arm unless a changed weight moves the boundary past them. `rendezvous promote --undo` "
+        "takes a change back like any other.",
+    )
+    p.add_argument("service")
+    p.add_argument("arms", nargs="?", help="the arms, e.g. gbm=90,lr=10")
+    p.add_argument(
+        "--key",
+        help="the request field that picks the arm (default: the split's current key; needed "
+        "when the service has no split yet)",
+    )
+    p.add_argument("--off", action="store_true", help="remove the split")
+    p.add_argument(
+        "--config",
+        help="service configuration (YAML or JSON); default: the services defined on the "
+        "cluster, else the demo's file",
+    )
+    p.set_defaults(func=cmd_split, usage_error=p.error)
 
     p = sub.add_parser(
         "models", help="list each service's models, roles, current preference and policy history"

@@ -204,6 +204,23 @@ def promote(
     return publish(log, service, new, issued_by=issued_by, issued_ms=issued_ms).policy
 
 
+def split(
+    log: ControlLog,
+    config: Config,
+    service: str,
+    arms: list[tuple[str, float]] | None,
+    *,
+    key: str | None = None,
+    issued_by: str,
+    issued_ms: int,
+) -> Policy:
+    """Publish the next version of ``service``'s policy with the split's weights replaced (or
+    the split removed, ``arms`` None); requests accepted from then on get the new arms."""
+    spec = config.service(service)
+    new = policy_mod.with_split(spec, current_policy(log, config, service), arms, key=key)
+    return publish(log, service, new, issued_by=issued_by, issued_ms=issued_ms).policy
+
+
 def undo(
     log: ControlLog, config: Config, service: str, *, issued_by: str, issued_ms: int
 ) -> tuple[int, Policy]:
@@ -237,7 +254,7 @@ def restore(
 
 
 def _rules(policy: Policy) -> tuple[Any, ...]:
-    return (policy.preference, policy.sla_ms, policy.grace_ms)
+    return (policy.preference, policy.sla_ms, policy.grace_ms, policy.split)
 
 
 def define(

@@ -12,6 +12,9 @@ Rules
   has not answered yet makes the walk wait. At the deadline the walk skips silent models.
 - Scores keep being collected until ``deadline + grace``; then one decision record joins the
   request with every score (late ones flagged) and the state is cleared.
+- A request's own order is its split arm's model first, then the policy's preference, without
+  the models that do not sample it (``arm`` and ``unsampled``, decided by the enrich job and
+  recorded in the request): nothing waits for a model that was never asked.
 - Scores that arrive before their request wait for it; if it never comes, they are reported
   as an orphan decision after ``ORPHAN_MS``.
 - After the decision a tombstone stays for ``TOMBSTONE_MS`` so that a duplicate of the request
@@ -25,6 +28,7 @@ from typing import Any
 
 from rendezvous import records
 from rendezvous.policy import NO_POLICY
+from rendezvous.traffic import preference_for
 
 ORPHAN_MS = 60_000
 TOMBSTONE_MS = 60_000
@@ -139,10 +143,19 @@ def choose(
     return None, "no_answer: " + ", ".join(passed)
 
 
+def order(request: dict[str, Any]) -> list[str]:
+    """The request's preference order: its arm first, the unsampled models left out."""
+    preference = request["policy"]["preference"]
+    arm, skipped = request.get("arm"), request.get("unsampled") or ()
+    if arm is None and not skipped:
+        return preference
+    return preference_for(preference, arm, skipped)
+
+
 def _try_answer(state: Pending, out: Outcome, *, at_deadline: bool) -> None:
     request = state.request
     assert request is not None
-    preference = request["policy"]["preference"]
+    preference = order(request)
     picked = choose(preference, state.scores, request["deadline_ms"], at_deadline=at_deadline)
     if picked is None:
         return
@@ -235,6 +248,8 @@ def _decision(state: Pending) -> records.Decision:
         "decided_ms": result["decided_ms"],
         "latency_ms": result["decided_ms"] - request["received_ms"],
         "scores": _score_rows(state, request["deadline_ms"]),
+        "arm": request.get("arm"),
+        "unsampled": list(request.get("unsampled") or ()),
     }
 
 
@@ -256,4 +271,6 @@ def _orphan_decision(state: Pending) -> records.Decision:
         "decided_ms": state.orphan_timer or first["received_ms"],
         "latency_ms": 0,
         "scores": _score_rows(state, None),
+        "arm": None,
+        "unsampled": [],
     }

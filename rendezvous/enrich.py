@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rendezvous import records, serde
+from rendezvous import records, serde, traffic
 from rendezvous.catalog import Catalog
 from rendezvous.config import ServiceSpec
 from rendezvous.errors import ConfigError
@@ -164,6 +164,17 @@ def _cell(text: str) -> Any:
     return text
 
 
+def assign(
+    spec: ServiceSpec, policy: Policy, request_id: str, body: Mapping[str, Any]
+) -> tuple[str | None, list[str]]:
+    """A request's arm under the policy's split (None without a split or without its key) and
+    the sampled models that do not score it (see :mod:`rendezvous.traffic`). Decided here,
+    once, from the request as received, and recorded in the model input: the scoring jobs and
+    the join read it, and a replay of the archive reads the same."""
+    arm = policy.split.arm_for(body) if policy.split is not None else None
+    return arm, traffic.unsampled(spec.samples, request_id, body)
+
+
 def to_model_input(
     request: Mapping[str, Any],
     policy: Policy,
@@ -176,6 +187,7 @@ def to_model_input(
     explicit error by its deadline.
     """
     error = None
+    arm, unsampled = None, []
     features_json = request["payload"]
     late_ms = now_ms - request["deadline_ms"]
     if late_ms > 0:
@@ -191,7 +203,9 @@ def to_model_input(
         )
     else:
         try:
-            features_json = serde.to_json(enricher.apply(serde.from_json(request["payload"])))
+            body = serde.from_json(request["payload"])
+            features_json = serde.to_json(enricher.apply(body))
+            arm, unsampled = assign(enricher.spec, policy, request["request_id"], body)
         except (EnrichError, ValueError, TypeError) as exc:
             error = str(exc)
     record: records.ModelInput = {
@@ -205,6 +219,8 @@ def to_model_input(
         "reply_to": request.get("reply_to", ""),
         "policy": policy.to_record(),
         "error": error,
+        "arm": arm,
+        "unsampled": unsampled,
     }
     dead = None
     if error is not None and late_ms <= 0:

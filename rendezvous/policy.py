@@ -1,7 +1,9 @@
 """A service's policy: how its rendezvous chooses an answer, and how the policy changes.
 
 Pure: no Kafka, no Flink, no clock. A policy (``schemas/policy.avsc``) is the preference order,
-the SLA and the grace period, with a version that increases with every change. Version 0 comes
+the SLA and the grace period, with a version that increases with every change, and the A/B
+split in force (:class:`rendezvous.traffic.Split`, carried by the control record beside the
+policy: the requests carry the arm it picked, not the split). Version 0 comes
 from the configuration; every later version is a control record on ``rdv.control``. A record
 takes effect when its version is higher than the one in force, so the jobs (through
 :class:`PolicyBook`) and the history that the CLI shows (:class:`History`) agree on what was
@@ -19,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from rendezvous.errors import PolicyError, RendezvousError
+from rendezvous.traffic import Split
 
 if TYPE_CHECKING:  # the configuration package loads pydantic; the rendezvous core needs none
     from rendezvous.config import Config, ServiceSpec
@@ -34,17 +37,25 @@ class Policy:
     sla_ms: int
     grace_ms: int  # how long late scores are still collected for the decision
     version: int
+    split: Split | None = None  # the A/B split in force; None: the preference alone
 
     @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> Policy:
+    def from_record(cls, record: Mapping[str, Any], split: Split | None = None) -> Policy:
         return cls(
             preference=tuple(record["preference"]),
             sla_ms=int(record["sla_ms"]),
             grace_ms=int(record["grace_ms"]),
             version=int(record["version"]),
+            split=split,
         )
 
+    @classmethod
+    def from_control(cls, control: Mapping[str, Any]) -> Policy:
+        """The policy a control record issues (a record written before splits has none)."""
+        return cls.from_record(control["policy"], Split.from_record(control.get("split")))
+
     def to_record(self) -> dict[str, Any]:
+        """The ``Policy`` record (without the split: see :meth:`Change.to_control`)."""
         return {
             "preference": list(self.preference),
             "sla_ms": self.sla_ms,
@@ -63,16 +74,51 @@ NO_POLICY = Policy(preference=(), sla_ms=0, grace_ms=0, version=-1)
 
 
 def initial(spec: ServiceSpec) -> Policy:
-    """Version 0: the configuration's preference order, SLA and grace."""
-    return Policy(tuple(spec.preference), spec.sla_ms, spec.grace_ms, version=0)
+    """Version 0: the configuration's preference order, SLA, grace and split."""
+    return Policy(tuple(spec.preference), spec.sla_ms, spec.grace_ms, version=0, split=spec.split)
 
 
-def check_promotable(spec: ServiceSpec, model: str) -> None:
-    """Raise unless ``model`` is one of the service's models that can answer requests."""
-    if spec.model(model).role == "decoy":
+def check_promotable(spec: ServiceSpec, model: str, *, as_what: str = "the first choice") -> None:
+    """Raise unless ``model`` is one of the service's models that can answer every request."""
+    found = spec.model(model)
+    if found.role == "decoy":
         raise RendezvousError(
             f"{model} is the decoy of {spec.name}; a decoy cannot answer requests"
         )
+    if found.sampling is not None:
+        raise RendezvousError(
+            f"{model} of {spec.name} scores only a sample ({found.sample:g}) of requests; "
+            f"{as_what} must score every request: remove its `sample` in the configuration first"
+        )
+
+
+def with_split(
+    spec: ServiceSpec,
+    current: Policy,
+    arms: list[tuple[str, float]] | None,
+    *,
+    key: str | None = None,
+) -> Policy:
+    """The next version with the split's arms (weights) replaced, or the split removed
+    (``arms`` None). The key stays the one in force unless ``key`` is given; a service without
+    a split needs one."""
+    if arms is None:
+        if current.split is None:
+            raise PolicyError(f"{spec.name} has no split to remove")
+        return replace(current, split=None, version=current.version + 1)
+    key = key or (current.split.key if current.split is not None else None)
+    if key is None:
+        raise PolicyError(
+            f"{spec.name} has no split yet; name the request field that picks the arm with --key FIELD"
+        )
+    fields = [f.name for f in spec.input_fields] if spec.input_fields is not None else None
+    if fields is not None and key not in fields:
+        raise PolicyError(
+            f"--key {key}: not one of the input fields of {spec.name} ({', '.join(fields)})"
+        )
+    for model, _ in arms:
+        check_promotable(spec, model, as_what="an arm's model")
+    return replace(current, split=Split(key, tuple(arms)), version=current.version + 1)
 
 
 def promote(spec: ServiceSpec, current: Policy, model: str, *, sla_ms: int | None = None) -> Policy:
@@ -87,6 +133,7 @@ def promote(spec: ServiceSpec, current: Policy, model: str, *, sla_ms: int | Non
         sla_ms=sla_ms if sla_ms is not None else current.sla_ms,
         grace_ms=current.grace_ms,
         version=current.version + 1,
+        split=current.split,
     )
 
 
@@ -101,7 +148,7 @@ class Change:
     @classmethod
     def from_control(cls, record: Mapping[str, Any]) -> Change:
         return cls(
-            Policy.from_record(record["policy"]),
+            Policy.from_control(record),
             record["issued_ms"],
             record.get("issued_by") or "",
         )
@@ -115,6 +162,7 @@ class Change:
             "policy": self.policy.to_record(),
             "issued_ms": self.issued_ms,
             "issued_by": self.issued_by,
+            "split": None if self.policy.split is None else self.policy.split.to_record(),
         }
 
 
@@ -205,7 +253,7 @@ class PolicyBook:
 
     def apply(self, control: Mapping[str, Any]) -> bool:
         """Take a control record if it is newer than what is held; True when taken."""
-        policy = Policy.from_record(control["policy"])
+        policy = Policy.from_control(control)
         if not policy.supersedes(self.policies.get(control["service"])):
             return False
         self.policies[control["service"]] = policy

@@ -43,6 +43,8 @@ class ModelInput(TypedDict):
     reply_to: str
     policy: Policy
     error: str | None
+    arm: str | None
+    unsampled: list[str]
 
 
 class Score(TypedDict):
@@ -74,6 +76,17 @@ class Result(TypedDict):
     deadline_ms: int
     decided_ms: int
     reply_to: str
+    arm: str | None
+
+
+class Arm(TypedDict):
+    model: str
+    weight: float
+
+
+class Split(TypedDict):
+    key: str
+    arms: list[Arm]
 
 
 class Control(TypedDict):
@@ -81,6 +94,7 @@ class Control(TypedDict):
     policy: Policy
     issued_ms: int
     issued_by: str
+    split: Split | None
 
 
 class ServiceDefinition(TypedDict):
@@ -119,6 +133,8 @@ class Decision(TypedDict):
     decided_ms: int
     latency_ms: int
     scores: list[DecisionScore]
+    arm: str | None
+    unsampled: list[str]
 
 
 class Feedback(TypedDict):
@@ -229,6 +245,7 @@ def result(
         "deadline_ms": request["deadline_ms"],
         "decided_ms": decided_ms,
         "reply_to": request.get("reply_to", "") if reply_to is None else reply_to,
+        "arm": request.get("arm"),
     }
 
 

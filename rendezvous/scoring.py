@@ -30,13 +30,20 @@ def score_records(
     records: Sequence[dict[str, Any]],
     now_ms: Callable[[], int],
 ) -> list[dict[str, Any]]:
-    """The score records for the records of ``service`` that enrichment did not fail.
+    """The score records for the records of ``service`` that enrichment did not fail and that
+    the model samples (a record naming it in ``unsampled`` gets no score).
 
     The batch is scored in one vectorised call; if that raises, each record is scored alone,
     so a bad record gets its own error score and the others still get theirs. A model exception
     never escapes.
     """
-    mine = [r for r in records if r["service"] == service and not r.get("error")]
+    mine = [
+        r
+        for r in records
+        if r["service"] == service
+        and not r.get("error")
+        and scorer.name not in r.get("unsampled", ())  # not this model's sample
+    ]
     if not mine:
         return []
     started = now_ms()

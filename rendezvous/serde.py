@@ -20,7 +20,7 @@ import orjson
 
 from rendezvous.errors import RendezvousError
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 class Kind(IntEnum):
@@ -99,6 +99,11 @@ def _load() -> tuple[dict[Kind, Any], dict[str, Any]]:
 
 
 SCHEMAS, RAW_SCHEMAS = _load()
+
+
+# The records of a kept topic (rdv.control keeps its records indefinitely) written before a
+# field was added at the end: read with the earlier schema, the new field takes its default.
+_EARLIER = {Kind.CONTROL: ("split",)}
 
 
 def _named(schema: Any, namespace: str, out: dict[str, Any]) -> None:
@@ -217,8 +222,39 @@ def decode(value: bytes) -> tuple[Kind, dict[str, Any]]:
     try:
         record = fastavro.schemaless_reader(io.BytesIO(value[1:]), SCHEMAS[kind], None)
     except Exception as exc:
+        if kind in _EARLIER:
+            try:
+                return kind, _decode_earlier(kind, value)
+            except Exception:
+                pass
         raise SerdeError(f"cannot decode {kind.name} record ({len(value)} bytes): {exc}") from exc
     return kind, record
+
+
+def _decode_earlier(kind: Kind, value: bytes) -> dict[str, Any]:
+    writer = _earlier_schemas().get(kind)
+    buf = io.BytesIO(value[1:])
+    record = fastavro.schemaless_reader(buf, writer, SCHEMAS[kind])
+    if buf.tell() != len(value) - 1:
+        raise SerdeError("trailing bytes")
+    return record
+
+
+_EARLIER_PARSED: dict[Kind, Any] = {}
+
+
+def _earlier_schemas() -> dict[Kind, Any]:
+    """The schemas of :data:`_EARLIER`, parsed on first use."""
+    if not _EARLIER_PARSED:
+        named: dict[str, Any] = {}
+        for name, kind in _FILES.items():
+            raw = RAW_SCHEMAS[name]
+            if kind in _EARLIER:
+                fields = [f for f in raw["fields"] if f["name"] not in _EARLIER[kind]]
+                earlier = {**raw, "fields": fields}
+                _EARLIER_PARSED[kind] = fastavro.parse_schema(earlier, named_schemas=dict(named))
+            fastavro.parse_schema(raw, named_schemas=named)  # its named types, for the next
+    return _EARLIER_PARSED
 
 
 def encode_batch(kind: Kind, batch_id: str, items: list[dict[str, Any]]) -> bytes:

@@ -268,10 +268,11 @@ def _checked_row(
             f"{where}: unknown field {unknown[0]!r}; {table} has {', '.join(schema.names)} "
             f"(and the partition column service)"
         )
+    defaults = {f["name"]: f["default"] for f in avro_schema(table)["fields"] if "default" in f}
     for field in schema:
-        if not field.nullable and row.get(field.name) is None:
+        if not field.nullable and row.get(field.name, defaults.get(field.name)) is None:
             raise ArchiveError(f"{where}: field {field.name!r} ({field.type}) is required")
-    values = {name: row.get(name) for name in schema.names}
+    values = {name: row.get(name, defaults.get(name)) for name in schema.names}
     values["service"] = row.get("service", service)
     if not values["service"]:
         raise ArchiveError(f"{where}: no service; add a 'service' key or pass service=")

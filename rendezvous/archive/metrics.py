@@ -45,6 +45,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from rendezvous.archive.arms import ARM_COLUMNS, SAMPLE_COLUMNS, arm_table, sample_table
 from rendezvous.archive.layout import ArchiveError
 from rendezvous.archive.outcomes import OUTCOME_COLUMNS, outcome_stats, true_labels
 from rendezvous.archive.reference import FROM_ROLE, by_policy, first_choices
@@ -447,6 +448,9 @@ class ServiceReport:
     # requests compared with the role ``champion`` for want of a policy record, or with a
     # reference given by the caller
     first_choices: tuple[tuple[int | None, str, int], ...] = ()
+    # the A/B arms and the sampled models (see rendezvous.archive.arms); empty without them
+    arms: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ARM_COLUMNS))
+    samples: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SAMPLE_COLUMNS))
 
 
 def service_report(
@@ -527,6 +531,8 @@ def service_report(
         notes=tuple(notes),
         labelled=labelled,
         first_choices=tuple(by_policy(references)) if reference is None else (),
+        arms=arm_table(decisions, truth, read_outputs=lambda o: read_outputs(o, fields)),
+        samples=sample_table(decisions),
     )
 
 

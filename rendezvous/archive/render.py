@@ -118,6 +118,33 @@ def outcome_title(report: ServiceReport) -> str:
     )
 
 
+# (header, column, format) of the A/B arms table
+ARM_TABLE: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("arm", "arm", str),
+    ("requests", "requests", count),
+    ("share", "share", percent),
+    ("answered", "answered_by_arm", percent),
+    ("errors", "error_rate", percent),
+    ("p50 ms", "latency_p50", millis),
+    ("p95 ms", "latency_p95", millis),
+    ("labelled", "labelled", count),
+    ("accuracy", "accuracy", percent),
+]
+SAMPLE_TABLE: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("model", "model", str),
+    ("not sampled", "not_sampled", count),
+    ("sampled", "sampled_share", percent),
+]
+
+
+def arm_rows(arms: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    return model_rows(arms, ARM_TABLE)
+
+
+def sample_rows(samples: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    return model_rows(samples, SAMPLE_TABLE)
+
+
 def reason_rows(reasons: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     rows = [[r.model or "(none)", r.reason, str(r.count)] for r in reasons.itertuples()]
     return ["model", "reason", "decisions"], rows
@@ -286,6 +313,12 @@ def service_html(report: ServiceReport) -> str:
         f"<p>{html.escape(outcome_title(report))}</p>" + html_table(*outcome_rows(report.models))
         if report.labelled
         else f"<p>{html.escape(NO_LABELS)}</p>",
+        *(["<h3>A/B arms</h3>", html_table(*arm_rows(report.arms))] if len(report.arms) else []),
+        *(
+            ["<h3>Sampled models</h3>", html_table(*sample_rows(report.samples))]
+            if len(report.samples)
+            else []
+        ),
         "<h3>Decisions by reason</h3>",
         html_table(*reason_rows(report.reasons)),
     ]

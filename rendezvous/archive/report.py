@@ -135,7 +135,7 @@ _SCORES = (
 )
 _DECISIONS = (
     "SELECT service, request_id, model, role, status, reason, received_ms, decided_ms, "
-    "latency_ms, deadline_ms, policy_version FROM decisions"
+    "latency_ms, deadline_ms, policy_version, output, arm, unsampled FROM decisions"
 )
 _POLICIES = "SELECT service, request_id, policy_version, preference, sla_ms FROM requests"
 
@@ -226,6 +226,18 @@ def summary(reports: Sequence[ServiceReport], *, root: Path, window: Window) -> 
                 if r.labelled
                 else []
             ),
+            *(
+                ["  A/B arms (by the split's key; answered = by the arm's own model):"]
+                + [render.text_table(*render.arm_rows(r.arms), indent="    ")]
+                if len(r.arms)
+                else []
+            ),
+            *(
+                ["  sampled models (requests not sampled are neither late nor errors):"]
+                + [render.text_table(*render.sample_rows(r.samples), indent="    ")]
+                if len(r.samples)
+                else []
+            ),
             "  decisions by reason:",
             render.text_table(*render.reason_rows(r.reasons), indent="    ")
             if len(r.reasons)
@@ -260,6 +272,7 @@ _METRICS = (
     "late_rate",
     "win_rate",
 )
+_ARM_METRICS = ("share", "answered_by_arm", "latency_p50", "latency_p95", "accuracy")
 _UNSAFE = re.compile(r"[^\w\-. /]")
 
 
@@ -267,7 +280,8 @@ def mlflow_metrics(report: ServiceReport) -> list[tuple[str, float, int, int | N
     """(name, value, step, timestamp ms) of one service's run; missing figures are left out.
 
     Per model ``<figure>.<model>`` (``agreement.lr``, ``accuracy.lr``, ``auc.gbm``,
-    ``latency_p95.gbm``, ...); per canary
+    ``latency_p95.gbm``, ...); per A/B arm ``arm_<figure>.<arm>`` (``arm_share.gbm``,
+    ``arm_answered_by_arm.lr``, ``arm_accuracy.lr``, ...); per canary
     ``psi.<canary>`` over the window, and ``psi_hourly.<canary>`` with one step per hour,
     stamped with the hour.
     """
@@ -277,6 +291,13 @@ def mlflow_metrics(report: ServiceReport) -> list[tuple[str, float, int, int | N
         out += [
             (f"{name}.{model}", float(row[name]), 0, None)
             for name in _METRICS
+            if row[name] == row[name]  # not NaN
+        ]
+    for row in report.arms.to_dict("records"):
+        arm = _UNSAFE.sub("_", str(row["arm"]))
+        out += [
+            (f"arm_{name}.{arm}", float(row[name]), 0, None)
+            for name in _ARM_METRICS
             if row[name] == row[name]  # not NaN
         ]
     for drift in report.drift:

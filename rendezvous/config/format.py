@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 """The newest format version this release reads. A file without ``version`` is read as this."""
 
 ROLES = ("champion", "challenger", "canary", "backstop", "decoy")
@@ -107,6 +107,33 @@ class Model(Strict):
         Expect(f"one of {', '.join(ISOLATION)}"),
         Since(2),
     ] = "thread"
+    sample: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            le=1,
+            description=(
+                "The share of requests the model scores (a shadow's cost cap), chosen by a "
+                "stable hash of `sample_key`: the same request is always in or out. The others "
+                "are recorded as not sampled, never as late, and the answer never waits for "
+                "them. A sampled model cannot be the head of `preference` or an arm of `split`. "
+                "Default: every request."
+            ),
+        ),
+        Expect("a share greater than 0 and at most 1"),
+        Since(4),
+    ] = None
+    sample_key: Annotated[
+        str | None,
+        Field(
+            description=(
+                "The request field whose value decides `sample` (one of the service's input "
+                "fields); a request without it is not sampled. Default: the request ID."
+            )
+        ),
+        Expect("an input field name"),
+        Since(4),
+    ] = None
 
 
 class InputField(Strict):
@@ -250,6 +277,39 @@ class Drop(_Step):
     field: Annotated[str, Field(description="The field to remove."), Expect("a field name")]
 
 
+class Split(Strict):
+    """A sticky A/B split: a stable hash of a request field picks the arm whose model answers."""
+
+    __expect__ = "a mapping {key, arms}"
+
+    key: Annotated[
+        str,
+        Field(
+            description=(
+                "The request field (one of the service's input fields) whose value picks the "
+                "arm: the same value always gets the same arm."
+            )
+        ),
+        Expect("an input field name"),
+    ]
+    arms: Annotated[
+        dict[
+            str,
+            Annotated[float, Field(gt=0, allow_inf_nan=False), Expect("a positive number")],
+        ],
+        Field(
+            min_length=1,
+            description=(
+                "Model name to weight (positive numbers, any scale: `{gbm: 90, lr: 10}`). The "
+                "arm's model answers first; the rest of `preference` and the backstop follow "
+                "as fallbacks. Every model still scores every request. Change the weights at "
+                "runtime with `rendezvous split`."
+            ),
+        ),
+        Expect("a mapping of model name to a positive weight"),
+    ]
+
+
 STEPS = (Rename, Default, Log1p, Scale, Lookup, Drop)
 ENRICH_OPS = tuple(s.model_fields["op"].annotation.__args__[0] for s in STEPS)
 Step = Annotated[Rename | Default | Log1p | Scale | Lookup | Drop, Field(discriminator="op")]
@@ -321,6 +381,19 @@ class Service(Strict):
         Expect("a list of paths (folders, .py, .zip or .whl files)"),
         Since(3),
     ] = []
+    split: Annotated[
+        Split | None,
+        Field(
+            description=(
+                "A sticky A/B split `{key: <input field>, arms: {model: weight, ...}}`: the "
+                "request's key picks an arm, whose model becomes its first choice. A request "
+                "without the key gets no arm (the preference applies; the arm is recorded as "
+                "null). Default: no split."
+            )
+        ),
+        Expect("a mapping {key, arms}"),
+        Since(4),
+    ] = None
 
 
 class File(Strict):

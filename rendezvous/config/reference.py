@@ -21,6 +21,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("A model: `services.<name>.models[]`", fmt.Model),
     ("An input field: `services.<name>.input.<field>`", fmt.InputField),
     ("Input from a signature: `services.<name>.input`", fmt.FromModel),
+    ("An A/B split: `services.<name>.split`", fmt.Split),
     *((f"Enrichment step `{s.model_fields['op'].annotation.__args__[0]}`", s) for s in fmt.STEPS),
 )
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rendezvous.errors import ConfigError
+from rendezvous.traffic import REQUEST_ID, Sample, Split
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,14 @@ class ModelSpec:
     # "process": in a Python process of its own, so a model that holds the CPU in Python does
     # not hold every other job's interpreter lock.
     isolation: str = "thread"
+    sample: float | None = None  # the share of requests scored; None: all of them
+    sample_key: str | None = None  # the field deciding ``sample``; None: the request ID
+
+    @property
+    def sampling(self) -> Sample | None:
+        if self.sample is None or self.sample >= 1.0:
+            return None
+        return Sample(self.name, self.sample, self.sample_key or REQUEST_ID)
 
     @property
     def source(self) -> str:
@@ -45,6 +54,7 @@ class ServiceSpec:
     input_from_model: str | None
     enrich: tuple[Mapping[str, Any], ...]
     code: tuple[str, ...] = ()  # the service's own code, relative to its configuration file
+    split: Split | None = None  # the configuration's A/B split (policy version 0's)
 
     def model(self, name: str) -> ModelSpec:
         for m in self.models:
@@ -59,6 +69,11 @@ class ServiceSpec:
     def scoring_models(self) -> tuple[ModelSpec, ...]:
         """Models that score requests (every role but the decoy)."""
         return tuple(m for m in self.models if m.role != "decoy")
+
+    @property
+    def samples(self) -> tuple[Sample, ...]:
+        """The models that score only a share of requests."""
+        return tuple(s for s in (m.sampling for m in self.scoring_models) if s is not None)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from rendezvous.config import format as fmt
 from rendezvous.config.spec import Config, FieldSpec, ModelSpec, ServiceSpec
+from rendezvous.traffic import Split
 
 
 @dataclass(frozen=True)
@@ -318,12 +319,101 @@ def _semantics(raw: Any, path: str) -> list[Problem]:
             problems.append(
                 Problem(where, f"{n!r} is the decoy; a decoy only archives and cannot answer")
             )
+    problems += _traffic(raw, path, models, roles)
     source = raw.get("input")
     if isinstance(source, Mapping) and "from_model" in source and source["from_model"] not in roles:
         problems.append(
             Problem(
                 f"{path}.input.from_model",
                 f"{source['from_model']!r} is not one of the models ({', '.join(roles)})",
+            )
+        )
+    return problems
+
+
+def _traffic(
+    raw: Mapping[str, Any], path: str, models: list[Mapping[str, Any]], roles: dict[Any, Any]
+) -> list[Problem]:
+    """The split's and the samples' references: arms and keys that exist, and no sampled model
+    where every request needs its score first."""
+    problems: list[Problem] = []
+    source = raw.get("input")
+    # Input fields declared in the file; None when they come from a model's signature (checked
+    # when the signature is read).
+    fields = (
+        {str(k) for k in source}
+        if isinstance(source, Mapping) and "from_model" not in source
+        else None
+    )
+    sampled = {
+        m.get("name")
+        for m in models
+        if isinstance(m.get("sample"), (int, float))
+        and not isinstance(m.get("sample"), bool)
+        and m["sample"] < 1
+    }
+    for i, m in enumerate(raw.get("models") if isinstance(raw.get("models"), list) else ()):
+        if not isinstance(m, Mapping):
+            continue
+        key = m.get("sample_key")
+        if isinstance(key, str) and fields is not None and key not in fields:
+            problems.append(
+                Problem(
+                    f"{path}.models[{i}].sample_key",
+                    f"{key!r} is not one of the input fields ({', '.join(sorted(fields))})",
+                )
+            )
+        if key is not None and m.get("sample") is None:
+            problems.append(
+                Problem(f"{path}.models[{i}].sample_key", "set `sample` too, or remove sample_key")
+            )
+    split = raw.get("split")
+    if isinstance(split, Mapping):
+        key = split.get("key")
+        if isinstance(key, str) and fields is not None and key not in fields:
+            problems.append(
+                Problem(
+                    f"{path}.split.key",
+                    f"{key!r} is not one of the input fields ({', '.join(sorted(fields))}); "
+                    "the key must be a field every request can carry",
+                )
+            )
+        arms = split.get("arms")
+        for name in arms if isinstance(arms, Mapping) else ():
+            where = f"{path}.split.arms.{name}"
+            if name not in roles:
+                problems.append(
+                    Problem(where, f"{name!r} is not one of the models ({', '.join(roles)})")
+                )
+            elif roles[name] == "decoy":
+                problems.append(
+                    Problem(
+                        where, f"{name!r} is the decoy; a decoy only archives and cannot answer"
+                    )
+                )
+            elif name in sampled:
+                problems.append(
+                    Problem(
+                        where,
+                        f"{name!r} samples requests; an arm's model must score every request of "
+                        "its arm: remove its `sample`, or take it out of the split",
+                    )
+                )
+    preference = raw.get("preference")
+    head = preference[0] if isinstance(preference, list) and preference else None
+    if head is None:  # the default preference: the champion, canaries, then the backstop
+        ranked = sorted(
+            (m for m in models if m.get("role") in _DEFAULT_ORDER),
+            key=lambda m: _DEFAULT_ORDER[m["role"]],
+        )
+        head = ranked[0].get("name") if ranked else None
+    if head is not None and head in sampled:
+        where = f"{path}.preference[0]" if isinstance(preference, list) else f"{path}.models"
+        problems.append(
+            Problem(
+                where,
+                f"{head!r} samples requests but answers first; the first choice must score "
+                "every request: remove its `sample`, or put another model first",
             )
         )
     return problems
@@ -343,6 +433,8 @@ def _to_spec(name: str, svc: fmt.Service) -> ServiceSpec:
             callable=m.callable,
             params=dict(m.params),
             isolation=m.isolation,
+            sample=m.sample,
+            sample_key=m.sample_key,
         )
         for m in svc.models
     )
@@ -380,6 +472,7 @@ def _to_spec(name: str, svc: fmt.Service) -> ServiceSpec:
         input_from_model=from_model,
         enrich=enrich,
         code=tuple(svc.code),
+        split=Split.of(svc.split.key, svc.split.arms) if svc.split is not None else None,
     )
 
 

@@ -47,6 +47,11 @@ class Answer(BaseModel):
     output: Any = Field(description="the model's output, as JSON")
     reason: str = Field(description="why this model's answer was chosen")
     latency_ms: int
+    arm: str | None = Field(
+        None,
+        description="the A/B split's arm (a model name) the request's key picked; null "
+        "without a split or when the request has no key",
+    )
 
 
 class Accepted(BaseModel):

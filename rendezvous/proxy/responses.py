@@ -55,6 +55,7 @@ def answer_body(result: dict[str, Any], latency_ms: int) -> bytes:
             "output": None if output is None else orjson.Fragment(output),
             "reason": result["reason"],
             "latency_ms": latency_ms,
+            "arm": result.get("arm"),
         }
     )
 

@@ -68,6 +68,8 @@ SAMPLES = {
         "reply_to": "p1",
         "policy": {"preference": ["gbm", "lr"], "sla_ms": 100, "grace_ms": 500, "version": 3},
         "error": None,
+        "arm": "lr",
+        "unsampled": ["shadow"],
     },
     "scores": {
         "request_id": "r1",
@@ -110,6 +112,8 @@ SAMPLES = {
                 "late": False,
             }
         ],
+        "arm": "gbm",
+        "unsampled": ["shadow"],
     },
 }
 

@@ -62,8 +62,8 @@ UNKNOWN_KEYS = {
     ),
     "model far off": (
         "services.credit.models.0",
-        "smaple",
-        "services.credit.models[0].smaple: unknown key; the keys here are name, role, uri, callable, params, isolation",
+        "zzqx",
+        "services.credit.models[0].zzqx: unknown key; the keys here are name, role, uri, callable, params, isolation, sample, sample_key",
     ),
     "input field": (
         "services.credit.input.age",

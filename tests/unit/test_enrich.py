@@ -30,6 +30,17 @@ def request(received: int = 1_000) -> dict:
 
 
 class Identity:
+    spec = config.ServiceSpec(
+        name="s",
+        sla_ms=100,
+        grace_ms=0,
+        models=(config.ModelSpec("m", "champion", callable="udfs.zoo:constant"),),
+        preference=("m",),
+        input_fields=None,
+        input_from_model=None,
+        enrich=(),
+    )
+
     def apply(self, features):
         return features
 
@@ -261,6 +272,8 @@ def test_the_model_input_record_carries_the_request_the_features_and_the_policy(
         "reply_to": "p",
         "policy": {"preference": ["m"], "sla_ms": 100, "grace_ms": 0, "version": 1},
         "error": None,
+        "arm": None,
+        "unsampled": [],
     }
     assert serde.decode_as(serde.Kind.MODEL_INPUT, serde.encode(serde.Kind.MODEL_INPUT, record))
 

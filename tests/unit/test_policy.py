@@ -354,3 +354,56 @@ def test_cli_models_shows_each_services_history_oldest_first_with_the_current_ma
         "    v0    -                    configuration  "
         "preference rules, SLA 50 ms, grace 2000 ms  (current)",
     ]
+
+
+def test_cli_split_sets_weights_as_a_policy_version_and_undo_takes_them_back(run, log):
+    code, out, _ = run("split", "credit", "champ=90,shadow=10", "--key", "x")
+    assert code == 0
+    assert out == (
+        "credit: preference champ > backstop, SLA 200 ms, split by x: champ=90, shadow=10 "
+        "(policy version 1); applies to requests accepted from now on\n"
+    )
+    code, out, _ = run("split", "credit", "champ=50,shadow=50")  # the key stays
+    assert code == 0 and "split by x: champ=50, shadow=50 (policy version 2)" in out
+    [first, second] = log.read()
+    assert second["split"] == {
+        "key": "x",
+        "arms": [{"model": "champ", "weight": 50.0}, {"model": "shadow", "weight": 50.0}],
+    }
+    assert second["policy"]["preference"] == first["policy"]["preference"] == ["champ", "backstop"]
+    code, out, _ = run("promote", "--undo", "credit")
+    assert code == 0 and "split by x: champ=90, shadow=10" in out
+    code, out, _ = run("split", "--off", "credit")
+    assert code == 0 and "split" not in out.split("(")[0] and "(policy version 4)" in out
+    code, out, _ = run("models")
+    assert code == 0 and "v1" in out and "champ=90, shadow=10" in out
+
+
+def test_cli_split_errors_name_the_fix(run, log):
+    code, _, err = run("split", "credit", "champ=1")
+    assert code == 1 and "has no split yet; name the request field" in err and "--key" in err
+    code, _, err = run("split", "credit", "champ=1", "--key", "amount")
+    assert code == 1 and "--key amount: not one of the input fields of credit (x)" in err
+    code, _, err = run("split", "credit", "decoy=1", "--key", "x")
+    assert code == 2 and "decoy is the decoy of credit" in err
+    code, _, err = run("split", "credit", "nope=1", "--key", "x")
+    assert code == 2 and "has no model 'nope'" in err
+    code, _, err = run("split", "--off", "credit")
+    assert code == 1 and "credit has no split to remove" in err
+    assert log.read() == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("split", "credit"),
+        ("split", "credit", "champ=1", "--off"),
+        ("split", "credit", "champ=0", "--key", "x"),
+        ("split", "credit", "champ", "--key", "x"),
+        ("split", "--off", "credit", "--key", "x"),
+    ],
+)
+def test_cli_split_needs_arms_or_off_and_positive_weights(run, log, argv):
+    with pytest.raises(SystemExit) as raised:
+        run(*argv)
+    assert raised.value.code == 2 and log.read() == []

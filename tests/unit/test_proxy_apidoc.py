@@ -119,6 +119,7 @@ def test_a_real_answer_body_fits_its_model() -> None:
         "output": {"p": 1},
         "reason": "champion",
         "latency_ms": 3,
+        "arm": "gbm",
     }
     assert apidoc.Answer.model_validate(body).model_dump() == body
     error = {"error": {"code": "schema", "message": "m", "request_id": None, "field": "x"}}

@@ -38,6 +38,7 @@ def test_sync_happy_path_produces_request_and_returns_answer() -> None:
                 "output": {"approve": True, "p": 0.9},
                 "reason": "champion",
                 "latency_ms": 7,
+                "arm": None,
             }
             [record] = [x for x in t.records if x.topic == topics.REQUESTS]
             kind, batch_id, [req] = serde.decode_items(record.value)
