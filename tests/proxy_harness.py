@@ -59,13 +59,14 @@ async def proxy(
     clock: Callable[[], int] | None = None,
     keys: Any = None,
     usage: Any = None,
+    policies: Any = None,
     **overrides: Any,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, InMemoryTransport, Any]]:
     settings = ProxySettings(**{"replica_id": "r1", "tick_interval_ms": 0, **overrides})
     transport = InMemoryTransport() if transport is None else transport
     if keys is not None and usage is None:
         usage = MemoryUsageLog()
-    app = create_app(settings, CONFIG, transport, clock, keys, usage)
+    app = create_app(settings, CONFIG, transport, clock, keys, usage, policy_log=policies)
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(

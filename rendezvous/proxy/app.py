@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rendezvous import serde
+from rendezvous import serde, topics
 from rendezvous.access.log import KafkaKeyLog, KafkaUsageLog, KeyLog
 from rendezvous.access.quota import Verdict
 from rendezvous.archive.lookup import ArchiveLookup
@@ -63,6 +63,7 @@ from rendezvous.proxy.parsing import (
     read_body,
     request_id,
 )
+from rendezvous.proxy.policies import KafkaPolicyLog, Policies
 from rendezvous.proxy.responses import (
     answer_body,
     error_response,
@@ -99,6 +100,7 @@ class Proxy:
         clock: Clock,
         keys: KeyLog | None = None,
         usage: KeyLog | None = None,
+        policy_log: KeyLog | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -109,6 +111,10 @@ class Proxy:
             name: (spec, Validator(spec)) for name, spec in config.services.items()
         }
         self.known_services = ", ".join(sorted(self.services)) or "none"
+        # The SLA and grace in force per service, from the control topic when a log is given.
+        self.policies = Policies({name: spec for name, (spec, _) in self.services.items()})
+        self.policy_log = policy_log
+        self._policy_following: Any = None
         self.book: ReplicaBook[asyncio.Future[Any]] = ReplicaBook(
             cache_size=settings.cache_size,
             cache_ttl_ms=settings.cache_ttl_ms,
@@ -180,6 +186,12 @@ class Proxy:
         self._loop = asyncio.get_running_loop()
         self.batcher.start(self._loop)
         self.transport.start(self._loop, self.on_result)
+        if self.policy_log is not None:
+            self._policy_following = self.policy_log.follow(
+                self.policies.on_record,
+                self.policies.on_caught_up,
+                lambda problem: log.warning("policies: %s", problem),
+            )
         if self.gate is not None:
             self.gate.start(self._loop, self.transport, self.clock)
         self.heartbeat.start(self._loop)
@@ -194,7 +206,11 @@ class Proxy:
     def ready(self) -> bool:
         """Whether this replica can take requests: Kafka reached, its results assigned, and
         (with access control on) the API keys and their usage read."""
-        return self.transport.ready() and (self.gate is None or self.gate.ready)
+        return (
+            self.transport.ready()
+            and (self.gate is None or self.gate.ready)
+            and (self.policy_log is None or self.policies.caught_up)
+        )
 
     async def wait_ready(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` for :meth:`ready`; whether it became so."""
@@ -210,6 +226,8 @@ class Proxy:
         return True
 
     async def stop(self) -> None:
+        if self._policy_following is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._policy_following.close)
         await self.heartbeat.stop()
         self.metrics.unwatch_gc()
         self.batcher.flush()
@@ -258,7 +276,7 @@ class Proxy:
 
     def _service(self, name: str) -> tuple[ServiceSpec, Validator]:
         try:
-            return self.services[name]
+            return self.policies.spec(name), self.services[name][1]
         except KeyError:
             raise UnknownService(
                 f"unknown service {name[:64]!r}; configured services: {self.known_services}"
@@ -475,9 +493,17 @@ class Proxy:
                 ),
                 None,
             )
-        if self.transport.ready():
+        if self.transport.ready() and self.ready():
             return json_response(
                 orjson.dumps({"status": "ready", "replica_id": self.replica_id}), 200
+            )
+        if self.transport.ready():
+            return error_response(
+                KafkaUnavailable(
+                    f"this replica has not read the services' policies from {topics.CONTROL} "
+                    f"at {self.settings.bootstrap} yet"
+                ),
+                None,
             )
         exc = KafkaUnavailable(
             f"Kafka at {self.settings.bootstrap} is not ready: "
@@ -512,6 +538,7 @@ def create_app(
     keys: KeyLog | None = None,
     usage: KeyLog | None = None,
     *,
+    policy_log: KeyLog | None = None,
     ready_wait_s: float = 0.0,
 ) -> Starlette:
     """The Starlette app of one replica; its lifespan starts/stops the transport and heartbeat.
@@ -524,8 +551,15 @@ def create_app(
     ``transport`` defaults to a :class:`KafkaTransport` on ``settings.bootstrap``; ``clock``
     (epoch milliseconds) defaults to the wall clock; ``keys`` and ``usage``, the logs of API
     keys and of their usage followed when ``settings.require_api_keys`` is on, to the
-    ``rdv.api-keys`` and ``rdv.usage`` topics. The :class:`Proxy` is ``app.state.proxy``.
+    ``rdv.api-keys`` and ``rdv.usage`` topics; ``policy_log``, where the policies in force
+    (SLA and grace after a promotion) are followed, to ``rdv.control`` when the transport is
+    Kafka's own, else to none (the configuration's SLA holds). The :class:`Proxy` is
+    ``app.state.proxy``.
     """
+    if policy_log is None and transport is None:
+        policy_log = KafkaPolicyLog(
+            settings.kafka, client_id=f"rdv-proxy-{settings.replica_id}-policies"
+        )
     proxy = Proxy(
         settings,
         config,
@@ -533,6 +567,7 @@ def create_app(
         now_ms if clock is None else clock,
         keys,
         usage,
+        policy_log,
     )
 
     @contextlib.asynccontextmanager

@@ -150,3 +150,75 @@ def test_an_async_request_expires_by_its_tighter_deadline() -> None:
             assert r.status_code == 504 and error_of(r)["code"] == "deadline_exceeded"
 
     run(go())
+
+
+def _policy(version: int, sla_ms: int, grace_ms: int = 500) -> dict:
+    return {
+        "service": "credit",
+        "policy": {"preference": ["a"], "sla_ms": sla_ms, "grace_ms": grace_ms, "version": version},
+        "issued_ms": T0,
+        "issued_by": "test",
+        "split": None,
+    }
+
+
+def test_the_sla_of_the_policy_in_force_sets_the_deadline() -> None:
+    """A promotion with another SLA (a control record of a higher version) changes the
+    deadline of the requests accepted after it; an older version read later changes nothing."""
+    from rendezvous.proxy.policies import MemoryPolicyLog
+
+    clock = FakeClock()
+    policies = MemoryPolicyLog([_policy(1, 60)])
+
+    async def go() -> None:
+        transport = InMemoryTransport(on_produce=answering(clock, 3, output=1))
+        async with proxy(transport, clock, policies=policies) as (client, t, p):
+            assert (await client.get("/readyz")).status_code == 200
+            r = await client.post("/v1/services/credit/score", json={"amount": 1})
+            assert r.status_code == 200, r.text
+            policies.publish(_policy(3, 200))
+            policies.publish(_policy(2, 30))  # older than the one in force: ignored
+            r = await client.post("/v1/services/credit/score", json={"amount": 2})
+            assert r.status_code == 200, r.text
+            first, second = t.produced(serde.Kind.REQUEST)
+            assert first["deadline_ms"] == T0 + 60 - LEAD
+            assert second["deadline_ms"] == T0 + 3 + 200 - LEAD
+            assert p.policies.version("credit") == 3
+            assert p.policies.spec("credit").grace_ms == 500
+
+    run(go())
+
+
+def test_a_replica_that_has_not_read_the_policies_is_not_ready() -> None:
+    from rendezvous.proxy.policies import MemoryPolicyLog
+
+    class Unread(MemoryPolicyLog):
+        def follow(self, on_record, on_caught_up, on_problem):
+            return super().follow(on_record, lambda: None, on_problem)
+
+    async def go() -> None:
+        async with proxy(InMemoryTransport(), FakeClock(), policies=Unread()) as (client, _, p):
+            r = await client.get("/readyz")
+            assert r.status_code == 503 and "rdv.control" in r.text, r.text
+            assert not p.ready()
+            p.policies.on_caught_up()
+            assert (await client.get("/readyz")).status_code == 200
+
+    run(go())
+
+
+def test_without_a_policy_record_the_configuration_sla_holds() -> None:
+    from rendezvous.proxy.policies import MemoryPolicyLog
+
+    clock = FakeClock()
+
+    async def go() -> None:
+        transport = InMemoryTransport(on_produce=answering(clock, 3, output=1))
+        async with proxy(transport, clock, policies=MemoryPolicyLog()) as (client, t, p):
+            r = await client.post("/v1/services/credit/score", json={"amount": 1})
+            assert r.status_code == 200, r.text
+            [req] = t.produced(serde.Kind.REQUEST)
+            assert req["deadline_ms"] == T0 + CREDIT_SLA - LEAD
+            assert p.policies.version("credit") is None
+
+    run(go())
