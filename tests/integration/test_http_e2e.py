@@ -21,7 +21,7 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from rendezvous import deploy, serde, topics
+from rendezvous import cli, deploy, serde, topics
 from tests.integration.feed import wait_for_job_state, write_service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.flink, pytest.mark.kafka]
@@ -426,3 +426,32 @@ def test_a_model_added_then_pruned_leaves_the_other_jobs_running(
         leftover = deploy.running_jobs(stack).get(shadow_job)
         if leftover:
             stack.flink.cancel(leftover)
+
+
+def test_a_promoted_sla_reaches_every_replica(stack, stack_env, proxies, service, monkeypatch):
+    """`promote --sla-ms` sets the deadlines the replicas give requests, at runtime: a looser
+    X-Deadline-Ms is capped at the SLA in force, and the answer names the cap."""
+    for variable, value in stack_env.items():
+        monkeypatch.setenv(variable, value)
+    name, path = service
+
+    def sla_in_force(url: str) -> int:
+        r = score(url, name, {"x": 2.0}, headers={"X-Deadline-Ms": "60000"})
+        assert r.headers.get("x-deadline-capped") == "true", (r.status_code, r.headers, r.text)
+        return int(r.headers["x-deadline-ms"])
+
+    def wait_for(sla_ms: int) -> None:
+        for url in proxies:
+            deadline = time.monotonic() + 15
+            while (seen := sla_in_force(url)) != sla_ms:
+                assert time.monotonic() < deadline, f"{url} still at {seen} ms, not {sla_ms}"
+                time.sleep(0.2)
+
+    wait_for(SLA_MS)
+    run = ["--config", str(path)]
+    assert cli.main(["promote", name, "canary", "--sla-ms", str(SLA_MS + 200), *run]) == 0
+    try:
+        wait_for(SLA_MS + 200)
+    finally:
+        assert cli.main(["promote", "--undo", name, *run]) == 0
+    wait_for(SLA_MS)
