@@ -31,6 +31,24 @@ _DECISION = (
     "FROM {source} WHERE request_id = ? ORDER BY decided_ms LIMIT 1"
 )
 _LABELLED = "SELECT count(*) FROM {source} WHERE request_id = ? AND service = ?"
+# A decision as the result the proxy would have read for it (GET /v1/requests/{id}).
+_ANSWER = (
+    "SELECT request_id, service, received_ms, decided_ms, status, model, version, role, "
+    "reason, output, arm FROM {source} WHERE request_id = ? ORDER BY decided_ms LIMIT 1"
+)
+_ANSWER_FIELDS = (
+    "request_id",
+    "service",
+    "received_ms",
+    "decided_ms",
+    "status",
+    "model",
+    "version",
+    "role",
+    "reason",
+    "output",
+    "arm",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +74,35 @@ class ArchiveLookup:
         days = f"the last {self.lookback_days} days" if self.lookback_days else "all times"
         return f"the archive's decisions at {self.root} ({days})"
 
+    def _since(self, now_ms: int) -> str | None:
+        if not self.lookback_days:
+            return None
+        start = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc)
+        return f"{start - timedelta(days=self.lookback_days):%Y-%m-%d}"
+
+    def answer(self, request_id: str, *, now_ms: int) -> dict | None:
+        """The archived decision of ``request_id`` as a result record (the fields the proxy's
+        answer is made of), or None when none is archived."""
+        import duckdb
+
+        decisions = _files(self.root, layout.DECISIONS, self._since(now_ms))
+        if not decisions:
+            return None
+        try:
+            with duckdb.connect() as con:
+                row = con.execute(_ANSWER.format(source=_read(decisions)), [request_id]).fetchone()
+        except duckdb.Error as exc:
+            raise ArchiveError(
+                f"cannot read {self.describe()} to look up request {request_id}: "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
+        return None if row is None else dict(zip(_ANSWER_FIELDS, row, strict=True))
+
     def find(self, request_id: str, *, now_ms: int) -> ArchivedRequest | None:
         """The archived decision of ``request_id`` and whether it is labelled; None if none."""
         import duckdb
 
-        since = None
-        if self.lookback_days:
-            start = datetime.fromtimestamp(now_ms / 1000, tz=timezone.utc)
-            since = f"{start - timedelta(days=self.lookback_days):%Y-%m-%d}"
-        decisions = _files(self.root, layout.DECISIONS, since)
+        decisions = _files(self.root, layout.DECISIONS, self._since(now_ms))
         if not decisions:
             return None
         try:

@@ -291,8 +291,13 @@ _SCORE_ERRORS = {
 }
 _STATUS_ERRORS = {
     "400": "not a request id (code bad_request_id)",
-    "404": "unknown request",
-    "503": "the request never reached Kafka (code kafka_unavailable)",
+    "404": "unknown request (code unknown_request): not among the results this replica read in "
+    "the last cache_ttl_ms, nor among the archive's decisions of the last "
+    "feedback_lookback_days (a request answered on another replica is archived within the "
+    "archive's commit interval, about 10 s)",
+    "503": "the request never reached Kafka (code kafka_unavailable), or the archive, where a "
+    "request this replica does not know is looked up, cannot be read (code "
+    "archive_unavailable)",
     "502": "no model could answer (error result)",
     "504": "no result by the deadline plus the result grace",
 }

@@ -35,6 +35,7 @@ from starlette.routing import Route
 from rendezvous import serde, topics
 from rendezvous.access.log import KafkaKeyLog, KafkaUsageLog, KeyLog
 from rendezvous.access.quota import Verdict
+from rendezvous.archive.layout import ArchiveError
 from rendezvous.archive.lookup import ArchiveLookup
 from rendezvous.clock import Clock, now_ms
 from rendezvous.config import Config, ServiceSpec
@@ -45,10 +46,12 @@ from rendezvous.proxy.batcher import RequestBatcher
 from rendezvous.proxy.book import ReplicaBook, fingerprint
 from rendezvous.proxy.errors import (
     AnswerTimeout,
+    ArchiveUnavailable,
     KafkaUnavailable,
     KeysUnavailable,
     Overloaded,
     UnknownEndpoint,
+    UnknownRequest,
     UnknownService,
 )
 from rendezvous.proxy.feedback import FeedbackDesk
@@ -429,13 +432,44 @@ class Proxy:
             checked = path_request_id(rid)
             if gate is not None and key is not None:
                 gate.scope(key, self.book.service_of(checked))
-            body, status = self._status(checked)
+            try:
+                body, status = self._status(checked)
+            except UnknownRequest as unknown:
+                archived = await self._archived_answer(checked, unknown)
+                if gate is not None and key is not None:
+                    gate.scope(key, archived["service"])
+                latency = int(archived["decided_ms"]) - int(archived["received_ms"])
+                body, status = answer_body(archived, latency), 200
         except Exception as exc:
             response = error_response(exc, rid)
             self.metrics.count("", "status", response.status_code)
             return response
         self.metrics.count("", "status", status)
         return json_response(body, status, rid)
+
+    async def _archived_answer(self, rid: str, unknown: UnknownRequest) -> dict[str, Any]:
+        """A request this replica does not know, from the archive's decisions (answered on
+        another replica, or before this one started); ``unknown`` again when not there."""
+        lookup = self.feedback_desk.lookup
+        if lookup is None:
+            raise unknown
+        try:
+            archived = await self.feedback_desk.run_in_thread(
+                lookup.answer, rid, now_ms=self.clock()
+            )
+        except ArchiveError as exc:
+            raise ArchiveUnavailable(
+                f"request {rid} is not known to this replica, and {exc.message}", request_id=rid
+            ) from None
+        if archived is None:
+            raise UnknownRequest(
+                f"request {rid} is not known to this replica (not accepted here, and no result "
+                f"for it read in the last {self.settings.cache_ttl_ms // 1000} s) nor to "
+                f"{lookup.describe()}; a request answered on another replica is archived "
+                "within the archive's commit interval (10 s by default): retry shortly",
+                request_id=rid,
+            )
+        return archived
 
     def _status(self, rid: str) -> tuple[bytes, int]:
         hit = self.book.status(rid)

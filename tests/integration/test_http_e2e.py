@@ -357,6 +357,40 @@ def test_async_submit_then_poll(proxies, service):
     assert unknown.status_code == 404 and unknown.json()["error"]["code"]
 
 
+def test_an_async_result_is_known_to_a_replica_started_after_it(stack, proxies, service):
+    """A replica that never saw a request (it started after the answer) answers
+    GET /v1/requests/{id} from the archive's decisions, once the archive has committed them."""
+    r = httpx.post(f"{proxies[0]}/v1/services/{service[0]}/requests", json={"x": 4.0}, timeout=10)
+    assert r.status_code == 202, r.text
+    status_url = r.json()["status_url"]
+    deadline = time.monotonic() + 10
+    while (first := httpx.get(proxies[0] + status_url, timeout=10)).status_code == 202:
+        assert time.monotonic() < deadline, "still pending 10 s after submission"
+        time.sleep(0.05)
+    assert first.status_code == 200, first.text
+    port = free_port()
+    late = start_proxy(
+        stack,
+        service[1],
+        port,
+        "e2e-late",
+        ("--archive", str(stack.settings.archive_dir)),
+    )
+    try:
+        deadline = time.monotonic() + 60  # the decision, then the archive's next commit
+        while (
+            again := httpx.get(f"http://127.0.0.1:{port}{status_url}", timeout=10)
+        ).status_code == 404:
+            assert time.monotonic() < deadline, again.text
+            time.sleep(0.5)
+    finally:
+        late.terminate()
+        late.wait(timeout=30)
+    assert again.status_code == 200, again.text
+    for field in ("request_id", "service", "model", "model_version", "output", "reason"):
+        assert again.json()[field] == first.json()[field], (field, again.text, first.text)
+
+
 @pytest.mark.parametrize(
     ("path", "content", "status", "mentions"),
     [

@@ -222,3 +222,49 @@ def test_feedback_is_counted_by_service_and_status() -> None:
             assert samples[(name, frozenset(labels.items()))] == 1
 
     run(go())
+
+
+def test_a_request_this_replica_never_saw_is_answered_from_the_archive(tmp_path) -> None:
+    """GET /v1/requests/{id} of a request answered on another replica, or before this one
+    started: the archived decision, as the answer the client would have had."""
+    at = T0 - 60_000
+    write_rows(
+        tmp_path,
+        "decisions",
+        [
+            decision("done", "gbm", "preferred", at=at, output=out("ham", 0.9), latency_ms=42),
+            decision("failed", None, "no_answer: gbm late", at=at),
+        ],
+        service="mail",
+    )
+
+    async def go() -> None:
+        async with proxy(clock=FakeClock(), archive=tmp_path) as (client, _, _p):
+            r = await client.get("/v1/requests/done")
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert (body["request_id"], body["service"], body["model"]) == ("done", "mail", "gbm")
+            assert (body["reason"], body["latency_ms"], body["model_version"]) == (
+                "preferred",
+                42,
+                "1",
+            )
+            assert body["output"] == {"label": "ham", "probability": 0.9}
+            r = await client.get("/v1/requests/failed")
+            assert r.status_code == 502 and error_of(r)["code"] == "no_answer", r.text
+            r = await client.get("/v1/requests/never")
+            assert r.status_code == 404 and "nor to the archive" in error_of(r)["message"]
+
+    run(go())
+
+
+def test_an_unreadable_archive_makes_an_unknown_request_503(tmp_path) -> None:
+    (path,) = write_rows(tmp_path, "decisions", [decision("r", "gbm", "x")], service="mail")
+    path.write_bytes(b"garbage")
+
+    async def go() -> None:
+        async with proxy(clock=FakeClock(), archive=tmp_path) as (client, _, _p):
+            r = await client.get("/v1/requests/r")
+            assert r.status_code == 503 and error_of(r)["code"] == "archive_unavailable"
+
+    run(go())
