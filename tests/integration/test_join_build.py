@@ -115,6 +115,7 @@ def result(rid, received, reply_to, decided, model=None, reason="preferred", out
         "deadline_ms": received + SLA_MS,
         "decided_ms": decided,
         "reply_to": reply_to,
+        "arm": None,  # no A/B split in this service
     }
 
 
@@ -149,6 +150,8 @@ def decision(answer: dict, *rows: dict) -> dict:
         "decided_ms": answer["decided_ms"],
         "latency_ms": answer["decided_ms"] - answer["received_ms"],
         "scores": list(rows),
+        "arm": None,
+        "unsampled": [],
     }
 
 
@@ -172,6 +175,8 @@ ORPHAN = {
     "decided_ms": 1075 + 60_000,
     "latency_ms": 0,
     "scores": [row("champ", 5, late=True)],
+    "arm": None,
+    "unsampled": [],
 }
 
 # (kind, batch ID, items) of every record the job writes: one result batch per proxy replica

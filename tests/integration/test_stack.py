@@ -38,6 +38,8 @@ SAMPLES: dict[Kind, dict] = {
         "reply_to": "proxy-1",
         "policy": POLICY,
         "error": None,
+        "arm": "lr",
+        "unsampled": ["shadow"],
     },
     Kind.SCORE: {
         "request_id": "r-1",
@@ -67,12 +69,17 @@ SAMPLES: dict[Kind, dict] = {
         "deadline_ms": 1_700_000_000_100,
         "decided_ms": 1_700_000_000_011,
         "reply_to": "proxy-1",
+        "arm": "lr",
     },
     Kind.CONTROL: {
         "service": "credit",
         "policy": POLICY,
         "issued_ms": 1_700_000_000_500,
         "issued_by": "tests",
+        "split": {
+            "key": "customer_id",
+            "arms": [{"model": "gbm", "weight": 90.0}, {"model": "lr", "weight": 10.0}],
+        },
     },
     Kind.DECISION: {
         "request_id": "r-1",
@@ -111,6 +118,8 @@ SAMPLES: dict[Kind, dict] = {
                 "late": True,
             },
         ],
+        "arm": "lr",
+        "unsampled": ["shadow"],
     },
     Kind.DEAD_LETTER: {
         "request_id": None,
