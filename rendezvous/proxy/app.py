@@ -207,8 +207,9 @@ class Proxy:
         )
 
     def ready(self) -> bool:
-        """Whether this replica can take requests: Kafka reached, its results assigned, and
-        (with access control on) the API keys and their usage read."""
+        """Whether this replica can take requests: Kafka reached, its results assigned, the
+        services' policies read (when followed), and with access control on the API keys and
+        their usage read."""
         return (
             self.transport.ready()
             and (self.gate is None or self.gate.ready)
@@ -527,7 +528,7 @@ class Proxy:
                 ),
                 None,
             )
-        if self.transport.ready() and self.ready():
+        if self.ready():
             return json_response(
                 orjson.dumps({"status": "ready", "replica_id": self.replica_id}), 200
             )
