@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 VEGETA := $(BIN)/vegeta
 VEGETA_VERSION := v12.13.0
 
-.PHONY: install demo up down status test unit lint bench bench-quick chaos clean
+.PHONY: install demo up down status test unit lint bench bench-quick chaos clean containers-tools images
 
 # A virtual environment with the project and its pinned dependencies (re-run when pyproject changes).
 $(STAMP): pyproject.toml
@@ -24,6 +24,20 @@ demo: install
 # The open-loop load generator of the benchmarks, compiled from the Go module proxy.
 $(VEGETA):
 	GOBIN=$(abspath $(BIN)) go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION)
+
+# podman, runc and mmdebstrap from Debian, for the container images of docker/ (podman-compose
+# comes with the dev dependencies); apt-get runs only when one of them is missing.
+CONTAINER_TOOLS := podman runc mmdebstrap
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+containers-tools:
+	@missing=""; for tool in $(CONTAINER_TOOLS); do \
+	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing from Debian"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 bench: install $(VEGETA)
 	$(BIN)/python -m bench.latency
@@ -44,7 +58,7 @@ down: install
 status: install
 	$(BIN)/rendezvous status
 
-test: install $(VEGETA)
+test: install $(VEGETA) containers-tools
 	$(BIN)/python -m pytest
 
 unit: install $(VEGETA)

@@ -25,10 +25,7 @@ def prepare(settings: StackSettings, *, retrain: bool = False, print=print) -> s
     scoring URL of the demo service."""
     import httpx
 
-    import schemas
     from rendezvous import deploy
-    from rendezvous.config import FORMAT_VERSION
-    from rendezvous.demo_models import demo_service_config, register_demo_models
     from rendezvous.stack import Stack
     from rendezvous.stack.procs import Service, ensure_port_free
 
@@ -36,29 +33,8 @@ def prepare(settings: StackSettings, *, retrain: bool = False, print=print) -> s
     print(f"1/5 starting the local stack in {settings.home}")
     stack.up()
 
-    versions = None if retrain else _registered_versions(settings.mlflow_url)
-    if versions:
-        listed = ", ".join(f"{alias} v{v}" for alias, v in versions.items())
-        print(f"2/5 demo models already registered in MLflow ({listed}; --retrain to redo)")
-    else:
-        print(f"2/5 training and registering the demo models in MLflow ({settings.mlflow_url})")
-        with _quiet(settings.logs_dir / "demo-mlflow.log"):
-            registered = register_demo_models(settings.mlflow_url, name=SERVICE)
-        for role, info in registered.get("models", {}).items():
-            what = info.get("algorithm") or info.get("callable")
-            where = f"version {info['version']}" if "version" in info else "a Python rule"
-            print(f"    {role:<11} {what:<36} {where:<12} accuracy {info['accuracy']:.3f}")
-    demo_dir = settings.home / "demo"
-    demo_dir.mkdir(parents=True, exist_ok=True)
-    config_path = demo_dir / "rendezvous.yaml"
-    schema = Path(schemas.__file__).parent / "config.schema.json"
-    config_path.write_text(
-        f"# yaml-language-server: $schema={schema}\n"
-        + yaml.safe_dump(
-            {"version": FORMAT_VERSION, "services": {SERVICE: demo_service_config(SERVICE)}},
-            sort_keys=False,
-        )
-    )
+    ensure_models(settings, retrain=retrain, print=print)
+    config_path = write_config(settings)
     print(f"    configuration written to {config_path}")
 
     print("3/5 submitting the enrich, scoring and rendezvous jobs")
@@ -83,6 +59,44 @@ def prepare(settings: StackSettings, *, retrain: bool = False, print=print) -> s
 
     proxy.wait_ready(ready, timeout_s=60, what=f"GET {settings.proxy_url}/readyz")
     return f"{settings.proxy_url}/v1/services/{SERVICE}/score"
+
+
+def ensure_models(settings: StackSettings, *, retrain: bool = False, print=print) -> None:
+    """Train and register the demo models in MLflow unless every alias is registered."""
+    from rendezvous.demo_models import register_demo_models
+
+    versions = None if retrain else _registered_versions(settings.mlflow_url)
+    if versions:
+        listed = ", ".join(f"{alias} v{v}" for alias, v in versions.items())
+        print(f"2/5 demo models already registered in MLflow ({listed}; --retrain to redo)")
+        return
+    print(f"2/5 training and registering the demo models in MLflow ({settings.mlflow_url})")
+    with _quiet(settings.logs_dir / "demo-mlflow.log"):
+        registered = register_demo_models(settings.mlflow_url, name=SERVICE)
+    for role, info in registered.get("models", {}).items():
+        what = info.get("algorithm") or info.get("callable")
+        where = f"version {info['version']}" if "version" in info else "a Python rule"
+        print(f"    {role:<11} {what:<36} {where:<12} accuracy {info['accuracy']:.3f}")
+
+
+def write_config(settings: StackSettings) -> Path:
+    """Write the demo service's configuration file under the state folder; its path."""
+    import schemas
+    from rendezvous.config import FORMAT_VERSION
+    from rendezvous.demo_models import demo_service_config
+
+    demo_dir = settings.home / "demo"
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    config_path = demo_dir / "rendezvous.yaml"
+    schema = Path(schemas.__file__).parent / "config.schema.json"
+    config_path.write_text(
+        f"# yaml-language-server: $schema={schema}\n"
+        + yaml.safe_dump(
+            {"version": FORMAT_VERSION, "services": {SERVICE: demo_service_config(SERVICE)}},
+            sort_keys=False,
+        )
+    )
+    return config_path
 
 
 def _proxy_argv(settings: StackSettings, *extra: str) -> list[str]:
