@@ -8,6 +8,8 @@ Each sub-command runs one component in the foreground, as a container's main pro
     proxy [ARGS]               an HTTP proxy replica for the services defined on the cluster
     setup                      waits for Kafka, Flink and MLflow, creates the topics, registers
                                the demo models and submits the demo service, then exits
+    wait-for-services          waits until a service is defined on the cluster (before a
+                               proxy starts: it serves the services defined when it starts)
     jars MAVEN_FLINK_DIR       (image build) compiles java/ beside the Maven jars, stamped
 
 Anything else runs as a command (``rendezvous status``, ``bash``). Settings come from
@@ -28,7 +30,7 @@ from pathlib import Path
 from rendezvous.errors import RendezvousError, StackError
 from rendezvous.settings import EnvSettings, StackSettings
 
-ROLES = ("jobmanager", "taskmanager", "mlflow", "proxy", "setup", "jars")
+ROLES = ("jobmanager", "taskmanager", "mlflow", "proxy", "setup", "wait-for-services", "jars")
 
 
 class ContainerSettings(EnvSettings):
@@ -231,6 +233,25 @@ def _host_port(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def wait_for_services(settings: ContainerSettings, stack_settings: StackSettings) -> float:
+    """Wait until the cluster's control topic defines a service (``setup`` or ``rendezvous
+    submit`` defined it); the seconds waited."""
+    from rendezvous import control
+
+    def defined() -> bool:
+        try:
+            return bool(control.defined_services(control.KafkaControl(stack_settings.kafka)))
+        except Exception:  # the broker or the topic is not there yet
+            return False
+
+    return wait_for(
+        defined,
+        what=f"a service defined on Kafka at {stack_settings.kafka_bootstrap}",
+        timeout_s=settings.setup_timeout_s,
+        fix="run the setup (`setup` role) or `rendezvous submit` first",
+    )
+
+
 # ---- the image build ----------------------------------------------------------------------
 
 
@@ -264,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("proxy", help="an HTTP proxy replica (more `rendezvous proxy` flags pass)")
     p.add_argument("extra", nargs=argparse.REMAINDER)
     sub.add_parser("setup", help="topics, demo models and the demo service (one shot)")
+    sub.add_parser("wait-for-services", help="wait until a service is defined on the cluster")
     p = sub.add_parser("jars", help="(image build) compile java/ beside the Maven jars")
     p.add_argument("maven_flink", type=Path)
     return parser
@@ -285,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
             run_proxy(settings, args.extra)
         elif args.role == "setup":
             setup(settings, StackSettings.from_env())
+        elif args.role == "wait-for-services":
+            waited = wait_for_services(settings, StackSettings.from_env())
+            print(f"a service is defined ({waited:.0f} s)")
         elif args.role == "jars":
             build_jars(args.maven_flink, StackSettings(home=settings.home))
     except RendezvousError as exc:
