@@ -39,6 +39,11 @@ containers-tools:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
+# The container images (docker/README.md); IMAGE_FLAGS= builds on the official base images.
+IMAGE_FLAGS ?= --local
+images: containers-tools
+	bash docker/build.sh $(IMAGE_FLAGS)
+
 bench: install $(VEGETA)
 	$(BIN)/python -m bench.latency
 
