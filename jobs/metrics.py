@@ -21,17 +21,6 @@ from pyflink.metrics import MetricGroup
 
 from rendezvous import live_metrics as lm
 
-_PAIR = (lm.SERVICE, lm.MODEL)
-_LABELS = {
-    lm.ANSWERS_NAME: (lm.SERVICE, lm.MODEL, lm.REASON),
-    lm.FALLBACKS_NAME: _PAIR,
-    lm.JOINED_SCORES_NAME: _PAIR,
-    lm.JOINED_ERRORS_NAME: _PAIR,
-    lm.LATE_SCORES_NAME: _PAIR,
-    lm.COMPARED_NAME: _PAIR,
-    lm.AGREEMENTS_NAME: _PAIR,
-}
-
 
 class ScoreMetrics:
     """One model's scores, errors and latency histogram (the score job)."""
@@ -104,13 +93,13 @@ class JoinMetrics:
     def _counter(self, name: str, labels: tuple[str, ...]):
         counter = self._counters.get((name, labels))
         if counter is None:
-            counter = self._group(_LABELS[name], labels).counter(name)
+            counter = self._group(lm.LABELS[name], labels).counter(name)
             self._counters[(name, labels)] = counter
         return counter
 
     def _psi(self, service: str, model: str):
         gauge = self._gauges.get((service, model))
         if gauge is None:
-            gauge = self._group(_PAIR, (service, model)).distribution(lm.PSI_NAME)
+            gauge = self._group(lm.LABELS[lm.PSI_NAME], (service, model)).distribution(lm.PSI_NAME)
             self._gauges[(service, model)] = gauge
         return gauge

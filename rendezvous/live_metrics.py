@@ -52,6 +52,32 @@ COMPARED_NAME = "compared"
 AGREEMENTS_NAME = "agreements"
 PSI_NAME = "canary_psi_x1e6"  # PSI times 10^6: Flink's Python gauges hold integers
 
+# Each metric's label keys, in the order of its groups (they are part of its name).
+_PAIR = (SERVICE, MODEL)
+LABELS: dict[str, tuple[str, ...]] = {
+    SCORES_NAME: _PAIR,
+    SCORE_ERRORS_NAME: _PAIR,
+    SCORE_LATENCY_NAME: (SERVICE, MODEL, LE),
+    SCORE_LATENCY_SUM_NAME: _PAIR,
+    ANSWERS_NAME: (SERVICE, MODEL, REASON),
+    FALLBACKS_NAME: _PAIR,
+    JOINED_SCORES_NAME: _PAIR,
+    JOINED_ERRORS_NAME: _PAIR,
+    LATE_SCORES_NAME: _PAIR,
+    COMPARED_NAME: _PAIR,
+    AGREEMENTS_NAME: _PAIR,
+    PSI_NAME: _PAIR,
+}
+# Flink's Prometheus reporter names an operator's metric by its scope and groups.
+OPERATOR_SCOPE = "flink_taskmanager_job_task_operator"
+
+
+def prometheus_name(name: str) -> str:
+    """The name Flink's Prometheus reporter gives one of the metrics above, such as
+    ``flink_taskmanager_job_task_operator_rendezvous_service_model_scores``."""
+    return "_".join((OPERATOR_SCOPE, GROUP, *LABELS[name], name))
+
+
 # Upper bounds of the latency buckets, in milliseconds; the last bucket is "+Inf".
 LATENCY_BUCKETS_MS: tuple[int, ...] = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 INF = "+Inf"
@@ -218,6 +244,8 @@ class JoinMetrics:
 
     def _canary_value(self, service: str, model: str, value: float, out: JoinTally) -> None:
         key = (service, model)
+        if key not in self._canary:
+            out.psi[key] = math.nan  # the gauge exists (at -1) until there is a PSI
         self._window(self._canary, key).append(value)
         self._since[key] += 1
         if self._since[key] < self._psi_every:
