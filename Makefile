@@ -7,7 +7,10 @@ STAMP  := $(VENV)/.installed
 VEGETA := $(BIN)/vegeta
 VEGETA_VERSION := v12.13.0
 
-.PHONY: install demo up down status test unit lint bench bench-quick chaos clean containers-tools images
+# Prometheus and promtool (Debian's package) for the metrics tests; never started as a service.
+PROMETHEUS := /usr/bin/prometheus
+
+.PHONY: install prometheus demo up down status test unit lint bench bench-quick chaos clean containers-tools images
 
 # A virtual environment with the project and its pinned dependencies (re-run when pyproject changes).
 $(STAMP): pyproject.toml
@@ -17,6 +20,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(PROMETHEUS):
+	sh deploy/prometheus/install-debian.sh
+
+prometheus: $(PROMETHEUS)
 
 demo: install
 	$(BIN)/rendezvous demo
@@ -63,7 +71,7 @@ down: install
 status: install
 	$(BIN)/rendezvous status
 
-test: install $(VEGETA) containers-tools
+test: install $(VEGETA) $(PROMETHEUS) containers-tools
 	$(BIN)/python -m pytest
 
 unit: install $(VEGETA)

@@ -23,6 +23,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 
 from jobs import common
 from jobs.connectors import BYTES, event_time, kafka_sink, kafka_source, without_heartbeats
+from jobs.metrics import JoinMetrics
 from rendezvous import batch, serde, topics
 
 DECISIONS = OutputTag("decisions", BYTES)
@@ -47,6 +48,7 @@ class RendezvousFunction(KeyedProcessFunction):
         self.state = runtime_context.get_state(
             ValueStateDescriptor("batch", Types.PICKLED_BYTE_ARRAY())
         )
+        self.metrics = JoinMetrics(runtime_context.get_metrics_group())
 
     def process_element(self, value: bytes, ctx: KeyedProcessFunction.Context):
         if not value or value[0] not in _JOINED or serde.is_heartbeat(value):
@@ -57,16 +59,20 @@ class RendezvousFunction(KeyedProcessFunction):
             return  # written by something else than the enrich and score jobs: not joinable
         state = self.state.value() or batch.BatchState()
         if kind == serde.Kind.MODEL_INPUT:
+            self.metrics.on_requests(items)
             outcome = batch.on_requests(state, items)
         else:
             outcome = batch.on_scores(state, items)
+        self.metrics.add(outcome.results, outcome.decisions)
         yield from self._apply(state, outcome, ctx)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         state = self.state.value()
         if state is None:
             return
-        yield from self._apply(state, batch.on_timer(state, timestamp), ctx)
+        outcome = batch.on_timer(state, timestamp)
+        self.metrics.add(outcome.results, outcome.decisions)
+        yield from self._apply(state, outcome, ctx)
 
     def _apply(self, state: batch.BatchState, outcome: batch.BatchOutcome, ctx):
         timers = ctx.timer_service()

@@ -11,6 +11,7 @@ from pyflink.datastream.functions import FlatMapFunction, RuntimeContext
 
 from jobs import common
 from jobs.connectors import BYTES, kafka_sink, kafka_source, no_watermarks, without_heartbeats
+from jobs.metrics import ScoreMetrics
 from rendezvous import restarts, serde, topics
 from rendezvous.clock import now_ms
 from rendezvous.config import ModelSpec
@@ -24,10 +25,14 @@ class ScoreFunction(FlatMapFunction):
         self.settings = settings
         self.spec = spec  # read where the job is submitted: it travels with the job
         self.scorer = None
+        self.metrics = None
 
     def open(self, runtime_context: RuntimeContext) -> None:
         from rendezvous.models import load_scorer
 
+        self.metrics = ScoreMetrics(
+            runtime_context.get_metrics_group(), self.settings.service, self.settings.model
+        )
         self.scorer = load_scorer(self.spec, tracking_uri=self.settings.tracking_uri)
 
     def close(self) -> None:
@@ -43,6 +48,7 @@ class ScoreFunction(FlatMapFunction):
             return  # the enrich job already dead-lettered what it could not encode
         self.scorer.refresh()  # follows an alias moved in the registry (cheap; see models.py)
         scores = score_records(self.scorer, self.settings.service, records, now_ms)
+        self.metrics.add(scores)
         if scores:
             yield serde.encode_batch(serde.Kind.SCORE, batch_id, scores)
 

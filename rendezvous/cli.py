@@ -65,6 +65,13 @@ def cmd_status(args: argparse.Namespace, settings: StackSettings) -> int:
         pids = ",".join(str(p) if p else "-" for p in row.pids) or "external"
         print(f"{row.name:<20} {'up' if row.up else 'down':<6} {row.address:<28} {pids}")
     flink_up = next(r.up for r in rows if r.name == "flink")
+    from rendezvous.stack.flink import metrics_endpoints
+
+    endpoints = metrics_endpoints(settings)
+    if endpoints:
+        print("\nPrometheus endpoints (Flink's reporter; the proxy serves /metrics too):")
+        for name, url in endpoints.items():
+            print(f"  {name:<20} {url}")
     if flink_up:
         from rendezvous import deploy
 

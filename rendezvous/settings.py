@@ -158,6 +158,10 @@ class StackSettings(EnvSettings):
 
     flink_rest_port: int = 8081
     flink_rpc_port: int = 6123
+    # Flink's Prometheus reporter on the local cluster: the JobManager serves /metrics on this
+    # port and TaskManager i (1, 2, ...) on this port + i, so each process has a port of its
+    # own and a scrape target names the process. 0: no reporter (see docs/metrics.md).
+    flink_metrics_port: int = 9249
     # A Flink session cluster of your own (its REST address, e.g. http://flink-jm:8081);
     # empty: the local one, http://host:flink_rest_port.
     flink_rest_url: str = ""
@@ -235,6 +239,17 @@ class StackSettings(EnvSettings):
     @property
     def flink_url(self) -> str:
         return self.flink_rest_url.rstrip("/") or f"http://{self.host}:{self.flink_rest_port}"
+
+    @property
+    def flink_metrics_ports(self) -> dict[str, int]:
+        """The local cluster's Prometheus endpoints: process name -> port (empty: none)."""
+        if not self.flink_metrics_port:
+            return {}
+        ports = {"flink-jobmanager": self.flink_metrics_port}
+        for i in range(self.flink_taskmanagers):
+            name = "flink-taskmanager" if i == 0 else f"flink-taskmanager-{i + 1}"
+            ports[name] = self.flink_metrics_port + 1 + i
+        return ports
 
     @property
     def mlflow_url(self) -> str:
@@ -332,6 +347,8 @@ class StackSettings(EnvSettings):
             "mlflow_port": self.mlflow_port,
             "proxy_port": self.proxy_port,
         }
+        for i, port in enumerate(self.flink_metrics_ports.values()):
+            ports["flink_metrics_port" + (f"+{i}" if i else "")] = port
         if self.flink_taskmanagers < 1 or self.flink_taskmanager_slots < 1:
             raise ConfigError(
                 f"flink_taskmanagers={self.flink_taskmanagers} and flink_taskmanager_slots="
@@ -350,14 +367,13 @@ class StackSettings(EnvSettings):
             )
         seen: dict[int, str] = {}
         for name, port in ports.items():
+            setting = ENV_PREFIX + name.split("+", 1)[0].upper()
             if not 0 < port < 65536:
-                raise ConfigError(
-                    f"{name}={port} is not a TCP port; set {ENV_PREFIX}{name.upper()} to 1-65535"
-                )
+                raise ConfigError(f"{name}={port} is not a TCP port; set {setting} to 1-65535")
             if port in seen:
                 raise ConfigError(
                     f"{name} and {seen[port]} are both {port}; give one of them another port "
-                    f"with {ENV_PREFIX}{name.upper()}"
+                    f"with {setting}"
                 )
             seen[port] = name
         self.kafka  # noqa: B018 - read the properties file now, not at the first client

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import time
@@ -75,6 +76,23 @@ def free_ports(names: tuple[str, ...] = PORT_FIELDS, host: str = "127.0.0.1") ->
         return ports
 
 
+def free_port_block(size: int, host: str = "127.0.0.1", attempts: int = 200) -> int:
+    """The first of ``size`` consecutive free TCP ports on ``host``, below the ephemeral range
+    (so the OS does not hand them out meanwhile); each is checked by binding it."""
+    rng = random.Random()
+    for _ in range(attempts):
+        first = rng.randrange(20000, 32000 - size)
+        with ExitStack() as held:
+            try:
+                for port in range(first, first + size):
+                    sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    sock.bind((host, port))
+            except OSError:
+                continue
+            return first
+    raise AssertionError(f"no {size} consecutive free ports on {host} in {attempts} attempts")
+
+
 def settings_env(settings: StackSettings) -> dict[str, str]:
     """The ``RDV_*`` variables that make ``StackSettings.from_env()`` rebuild ``settings``."""
     return settings.to_env()
@@ -115,7 +133,13 @@ def _test_settings() -> StackSettings:
     try:
         # The serving jobs checkpoint every 10 s here, not every 30 s: the join's decisions
         # reach the archive on its checkpoints, and the tests wait for them there.
-        settings = StackSettings.from_env(home=home, serving_checkpoint_s=10, **free_ports())
+        taskmanagers = StackSettings.from_env().flink_taskmanagers
+        settings = StackSettings.from_env(
+            home=home,
+            serving_checkpoint_s=10,
+            flink_metrics_port=free_port_block(1 + taskmanagers),
+            **free_ports(),
+        )
         settings.jars_dir.mkdir()
         for sub in ("kafka", "flink"):
             (settings.jars_dir / sub).symlink_to(shared / sub, target_is_directory=True)

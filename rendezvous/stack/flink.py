@@ -20,6 +20,10 @@ from rendezvous.stack.procs import Service, ensure_port_free, listening_pid
 
 PROJECT_CONF = REPO_ROOT / "flink-conf.yaml"
 
+# The name of Flink's Prometheus reporter in the configuration (metrics.reporter.<name>.*).
+REPORTER = "prom"
+REPORTER_PORT = f"metrics.reporter.{REPORTER}.port"
+
 
 def pyflink_home() -> Path:
     spec = importlib.util.find_spec("pyflink")
@@ -35,6 +39,17 @@ def _site_packages(python: Path) -> tuple[str, ...]:
     code = "import site, sysconfig; print(sysconfig.get_paths()['purelib'])"
     out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
     return tuple(line for line in out.stdout.splitlines() if line)
+
+
+def metrics_endpoints(settings: StackSettings) -> dict[str, str]:
+    """The local cluster's Prometheus endpoints: process name -> its /metrics URL (none for
+    a cluster of your own: its reporters are its own configuration's)."""
+    if not settings.flink_is_local:
+        return {}
+    return {
+        name: f"http://{settings.host}:{port}/metrics"
+        for name, port in settings.flink_metrics_ports.items()
+    }
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, object]:
@@ -114,7 +129,36 @@ class FlinkCluster:
                 "taskmanager.data.port": "0",
             }
         )
+        conf.update(self.reporter_config())
         return conf
+
+    def reporter_config(self) -> dict[str, object]:
+        """Flink's Prometheus reporter (the wheel's plugins/metrics-prometheus) on the
+        JobManager's port; each TaskManager gets its own port when it starts
+        (:meth:`start_taskmanagers`). Nothing when the settings switch it off.
+
+        Label values stay as the jobs set them (a model called ``fraud-v2`` is
+        ``model="fraud-v2"``, as in the archive). The Kafka clients' own metrics (hundreds of
+        gauges per source and sink, read on every scrape) are left out; Flink's metrics of the
+        same sources and sinks (records, bytes, offsets, lag) stay. The attempt number and ID
+        are not labels, so a restarted task continues its series instead of starting new
+        ones."""
+        ports = self.settings.flink_metrics_ports
+        if not ports:
+            return {}
+        prefix = f"metrics.reporter.{REPORTER}."
+        return {
+            prefix
+            + "factory.class": "org.apache.flink.metrics.prometheus.PrometheusReporterFactory",
+            REPORTER_PORT: ports["flink-jobmanager"],
+            prefix + "filterLabelValueCharacters": False,
+            prefix + "filter.excludes": ["*KafkaConsumer*", "*KafkaProducer*"],
+            prefix + "scope.variables.excludes": "task_attempt_id;task_attempt_num",
+        }
+
+    def metrics_endpoints(self) -> dict[str, str]:
+        """The local cluster's Prometheus endpoints: process name -> its /metrics URL."""
+        return metrics_endpoints(self.settings)
 
     def write_config(self) -> None:
         home = pyflink_home()
@@ -225,6 +269,13 @@ class FlinkCluster:
             wanted_by="the Flink JobManager RPC",
             setting="RDV_FLINK_RPC_PORT",
         )
+        for name, port in s.flink_metrics_ports.items():
+            ensure_port_free(
+                s.host,
+                port,
+                wanted_by=f"the Prometheus metrics of {name}",
+                setting="RDV_FLINK_METRICS_PORT",
+            )
         self.write_config()
         env = self.env()
         if self.jobmanager.pid() is None:
@@ -258,10 +309,20 @@ class FlinkCluster:
         started = []
         prefix = ["nice", "-n", str(nice)] if nice else []
         slots = f"-Dtaskmanager.numberOfTaskSlots={self.settings.flink_taskmanager_slots}"
+        metrics_ports = self.settings.flink_metrics_ports
         for taskmanager in self.taskmanagers:
             if taskmanager.pid() is None:
+                port = metrics_ports.get(taskmanager.name)
+                metrics = [f"-D{REPORTER_PORT}={port}"] if port else []
                 taskmanager.start(
-                    [*prefix, "bash", self.bin("taskmanager.sh"), "start-foreground", slots],
+                    [
+                        *prefix,
+                        "bash",
+                        self.bin("taskmanager.sh"),
+                        "start-foreground",
+                        *metrics,
+                        slots,
+                    ],
                     env=env,
                     cwd=self.dir,
                 )

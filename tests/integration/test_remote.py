@@ -170,6 +170,7 @@ def remote(tmp_path_factory):
         python=python,
         flink_rest_port=ports["rest"],
         flink_rpc_port=ports["rpc"],
+        flink_metrics_port=0,  # no Prometheus reporter: nothing of this test reads it
         flink_taskmanagers=1,
         flink_taskmanager_slots=6,
         flink_taskmanager_memory="2048m",

@@ -211,3 +211,14 @@ def test_status_of_components_elsewhere_rests_on_their_answer_alone(tmp_path):
     for name in ("kafka", "flink", "mlflow"):
         assert rows[name].pids == () and not rows[name].up
     assert rows["kafka"].address == f"127.0.0.1:{free[0]}"
+
+
+def test_the_taskmanagers_metrics_ports_follow_the_jobmanagers_and_are_checked():
+    s = StackSettings(flink_metrics_port=9300, flink_taskmanagers=3)
+    assert list(s.flink_metrics_ports.values()) == [9300, 9301, 9302, 9303]
+    with pytest.raises(
+        ConfigError, match="flink_metrics_port\\+2 and proxy_port.*RDV_FLINK_METRICS_PORT"
+    ):
+        StackSettings(flink_metrics_port=7998, proxy_port=8000)
+    with pytest.raises(ConfigError, match="65536 is not a TCP port; set RDV_FLINK_METRICS_PORT"):
+        StackSettings(flink_metrics_port=65534)
