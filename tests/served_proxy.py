@@ -34,10 +34,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextlib.contextmanager
-def served(settings: ProxySettings, config, **uvicorn_options: Any) -> Iterator[ProxySettings]:
+def served(
+    settings: ProxySettings,
+    config,
+    *,
+    sockets: list[socket.socket] | None = None,
+    **uvicorn_options: Any,
+) -> Iterator[ProxySettings]:
     """Serve one replica of ``config`` on ``settings.host:settings.port`` until the block ends,
     over HTTPS when the settings have a certificate (reach it at ``tls.url(settings)`` with
-    ``verify=tls.verify(settings)``)."""
+    ``verify=tls.verify(settings)``); on ``sockets`` already bound, as ``serve`` does."""
     app = create_app(settings, config, InMemoryTransport(on_produce=answer_every_request))
     options = {
         "host": settings.host,
@@ -47,7 +53,9 @@ def served(settings: ProxySettings, config, **uvicorn_options: Any) -> Iterator[
         **uvicorn_options,
     }
     server = uvicorn.Server(uvicorn.Config(app, **options))
-    thread = threading.Thread(target=server.run, name="proxy-under-test", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": sockets}, name="proxy-under-test", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:

@@ -7,14 +7,17 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+import httpx
 import pytest
 
 from rendezvous import cli
 from rendezvous.errors import ConfigError
 from rendezvous.proxy import proxy_settings, tls
-from rendezvous.proxy.server import server_options
+from rendezvous.proxy.server import listening_socket, server_options
 from rendezvous.proxy.settings import ProxySettings
 from rendezvous.settings import StackSettings
+from tests.proxy_harness import CONFIG
+from tests.served_proxy import free_port, served
 from tests.tls_certs import authority, issue
 
 pytestmark = pytest.mark.unit
@@ -223,3 +226,29 @@ def test_the_probe_certificate_is_checked_too(pki) -> None:
 )
 def test_the_url_a_local_client_uses(pki, host: str, url: str) -> None:
     assert tls.url(ProxySettings(host=host, port=8443, tls_cert=pki["both"])) == url
+
+
+def test_the_served_proxy_answers_https_on_the_socket_serve_binds(pki) -> None:
+    """uvicorn with the replica's options on a pre-bound SO_REUSEPORT socket, as ``serve``
+    runs it: TLS applies to that socket, and the project's own probe reaches it."""
+    settings = ProxySettings(
+        replica_id="tls", port=free_port(), tick_interval_ms=0, tls_cert=pki["both"]
+    )
+    options = server_options(settings)
+    options.pop("log_level")
+    sock = listening_socket(settings.host, settings.port)
+    try:
+        with served(settings, CONFIG, sockets=[sock], **options):
+            r = httpx.get(f"{tls.url(settings)}/healthz", verify=tls.verify(settings), timeout=10)
+            assert r.status_code == 200 and r.json()["replica_id"] == "tls"
+            r = httpx.post(
+                f"https://localhost:{settings.port}/v1/services/credit/score",
+                json={"amount": 10},
+                verify=ssl.create_default_context(cafile=str(pki["ca"])),
+                timeout=10,
+            )
+            assert r.status_code == 200, r.text
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(f"http://127.0.0.1:{settings.port}/healthz", timeout=10)
+    finally:
+        sock.close()
