@@ -40,7 +40,11 @@ def prepare(settings: StackSettings, *, retrain: bool = False, print=print) -> s
     print("3/5 submitting the enrich, scoring and rendezvous jobs")
     deploy.submit(stack, config_path, log=lambda line: print("  " + line))
 
-    print(f"4/5 starting the proxy on {settings.proxy_url}")
+    from rendezvous.proxy import tls
+
+    served = proxy_settings(settings)  # what the proxy will run with: its TLS files checked
+    base = tls.url(served)
+    print(f"4/5 starting the proxy on {base} ({tls.describe(served)})")
     proxy = Service("proxy", settings.run_dir, settings.logs_dir)
     if proxy.pid() is None:
         ensure_port_free(
@@ -51,14 +55,30 @@ def prepare(settings: StackSettings, *, retrain: bool = False, print=print) -> s
         )
         proxy.start(_proxy_argv(settings), env=_proxy_env(settings), cwd=settings.home)
 
+    verify = tls.verify(served)
+
     def ready() -> bool:
         try:
-            return httpx.get(settings.proxy_url + "/readyz", timeout=1).status_code == 200
+            return httpx.get(base + "/readyz", timeout=1, verify=verify).status_code == 200
         except httpx.HTTPError:
             return False
 
-    proxy.wait_ready(ready, timeout_s=60, what=f"GET {settings.proxy_url}/readyz")
-    return f"{settings.proxy_url}/v1/services/{SERVICE}/score"
+    proxy.wait_ready(ready, timeout_s=60, what=f"GET {base}/readyz")
+    return f"{base}/v1/services/{SERVICE}/score"
+
+
+def proxy_settings(settings: StackSettings):
+    """The settings of the demo's proxy, as the process started with :func:`_proxy_argv` and
+    :func:`_proxy_env` builds them: its URL and TLS files (``RDV_PROXY_TLS_*``) are the ones
+    the demo's own requests and readiness waits use."""
+    from rendezvous.proxy import proxy_settings as settings_of
+
+    return settings_of(
+        settings,
+        _proxy_env(settings),
+        config=settings.home / "demo" / "rendezvous.yaml",
+        port=settings.proxy_port,
+    )
 
 
 def ensure_models(settings: StackSettings, *, retrain: bool = False, print=print) -> None:
@@ -127,8 +147,11 @@ def replace_proxy(settings: StackSettings, *, timeout_s: float = 60.0) -> float:
 
     import httpx
 
+    from rendezvous.proxy import tls
     from rendezvous.stack.procs import Service
 
+    served = proxy_settings(settings)
+    base, verify = tls.url(served), tls.verify(served)
     old = Service("proxy", settings.run_dir, settings.logs_dir)
     new = Service("proxy-next", settings.run_dir, settings.logs_dir)
     replica = "r" + uuid.uuid4().hex[:11]
@@ -141,7 +164,7 @@ def replace_proxy(settings: StackSettings, *, timeout_s: float = 60.0) -> float:
     def new_one_ready() -> bool:
         # A new connection per probe: the kernel spreads them over both listeners.
         try:
-            r = httpx.get(settings.proxy_url + "/readyz", timeout=1)
+            r = httpx.get(base + "/readyz", timeout=1, verify=verify)
         except httpx.HTTPError:
             return False
         return r.status_code == 200 and r.json().get("replica_id") == replica
@@ -208,10 +231,11 @@ def run(settings: StackSettings, *, requests: int, concurrency: int, retrain: bo
     import httpx
 
     from rendezvous.demo_models import demo_requests
+    from rendezvous.proxy import tls
 
     url = prepare(settings, retrain=retrain)
     bodies = demo_requests(requests, seed=7)
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, verify=tls.verify(proxy_settings(settings))) as client:
         t0 = time.monotonic()
         warmed = _warm_up(client, url, bodies, concurrency=concurrency)
         print(

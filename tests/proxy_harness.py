@@ -60,13 +60,17 @@ async def proxy(
     keys: Any = None,
     usage: Any = None,
     policies: Any = None,
+    services: config.Config | None = None,
     **overrides: Any,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, InMemoryTransport, Any]]:
+    """One replica of ``services`` (default: :data:`CONFIG`) with these settings."""
     settings = ProxySettings(**{"replica_id": "r1", "tick_interval_ms": 0, **overrides})
     transport = InMemoryTransport() if transport is None else transport
     if keys is not None and usage is None:
         usage = MemoryUsageLog()
-    app = create_app(settings, CONFIG, transport, clock, keys, usage, policy_log=policies)
+    app = create_app(
+        settings, services or CONFIG, transport, clock, keys, usage, policy_log=policies
+    )
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(

@@ -13,6 +13,7 @@ from typing import Any
 import uvicorn
 
 from rendezvous import serde
+from rendezvous.proxy import tls
 from rendezvous.proxy.app import create_app
 from rendezvous.proxy.settings import ProxySettings
 from rendezvous.proxy.transport import InMemoryTransport, Record
@@ -33,11 +34,28 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextlib.contextmanager
-def served(settings: ProxySettings, config, **uvicorn_options: Any) -> Iterator[ProxySettings]:
-    """Serve one replica of ``config`` on ``settings.host:settings.port`` until the block ends."""
+def served(
+    settings: ProxySettings,
+    config,
+    *,
+    sockets: list[socket.socket] | None = None,
+    **uvicorn_options: Any,
+) -> Iterator[ProxySettings]:
+    """Serve one replica of ``config`` on ``settings.host:settings.port`` until the block ends,
+    over HTTPS when the settings have a certificate (reach it at ``tls.url(settings)`` with
+    ``verify=tls.verify(settings)``); on ``sockets`` already bound, as ``serve`` does."""
     app = create_app(settings, config, InMemoryTransport(on_produce=answer_every_request))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **uvicorn_options))
-    thread = threading.Thread(target=server.run, name="proxy-under-test", daemon=True)
+    options = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "warning",
+        **tls.uvicorn_options(settings),
+        **uvicorn_options,
+    }
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": sockets}, name="proxy-under-test", daemon=True
+    )
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:

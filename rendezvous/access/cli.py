@@ -17,6 +17,30 @@ def key_log(settings):
     return KafkaKeyLog(settings.kafka)
 
 
+def weighted_services(args: argparse.Namespace, settings) -> set[str]:
+    """The services whose models have quota weights (a key's quota is then said in tokens):
+    the ``--config`` file's, else those defined on the cluster (tests put another in its
+    place)."""
+    from rendezvous.access.cost import costs
+
+    if getattr(args, "config", None):
+        from rendezvous import config
+
+        specs = list(config.load(args.config).services.values())
+    else:
+        from rendezvous import control
+
+        defined = control.defined_services(control.KafkaControl(settings.kafka))
+        specs = [definition.spec() for definition, _ in defined]
+    return {name for name, cost in costs(specs).items() if cost.weighted}
+
+
+def _unit(record, weighted: set[str]) -> str:
+    from rendezvous.access.cost import unit
+
+    return unit(record["services"], weighted)
+
+
 def _issuer() -> str:
     from rendezvous.cli import _issuer
 
@@ -72,12 +96,14 @@ def cmd_create(args: argparse.Namespace, settings) -> int:
     key, record = new_key(
         args.name, services, created_by=_issuer(), created_ms=now_ms(), quota=budget
     )
+    # What the quota counts, found before the key is published (reading may fail).
+    unit = _unit(record, weighted_services(args, settings)) if budget is not None else "requests"
     key_log(settings).publish(record)
     # The key alone on stdout, so that KEY=$(rendezvous keys create ...) works.
     print(key)
     print(
         f"created API key {record['key_id']} ({args.name}) for {scope_text(record)}, "
-        f"{quota_text(record)}; it is "
+        f"{quota_text(record, unit)}; it is "
         f"shown only now (only its SHA-256 is kept): send it as 'Authorization: Bearer <key>'",
         file=sys.stderr,
     )
@@ -93,6 +119,7 @@ def cmd_list(args: argparse.Namespace, settings) -> int:
     if not keys:
         print("no API keys" if args.all else "no valid API keys (--all lists revoked ones too)")
         return 0
+    weighted = weighted_services(args, settings) if any(r["quota"] for r in keys) else set()
     print(
         f"{'key id':<13} {'name':<20} {'created (UTC)':<19}  {'state':<27} {'quota':<28} services"
     )
@@ -100,7 +127,7 @@ def cmd_list(args: argparse.Namespace, settings) -> int:
         state = "valid" if r["revoked_ms"] is None else f"revoked {_when(r['revoked_ms'])}"
         print(
             f"{r['key_id']:<13} {r['name'][:20]:<20} {_when(r['created_ms']):<19}  "
-            f"{state:<27} {quota_text(r):<28} {scope_text(r)}"
+            f"{state:<27} {quota_text(r, _unit(r, weighted)):<28} {scope_text(r)}"
         )
     return 0
 
@@ -153,7 +180,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     c.add_argument("--all-services", action="store_true", help="it may call every service")
     c.add_argument(
-        "--quota", type=int, metavar="N", help="at most N requests per period (with --per)"
+        "--quota",
+        type=int,
+        metavar="N",
+        help="at most N requests per period (with --per); in tokens for services whose models "
+        "have a quota_weight (a request costs the weights of the models that score it)",
     )
     c.add_argument(
         "--per",
@@ -165,6 +196,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_create, usage_error=c.error)
     ls = sub.add_parser("list", help="list the keys (never the keys themselves)")
     ls.add_argument("--all", action="store_true", help="revoked keys too")
+    ls.add_argument(
+        "--config",
+        help="say quotas in tokens for this file's services with quota weights (default: the "
+        "services defined on the cluster)",
+    )
     ls.set_defaults(func=cmd_list)
     r = sub.add_parser("revoke", help="revoke a key: every proxy refuses it from then on")
     r.add_argument("key_id", help="the key's id (as `rendezvous keys list` shows it)")

@@ -95,11 +95,11 @@ def allows(record: ApiKey, service: str) -> bool:
     return service in services or ALL_SERVICES in services
 
 
-def quota_text(record: ApiKey) -> str:
+def quota_text(record: ApiKey, unit: str = "requests") -> str:
+    """``10000 requests per 1d`` (``unit``: ``tokens`` when a service of the key's scope gives
+    its models quota weights, see :mod:`rendezvous.access.cost`), or ``no quota``."""
     q = record["quota"]
-    return (
-        "no quota" if q is None else f"{q['requests']} requests per {period_text(q['period_ms'])}"
-    )
+    return "no quota" if q is None else f"{q['requests']} {unit} per {period_text(q['period_ms'])}"
 
 
 def period_text(ms: int) -> str:

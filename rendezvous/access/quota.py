@@ -1,11 +1,15 @@
 """Request quotas per API key, counted by every proxy replica and summed across them.
 
-A key's quota is a budget of requests per window: epoch time cut into windows of the quota's
-period (an hour's window starts on the hour, UTC). Each replica counts the requests it admits
-for each key in the current window, publishes its count every ``usage_interval_ms`` to the
-compacted topic ``rdv.usage`` (one record per key and replica: the latest count of the window),
-and follows that topic, summing the other replicas' counts of the same window. A request is
-admitted while this replica's count plus the others' is under the budget.
+A key's quota is a budget per window: epoch time cut into windows of the quota's period (an
+hour's window starts on the hour, UTC). The budget is a number of requests, or of tokens when a
+service the key may call gives its models quota weights (what a request costs is
+:mod:`rendezvous.access.cost`'s; without weights it is 1, and tokens are requests). The record
+fields keep their first names (``requests`` of a quota, ``count`` of a usage record) whatever
+the unit. Each replica counts what it admits for each key in the current window, publishes its
+count every ``usage_interval_ms`` to the compacted topic ``rdv.usage`` (one record per key and
+replica: the latest count of the window), and follows that topic, summing the other replicas'
+counts of the same window. A request is admitted when its cost fits in what this replica's
+count plus the others' leaves of the budget; a refused request is not counted.
 
 The sum lags the other replicas by about one publishing interval, so a key spread over N
 replicas can go over its budget by what N - 1 replicas admit in one interval, and no more.
@@ -27,9 +31,12 @@ class Verdict:
     """What the quota says of one request."""
 
     allowed: bool
-    limit: int  # requests per window
-    remaining: int  # left in the window after this request
+    limit: int  # requests (or tokens) per window
+    remaining: int  # left in the window after this request (a refused one: before it)
     reset_ms: int  # when the window ends (epoch ms)
+    # What the request costs, said in an X-RateLimit-Cost header; None: no header (a service
+    # without weights, where every request costs 1).
+    cost: int | None = None
 
     def headers(self, now_ms: int) -> dict[str, str]:
         reset_s = max(1, -(-(self.reset_ms - now_ms) // 1000))
@@ -38,6 +45,8 @@ class Verdict:
             "x-ratelimit-remaining": str(self.remaining),
             "x-ratelimit-reset": str(reset_s),
         }
+        if self.cost is not None:
+            out["x-ratelimit-cost"] = str(self.cost)
         if not self.allowed:
             out["retry-after"] = str(reset_s)
         return out
@@ -62,8 +71,12 @@ class QuotaBook:
         self.sums: dict[tuple[str, int], int] = {}  # (key id, window start) -> their sum
 
     # -- per request
-    def take(self, record: ApiKey, now_ms: int) -> Verdict | None:
-        """Count one request of ``record``'s key if its quota allows it; None: no quota."""
+    def take(
+        self, record: ApiKey, now_ms: int, cost: int = 1, *, say_cost: bool = False
+    ) -> Verdict | None:
+        """Count a request of ``record``'s key that costs ``cost`` if what is left of its
+        quota covers it, else count nothing; None: the key has no quota. ``say_cost``: the
+        verdict's headers say the cost."""
         q = record["quota"]
         if q is None:
             return None
@@ -73,10 +86,11 @@ class QuotaBook:
         if mine is None or mine[0] != start:
             mine = self.local[key_id] = [start, end, 0]
         used = mine[2] + self.sums.get((key_id, start), 0)
-        if used >= limit:
-            return Verdict(False, limit, 0, end)
-        mine[2] += 1
-        return Verdict(True, limit, limit - used - 1, end)
+        said = cost if say_cost else None
+        if used + cost > limit:
+            return Verdict(False, limit, max(0, limit - used), end, said)
+        mine[2] += cost
+        return Verdict(True, limit, limit - used - cost, end, said)
 
     def used(self, record: ApiKey, now_ms: int) -> tuple[int, int, int] | None:
         """(used, window start, window end) of a key with a quota, without counting."""

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 """The newest format version this release reads. A file without ``version`` is read as this."""
 
 ROLES = ("champion", "challenger", "canary", "backstop", "decoy")
@@ -133,6 +133,21 @@ class Model(Strict):
         ),
         Expect("an input field name"),
         Since(4),
+    ] = None
+    quota_weight: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            description=(
+                "What the model's score costs from the quota of the API key that sent the "
+                "request, in tokens: a request costs the weights of the models that score it "
+                "(a sampled model that skips it costs nothing; a model without a weight costs "
+                "1). When no model of the service has a weight, a request costs 1 whatever its "
+                "models. Not for a decoy. Default: 1."
+            ),
+        ),
+        Expect("a whole number of tokens >= 1"),
+        Since(5),
     ] = None
 
 

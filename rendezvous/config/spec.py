@@ -23,6 +23,7 @@ class ModelSpec:
     isolation: str = "thread"
     sample: float | None = None  # the share of requests scored; None: all of them
     sample_key: str | None = None  # the field deciding ``sample``; None: the request ID
+    quota_weight: int | None = None  # tokens a request it scores costs (see access.cost)
 
     @property
     def sampling(self) -> Sample | None:

@@ -291,6 +291,14 @@ def _semantics(raw: Any, path: str) -> list[Problem]:
                         f"{path}.models[{i}]", "a decoy has no uri or callable; it only archives"
                     )
                 )
+            if m.get("quota_weight") is not None:
+                problems.append(
+                    Problem(
+                        f"{path}.models[{i}].quota_weight",
+                        "a decoy scores nothing, so no request is charged for it; remove "
+                        "quota_weight",
+                    )
+                )
         elif (uri is None) == (func is None):
             problems.append(
                 Problem(
@@ -435,6 +443,7 @@ def _to_spec(name: str, svc: fmt.Service) -> ServiceSpec:
             isolation=m.isolation,
             sample=m.sample,
             sample_key=m.sample_key,
+            quota_weight=m.quota_weight,
         )
         for m in svc.models
     )

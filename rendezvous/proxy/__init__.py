@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ __all__ = [
     "Validator",
     "add_cli",
     "cmd_proxy",
+    "proxy_settings",
     "create_app",
     "openapi",
     "serve",
@@ -58,12 +60,16 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
-def cmd_proxy(args: argparse.Namespace, stack_settings: StackSettings) -> int:
-    """``rendezvous proxy``: run one replica in the foreground until Ctrl-C."""
-    from rendezvous.proxy.server import serve
+def proxy_settings(
+    stack_settings: StackSettings, env: Mapping[str, str] | None = None, **flags: object
+) -> ProxySettings:
+    """The settings ``rendezvous proxy`` runs a replica with: the stack's addresses, then
+    ``RDV_PROXY_*`` variables of ``env`` (default: the process's), then ``flags`` (None: not
+    given). The demo builds the same to reach the replica it starts."""
     from rendezvous.proxy.settings import ProxySettings
 
-    settings = ProxySettings.from_env(
+    return ProxySettings.from_env(
+        env,
         defaults={
             "bootstrap": stack_settings.kafka_bootstrap,
             "kafka_properties": stack_settings.kafka_properties,
@@ -72,19 +78,33 @@ def cmd_proxy(args: argparse.Namespace, stack_settings: StackSettings) -> int:
             "tracking_uri": stack_settings.mlflow_url,
             "archive": stack_settings.archive_dir,
         },
+        **flags,
+    )
+
+
+def cmd_proxy(args: argparse.Namespace, stack_settings: StackSettings) -> int:
+    """``rendezvous proxy``: run one replica in the foreground until Ctrl-C."""
+    from rendezvous.proxy import tls
+    from rendezvous.proxy.server import serve
+
+    settings = proxy_settings(
+        stack_settings,
         config=args.config,
         host=args.host,
         port=args.port,
         replica_id=args.replica_id,
         bootstrap=args.bootstrap,
         archive=args.archive,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
     )
     from rendezvous.stack.kafka import check_login
 
     check_login(settings.kafka)  # a refused login fails here, in one line
     print(
-        f"proxy replica {settings.replica_id} on http://{settings.host}:{settings.port} "
-        f"(Kafka {settings.kafka.describe()}, API at /docs)"
+        f"proxy replica {settings.replica_id} on {tls.url(settings)} ({tls.describe(settings)}; "
+        f"Kafka {settings.kafka.describe()}, API at /docs)"
     )
     serve(settings)
     return 0
@@ -114,6 +134,26 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--archive",
         metavar="PATH",
         help="archive root, where feedback looks past requests up (default: the stack's)",
+    )
+    p.add_argument(
+        "--tls-cert",
+        dest="tls_cert",
+        metavar="PEM",
+        help="serve HTTPS with this certificate (the server's first, then its intermediates; "
+        "default $RDV_PROXY_TLS_CERT, else plain HTTP)",
+    )
+    p.add_argument(
+        "--tls-key",
+        dest="tls_key",
+        metavar="PEM",
+        help="the certificate's private key (default: in the --tls-cert file); an encrypted "
+        "key's password is read from $RDV_PROXY_TLS_KEY_PASSWORD",
+    )
+    p.add_argument(
+        "--tls-client-ca",
+        dest="tls_client_ca",
+        metavar="PEM",
+        help="require client certificates signed by these CA certificates (mutual TLS)",
     )
     p.set_defaults(func=cmd_proxy)
     return p

@@ -7,6 +7,13 @@ before is cached (an LRU of ``cache_size``), the record is one dict lookup by di
 a few more. It raises the proxy's errors (401, 403, 429, and 503 before both topics are read);
 the app turns them into responses. Health, readiness, metrics and the API document do not pass
 through it.
+
+A scoring request passes in two steps: :meth:`Gate.admit` before its body is read (the key, its
+scope, and a quota with nothing left refused at once), then :meth:`Gate.charge` once the body
+is valid, when what the request costs is known (:mod:`rendezvous.access.cost`: the sample
+decisions read the request ID or a body field). A request refused between the two (an unknown
+service, a bad body) is charged 1 by :meth:`Gate.charge_refused`, as every request was before
+weights: refused requests are not free to send.
 """
 
 from __future__ import annotations
@@ -15,13 +22,14 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn
 
 from cachetools import LRUCache
 
 from rendezvous import serde, topics
 from rendezvous.access import keys
+from rendezvous.access.cost import REQUESTS, Cost, unit
 from rendezvous.access.log import Following, KeyLog, usage_key
 from rendezvous.access.quota import QuotaBook, Verdict
 from rendezvous.clock import Clock
@@ -54,8 +62,12 @@ class Gate:
         key_topic: str = topics.API_KEYS,
         usage_topic: str = topics.USAGE,
         cache_size: int = 10_000,
+        costs: Mapping[str, Cost] | None = None,
     ) -> None:
         self.key_log, self.usage_log = key_log, usage_log
+        # What a request of each service costs; a service not here costs 1.
+        self.costs: Mapping[str, Cost] = costs or {}
+        self._weighted = frozenset(name for name, c in self.costs.items() if c.weighted)
         self.usage_interval_ms = usage_interval_ms
         self._following: list[Following] = []
         self._reporter: asyncio.Task[None] | None = None
@@ -138,18 +150,77 @@ class Gate:
     # -- per request
     def check(self, authorization: str | None, service: str, now_ms: int) -> Verdict | None:
         """Let a request with this ``Authorization`` header call ``service`` now, and count
-        it against its key's quota; the quota's verdict (None: the key has no quota)."""
+        one against its key's quota; the quota's verdict (None: the key has no quota)."""
+        record = self.admit(authorization, service, now_ms)
+        return self._take(record, service, 1, now_ms)
+
+    def admit(self, authorization: str | None, service: str, now_ms: int) -> ApiKey:
+        """The key of a request with this ``Authorization`` header, allowed to call
+        ``service``, with something left of its quota (nothing is counted yet)."""
         record = self.authenticate(authorization)
         self.scope(record, service)
-        verdict = self.quota.take(record, now_ms)
-        if verdict is not None and not verdict.allowed:
-            raise QuotaExceeded(
-                f"API key {record['key_id']} ({record['name']}) has used its quota of "
-                f"{keys.quota_text(record)}; the window resets in "
-                f"{max(1, -(-(verdict.reset_ms - now_ms) // 1000))} s (see GET /v1/usage)",
-                limit_headers=verdict.headers(now_ms),
+        used = self.quota.used(record, now_ms)
+        q = record["quota"]
+        if used is not None and q is not None and used[0] >= q["requests"]:
+            refused = self.quota.take(record, now_ms)  # refused: counts nothing
+            assert refused is not None and not refused.allowed
+            self._refuse(record, service, refused, 1, now_ms)
+        return record
+
+    def charge(
+        self, record: ApiKey, service: str, request_id: str, payload: Mapping[str, Any], now_ms: int
+    ) -> Verdict | None:
+        """Count what the request ``request_id`` of ``service`` with body ``payload`` costs
+        against ``record``'s quota, or refuse it (429) without counting it when less is
+        left; the quota's verdict (None: the key has no quota)."""
+        cost = self.costs.get(service)
+        price = 1 if cost is None else cost.of_request(request_id, payload)
+        return self._take(record, service, price, now_ms)
+
+    def charge_refused(self, record: ApiKey, service: str, now_ms: int) -> Verdict | None:
+        """Count 1 for a request admitted and then refused before its cost was known (an
+        unknown service, a bad body), when that fits in what is left; the verdict."""
+        return self.quota.take(record, now_ms, 1, say_cost=service in self._weighted)
+
+    def _take(self, record: ApiKey, service: str, cost: int, now_ms: int) -> Verdict | None:
+        verdict = self.quota.take(record, now_ms, cost, say_cost=service in self._weighted)
+        if verdict is None or verdict.allowed:
+            return verdict
+        self._refuse(record, service, verdict, cost, now_ms)
+
+    def _refuse(
+        self, record: ApiKey, service: str, verdict: Verdict, cost: int, now_ms: int
+    ) -> NoReturn:
+        weighted = service in self._weighted
+        what = self.unit(record)
+        quota = keys.quota_text(record, what)
+        who = f"API key {record['key_id']} ({record['name']})"
+        resets = (
+            f"the window resets in {max(1, -(-(verdict.reset_ms - now_ms) // 1000))} s "
+            "(see GET /v1/usage)"
+        )
+        if not weighted or verdict.remaining == 0:
+            text = f"{who} has used its quota of {quota}; {resets}"
+        elif cost > verdict.limit:
+            text = (
+                f"a request of service {service!r} costs {cost} {what} (the quota weights of "
+                f"the models that score it), more than the whole quota of {who}, {quota}: ask "
+                f"for a key with a larger quota"
             )
-        return verdict
+        else:
+            text = (
+                f"a request of service {service!r} costs {cost} {what} (the quota weights of "
+                f"the models that score it) and {who} has {verdict.remaining} left of its quota "
+                f"of {quota}; {resets}"
+            )
+        raise QuotaExceeded(text, limit_headers=verdict.headers(now_ms))
+
+    def unit(self, record: ApiKey) -> str:
+        """What ``record``'s quota counts: requests, or tokens when a service of its scope
+        gives its models quota weights."""
+        if not self._weighted:
+            return REQUESTS
+        return unit(record["services"], self._weighted)
 
     def authenticate(self, authorization: str | None) -> ApiKey:
         """The valid key of an ``Authorization`` header, whatever its services."""
@@ -213,7 +284,13 @@ class Gate:
                 "window_end_ms": end,
                 "used": count,
                 "remaining": max(0, q["requests"] - count),
+                "unit": self.unit(record),
             }
+        body["costs"] = {
+            name: cost.most
+            for name, cost in sorted(self.costs.items())
+            if keys.allows(record, name)
+        }
         return body
 
     def _digest(self, key: str) -> str:

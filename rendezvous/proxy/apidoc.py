@@ -71,14 +71,21 @@ class Pending(BaseModel):
 class QuotaUsage(BaseModel):
     """A key's quota in the current window, summed over every proxy replica."""
 
-    requests: int = Field(description="requests allowed per window")
+    requests: int = Field(
+        description="requests (or tokens, see unit) allowed per window; the name stays for both"
+    )
     period_ms: int = Field(description="the window's length; windows are aligned to the epoch")
     window_start_ms: int
     window_end_ms: int
     used: int = Field(
-        description="requests counted in the window (other replicas' counts lag by about a second)"
+        description="requests (or tokens) counted in the window (other replicas' counts lag by "
+        "about a second)"
     )
     remaining: int
+    unit: Literal["requests", "tokens"] = Field(
+        description="tokens when a service the key may call gives its models quota weights (a "
+        "request costs the weights of the models that score it); else requests"
+    )
 
 
 class KeyUsage(BaseModel):
@@ -88,6 +95,11 @@ class KeyUsage(BaseModel):
     name: str
     services: list[str] = Field(description='the services it may call; ["*"]: every service')
     quota: QuotaUsage | None = Field(description="null: the key has no quota")
+    costs: dict[str, int] = Field(
+        description="per service of this replica the key may call, what a request costs when "
+        "every model scores it (1 without quota weights; a sampled model skipping a request "
+        "costs nothing)"
+    )
 
 
 class FeedbackIn(BaseModel):
@@ -353,11 +365,18 @@ _ACCESS_ERRORS = {
 
 _RATE_HEADERS = {
     "X-RateLimit-Limit": {
-        "description": "the key's quota: requests per window (only for a key with a quota)",
+        "description": "the key's quota: requests (or tokens, with quota weights) per window "
+        "(only for a key with a quota)",
         "schema": {"type": "integer"},
     },
     "X-RateLimit-Remaining": {
-        "description": "requests left in the window after this one",
+        "description": "requests (or tokens) left in the window after this one; on a 429, "
+        "what is left before it",
+        "schema": {"type": "integer"},
+    },
+    "X-RateLimit-Cost": {
+        "description": "the tokens this request costs: the quota weights of the models that "
+        "score it (only for a service with quota weights)",
         "schema": {"type": "integer"},
     },
     "X-RateLimit-Reset": {
@@ -367,7 +386,8 @@ _RATE_HEADERS = {
 }
 _QUOTA_EXCEEDED = {
     **_err(
-        "the key has used its quota for the current window (code quota_exceeded); see GET /v1/usage"
+        "the key has used its quota for the current window, or has less left than the request "
+        "costs (code quota_exceeded); see GET /v1/usage"
     ),
     "headers": {
         "Retry-After": {

@@ -33,6 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rendezvous import serde, topics
+from rendezvous.access.cost import costs
 from rendezvous.access.log import KafkaKeyLog, KafkaUsageLog, KeyLog
 from rendezvous.access.quota import Verdict
 from rendezvous.archive.layout import ArchiveError
@@ -76,6 +77,7 @@ from rendezvous.proxy.responses import (
 from rendezvous.proxy.settings import ProxySettings
 from rendezvous.proxy.transport import KafkaTransport, Transport
 from rendezvous.proxy.validation import Validator
+from rendezvous.records import ApiKey
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +177,7 @@ class Proxy:
                 if usage is None
                 else usage,
                 usage_interval_ms=settings.usage_interval_ms,
+                costs=costs(config.services.values()),
             )
         self.openapi_json = orjson.dumps(
             openapi(config, access=self.gate is not None), option=orjson.OPT_INDENT_2
@@ -271,12 +274,26 @@ class Proxy:
         return response
 
     # -- shared steps
-    def _authorize(self, request: Request, service: str) -> Verdict | None:
-        """With access control on: the request's API key is valid, for ``service`` and within
-        its quota (counted now); the quota's verdict, if the key has one."""
+    def _admit(self, request: Request, service: str) -> ApiKey | None:
+        """With access control on: the request's API key, valid, for ``service`` and with
+        something left of its quota (counted once the body says what the request costs)."""
         if self.gate is None:
             return None
-        return self.gate.check(request.headers.get("authorization"), service, self.clock())
+        return self.gate.admit(request.headers.get("authorization"), service, self.clock())
+
+    def _charge(
+        self, key: ApiKey | None, service: str, rid: str, payload: dict[str, Any]
+    ) -> Verdict | None:
+        """Count the request's cost against its key's quota (429 when less is left)."""
+        if self.gate is None or key is None:
+            return None
+        return self.gate.charge(key, service, rid, payload, self.clock())
+
+    def _charge_refused(self, key: ApiKey | None, service: str) -> Verdict | None:
+        """Count 1 for an admitted request refused before its cost was known."""
+        if self.gate is None or key is None:
+            return None
+        return self.gate.charge_refused(key, service, self.clock())
 
     def _service(self, name: str) -> tuple[ServiceSpec, Validator]:
         try:
@@ -330,20 +347,24 @@ class Proxy:
     # -- endpoints
     async def score(self, request: Request) -> Response:
         name = request.path_params["service"]
-        label, rid, due, quota = UNKNOWN_SERVICE_LABEL, None, None, None
+        label, rid, due, quota, uncharged = UNKNOWN_SERVICE_LABEL, None, None, None, None
         try:
             rid = request_id(request)
-            quota = self._authorize(request, name)
+            uncharged = self._admit(request, name)
             spec, validator = self._service(name)
             label = name
             due = deadline(request.headers.get(DEADLINE_HEADER), spec.sla_ms)
             payload, fp = await self._body(request, validator)
+            key, uncharged = uncharged, None
+            quota = self._charge(key, name, rid, payload)
             hit = self.book.check_new(rid, name, fp)
             if hit is not None:
                 body = answer_body(hit[1], hit[0] - hit[1]["received_ms"])
             else:
                 body = await self._wait(spec, rid, payload, fp, due)
         except Exception as exc:
+            if uncharged is not None:
+                quota = self._charge_refused(uncharged, name)
             response = self._headed(error_response(exc, rid), due, quota)
             self.metrics.count(label, "score", response.status_code)
             return response
@@ -406,18 +427,22 @@ class Proxy:
 
     async def submit(self, request: Request) -> Response:
         name = request.path_params["service"]
-        label, rid, due, quota = UNKNOWN_SERVICE_LABEL, None, None, None
+        label, rid, due, quota, uncharged = UNKNOWN_SERVICE_LABEL, None, None, None, None
         try:
             rid = request_id(request)
-            quota = self._authorize(request, name)
+            uncharged = self._admit(request, name)
             spec, validator = self._service(name)
             label = name
             due = deadline(request.headers.get(DEADLINE_HEADER), spec.sla_ms)
             payload, fp = await self._body(request, validator)
+            key, uncharged = uncharged, None
+            quota = self._charge(key, name, rid, payload)
             if self.book.check_new(rid, name, fp) is None:
                 received_ms, _ = self._produce(spec, rid, payload, fp, due.ms)
                 self.book.accept(rid, name, received_ms + due.ms + self.settings.result_grace_ms)
         except Exception as exc:
+            if uncharged is not None:
+                quota = self._charge_refused(uncharged, name)
             response = self._headed(error_response(exc, rid), due, quota)
             self.metrics.count(label, "requests", response.status_code)
             return response

@@ -8,6 +8,7 @@ from typing import Any
 
 from rendezvous.config import Config
 from rendezvous.errors import ConfigError, PortInUse
+from rendezvous.proxy import tls
 from rendezvous.proxy.app import create_app, resolve_signature_inputs
 from rendezvous.proxy.settings import ProxySettings
 
@@ -21,8 +22,10 @@ READY_WAIT_S = 30.0
 
 
 def server_options(settings: ProxySettings) -> dict[str, Any]:
-    """The uvicorn options of one replica (no access log; loop and parser ``auto``)."""
+    """The uvicorn options of one replica (no access log; loop and parser ``auto``; the
+    ``ssl_*`` options with TLS, which uvicorn applies to the pre-bound socket too)."""
     return {
+        **tls.uvicorn_options(settings),
         "host": settings.host,
         "port": settings.port,
         "loop": "auto",

@@ -7,13 +7,14 @@ down; nothing else in the proxy reads the environment.
 from __future__ import annotations
 
 import re
+import ssl
 import uuid
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from rendezvous.errors import ConfigError
@@ -79,6 +80,33 @@ class ProxySettings(EnvSettings):
     # How far back the feedback endpoint looks for a request's decision (0: the whole archive).
     feedback_lookback_days: int = 30
 
+    # TLS (see rendezvous.proxy.tls): with a certificate (PEM, the server's first, then its
+    # intermediates), the replica serves HTTPS only; without, plain HTTP.
+    tls_cert: Path | None = None
+    # Its private key (PEM); None: in the certificate's file.
+    tls_key: Path | None = None
+    # The key's password, when it is encrypted (from the environment only, never a flag).
+    tls_key_password: SecretStr | None = None
+    # CA certificates (PEM): clients must present a certificate signed by one (mutual TLS).
+    tls_client_ca: Path | None = None
+    # Under mutual TLS, the client certificate and key the project's own commands present
+    # to a local replica (the demo's requests, a replacement's readiness waits).
+    tls_probe_cert: Path | None = None
+    tls_probe_key: Path | None = None
+
+    @property
+    def tls_key_password_text(self) -> str | None:
+        p = self.tls_key_password
+        return None if p is None else p.get_secret_value()
+
+    @cached_property
+    def server_ssl(self) -> ssl.SSLContext | None:
+        """The replica's TLS context, loaded from its files (None: plain HTTP); reading the
+        files at construction makes a bad certificate, key or password fail at start."""
+        from rendezvous.proxy import tls
+
+        return tls.server_context(self)
+
     @cached_property
     def kafka(self) -> KafkaConnection:
         """The connection the proxy's producer and results reader build from."""
@@ -103,7 +131,17 @@ class ProxySettings(EnvSettings):
         """These settings; construction has validated them already."""
         return self
 
-    @field_validator("config", "kafka_properties", "archive", mode="before")
+    @field_validator(
+        "config",
+        "kafka_properties",
+        "archive",
+        "tls_cert",
+        "tls_key",
+        "tls_client_ca",
+        "tls_probe_cert",
+        "tls_probe_key",
+        mode="before",
+    )
     @classmethod
     def _optional_path(cls, value: object) -> object:
         return optional_path(value)
@@ -198,4 +236,5 @@ class ProxySettings(EnvSettings):
             self.feedback_lookback_days,
         )
         self.kafka  # noqa: B018 - read the properties file now, not at the first client
+        self.server_ssl  # noqa: B018 - and the certificate and key, before anything listens
         return self

@@ -257,3 +257,74 @@ def test_a_quota_holds_across_replicas_and_over_a_restart(
     finally:
         for proc in procs:
             stop(proc)
+
+
+WEIGHTED_MODELS = (
+    '{name: m, role: champion, callable: "udfs.zoo:constant", quota_weight: 3}',
+    '{name: b, role: backstop, callable: "udfs.zoo:constant"}',
+    # scores a share of the customers; a request without one is not sampled, and not charged
+    '{name: big, role: challenger, callable: "udfs.zoo:constant", quota_weight: 10, '
+    "sample: 0.5, sample_key: customer}",
+)
+
+
+def test_a_weighted_quota_is_used_up_after_budget_over_cost_requests_across_replicas(
+    stack, stack_env, monkeypatch, capsys, tmp_path
+):
+    for name, value in stack_env.items():
+        monkeypatch.setenv(name, value)
+    service = "weighted" + uuid.uuid4().hex[:6]
+    path = write_service(
+        tmp_path / "services.yaml",
+        service,
+        sla_ms=200,
+        grace_ms=500,
+        models=WEIGHTED_MODELS,
+        inputs=("x: double", "customer: {type: string, required: false}"),
+    )
+    # a request without a customer costs m 3 + b 1 = 4 tokens: 14 tokens are 3 requests
+    argv = ["create", "--name", "weighted", "--service", service, "--quota", "14", "--per", "31d"]
+    capsys.readouterr()
+    assert cli.main(["keys", *argv, "--config", str(path)]) == 0
+    out, err = capsys.readouterr()
+    key = out.strip()
+    assert "14 tokens per 31d" in err
+    ports = [free_port(), free_port()]
+    procs = [
+        start_proxy(stack, path, p, f"weighted-{i}-{uuid.uuid4().hex[:4]}")
+        for i, p in enumerate(ports)
+    ]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    try:
+        for remaining in ("10", "6"):
+            r = submit(urls[0], service, key)
+            assert r.status_code == 202, r.text
+            assert r.headers["x-ratelimit-cost"] == "4"
+            assert r.headers["x-ratelimit-remaining"] == remaining
+        wait_until(
+            lambda: usage_of(urls[1], key)["quota"]["used"] == 8,
+            timeout_s=15,
+            what="replica 1 to read replica 0's tokens",
+        )
+        usage = usage_of(urls[1], key)
+        assert usage["quota"]["unit"] == "tokens" and usage["costs"] == {service: 14}
+        r = submit(urls[1], service, key)
+        assert r.status_code == 202 and r.headers["x-ratelimit-remaining"] == "2"
+        # 4 tokens do not fit in 2: refused, and nothing counted
+        r = submit(urls[1], service, key)
+        assert r.status_code == 429 and r.json()["error"]["code"] == "quota_exceeded"
+        assert r.headers["x-ratelimit-remaining"] == "2" and r.headers["x-ratelimit-cost"] == "4"
+        assert "costs 4 tokens" in r.json()["error"]["message"]
+        wait_until(
+            lambda: usage_of(urls[0], key)["quota"]["used"] == 12,
+            timeout_s=15,
+            what="replica 0 to read replica 1's tokens",
+        )
+        r = submit(urls[0], service, key)
+        assert r.status_code == 429 and r.headers["x-ratelimit-remaining"] == "2"
+        assert usage_of(urls[0], key)["quota"]["used"] == 12
+        listed = keys_cli(capsys, "list", "--config", str(path))
+        assert "14 tokens per 31d" in listed
+    finally:
+        for proc in procs:
+            stop(proc)

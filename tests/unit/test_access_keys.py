@@ -62,6 +62,13 @@ def test_the_ring_keeps_the_latest_record_of_each_key() -> None:
 def log(monkeypatch) -> MemoryKeyLog:
     memory = MemoryKeyLog()
     monkeypatch.setattr(keys_cli, "key_log", lambda settings: memory)
+    # no service defined on a cluster: only a --config file's weights count
+    real = keys_cli.weighted_services
+    monkeypatch.setattr(
+        keys_cli,
+        "weighted_services",
+        lambda args, settings: real(args, settings) if getattr(args, "config", None) else set(),
+    )
     return memory
 
 
@@ -142,3 +149,28 @@ def test_create_with_a_quota_and_list_shows_it(log, capsys) -> None:
         with pytest.raises(SystemExit):
             cli.main([*argv, *bad])
     assert len(log.records) == 1
+
+
+def test_a_quota_over_services_with_quota_weights_is_said_in_tokens(log, capsys, tmp_path) -> None:
+    path = tmp_path / "services.yaml"
+    path.write_text(
+        "services:\n"
+        "  heavy:\n    sla_ms: 100\n    models:\n"
+        '      - {name: m, role: champion, callable: "udfs.rules:approve", quota_weight: 4}\n'
+        "    input:\n      x: double\n"
+        "  light:\n    sla_ms: 100\n    models:\n"
+        '      - {name: m, role: champion, callable: "udfs.rules:approve"}\n'
+        "    input:\n      x: double\n"
+    )
+    argv = ["keys", "create", "--name", "ci", "--quota", "100", "--per", "1d"]
+    assert cli.main([*argv, "--service", "heavy", "--config", str(path)]) == 0
+    assert "100 tokens per 1d" in capsys.readouterr().err
+    assert cli.main([*argv, "--service", "light", "--config", str(path)]) == 0
+    assert "100 requests per 1d" in capsys.readouterr().err
+    assert cli.main([*argv, "--all-services", "--config", str(path)]) == 0
+    assert "100 tokens per 1d" in capsys.readouterr().err
+    assert cli.main(["keys", "list", "--config", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert ["tokens" in line for line in lines] == [True, False, True]
+    assert cli.main(["keys", "list"]) == 0  # no service with weights defined anywhere
+    assert "tokens" not in capsys.readouterr().out
