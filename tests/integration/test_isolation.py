@@ -23,7 +23,10 @@ from tests.integration.feed import RequestFeed, write_service
 
 pytestmark = [pytest.mark.flink, pytest.mark.kafka]
 
-SLA_MS, RATE, N = 200, 20, 200
+# The SLA is far above the latencies measured: the enrich job sheds a request that reaches it
+# after its deadline (it is never scored), and a stall of this busy machine must not take
+# requests out of the comparison.
+SLA_MS, RATE, N = 2000, 20, 200
 HEAVY_CPU_MS = 35  # at 20 req/s: 70 % of one core, all of it in Python
 
 CHAMPION = '{name: champion, role: champion, callable: "udfs.zoo:constant", params: {value: 1}}'
