@@ -7,11 +7,8 @@ Each test makes keys of its own on ``rdv.api-keys`` (or a topic of its own), and
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import threading
-import time
 import uuid
 
 import httpx
@@ -21,8 +18,10 @@ from rendezvous import cli, topics
 from rendezvous.access import keys
 from rendezvous.access.log import KafkaKeyLog
 from rendezvous.clock import now_ms
+from tests import proxy_process
 from tests.conftest import wait_until
 from tests.integration.feed import write_service
+from tests.proxy_process import stop
 from tests.served_proxy import free_port
 
 pytestmark = pytest.mark.kafka
@@ -92,44 +91,10 @@ def test_the_stacks_key_and_usage_topics_are_compacted_with_one_partition(stack)
 
 # ---- proxy replicas ------------------------------------------------------------------------
 def start_proxy(stack, config_path, port: int, replica: str) -> subprocess.Popen:
-    argv = [
-        sys.executable,
-        "-m",
-        "rendezvous.cli",
-        "proxy",
-        "--config",
-        str(config_path),
-        "--port",
-        str(port),
-        "--bootstrap",
-        stack.settings.kafka_bootstrap,
-        "--replica-id",
-        replica,
-    ]
-    env = {**os.environ, "RDV_PROXY_REQUIRE_API_KEYS": "1"}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"proxy exited: {proc.stdout.read().decode()[-2000:]}")
-        try:
-            # ready: Kafka reachable and the API keys read to their end
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("the proxy did not become ready within 60 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+    # ready: Kafka reachable and the API keys read to their end
+    return proxy_process.start_proxy(
+        stack, config_path, port, replica, env={"RDV_PROXY_REQUIRE_API_KEYS": "1"}
+    )
 
 
 def submit(url: str, service: str, key: str | None) -> httpx.Response:

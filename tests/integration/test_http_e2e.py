@@ -22,6 +22,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from rendezvous import cli, deploy, serde, topics
+from tests import proxy_process
 from tests.integration.feed import wait_for_job_state, write_service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.flink, pytest.mark.kafka]
@@ -62,37 +63,11 @@ def service(stack, tmp_path_factory):
 def start_proxy(
     stack, config_path, port: int, replica: str, extra: tuple[str, ...] = ()
 ) -> subprocess.Popen:
-    argv = [
-        sys.executable,
-        "-m",
-        "rendezvous.cli",
-        "proxy",
-        "--config",
-        str(config_path),
-        "--port",
-        str(port),
-        "--bootstrap",
-        stack.settings.kafka_bootstrap,
-        "--replica-id",
-        replica,
-        *extra,
-    ]
     # These tests are about what the join decides and when; a proxy on a busy two-core machine
     # is given 60 ms past the SLA (instead of 15) before it answers 504 on the join's behalf.
-    env = {**os.environ, "RDV_PROXY_RESULT_GRACE_MS": "60"}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"proxy exited: {proc.stdout.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("the proxy did not become ready within 60 s")
+    return proxy_process.start_proxy(
+        stack, config_path, port, replica, *extra, env={"RDV_PROXY_RESULT_GRACE_MS": "60"}
+    )
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,6 @@ import os
 import socket
 import ssl
 import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -21,7 +19,9 @@ import pytest
 
 from rendezvous.proxy import tls
 from rendezvous.proxy.settings import ProxySettings
+from tests import proxy_process
 from tests.integration.feed import write_service
+from tests.proxy_process import stop
 from tests.served_proxy import free_port
 from tests.tls_certs import authority, issue
 
@@ -67,64 +67,29 @@ def service(tmp_path_factory) -> tuple[str, Path]:
 
 
 def proxy_argv(stack, config_path: Path, port: int, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "rendezvous.cli",
-        "proxy",
-        "--config",
-        str(config_path),
-        "--port",
-        str(port),
-        "--bootstrap",
-        stack.settings.kafka_bootstrap,
-        "--replica-id",
-        f"tls-{uuid.uuid4().hex[:6]}",
-        *extra,
-    ]
+    return proxy_process.proxy_argv(stack, config_path, port, f"tls-{uuid.uuid4().hex[:6]}", *extra)
 
 
 def start_tls_proxy(stack, config_path: Path, settings: ProxySettings, *extra: str):
     """A replica with ``settings``' certificate (its key's password in the environment),
     ready: probed the way the project's own commands probe, at ``tls.url`` trusting the
     replica's own certificate."""
-    env = {**os.environ, "RDV_PROXY_TLS_KEY_PASSWORD": PASSWORD}
-    argv = proxy_argv(
+    url = tls.url(settings)
+    assert url.startswith("https://")
+    return proxy_process.start_proxy(
         stack,
         config_path,
         settings.port,
+        f"tls-{uuid.uuid4().hex[:6]}",
         "--tls-cert",
         str(settings.tls_cert),
         "--tls-key",
         str(settings.tls_key),
         *extra,
+        env={"RDV_PROXY_TLS_KEY_PASSWORD": PASSWORD},
+        url=url,
+        verify=tls.verify(settings),
     )
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    url, verify = tls.url(settings), tls.verify(settings)
-    assert url.startswith("https://")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"proxy exited: {proc.stdout.read().decode()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1, verify=verify).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    stop(proc)
-    raise AssertionError("the TLS proxy did not become ready within 60 s")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-    if proc.stdout is not None:
-        proc.stdout.close()
 
 
 def trusting(ca: Path, client: tuple[str, str] | None = None) -> ssl.SSLContext:
