@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import shutil
 import socket
 import time
@@ -41,6 +42,14 @@ PORT_FIELDS = (
 _TIMINGS: dict[str, float] = {}
 # Set when the stack failed to start: its state folder (logs) is kept for a post-mortem.
 _KEPT: list[Path] = []
+# When tests failed: the lines of the stack's Flink logs that tell why a process went away,
+# printed in the summary (a clean checkout's state folder is gone once the run ends).
+_POST_MORTEM: list[str] = []
+_FATAL = re.compile(
+    r"fatal|OutOfMemoryError|Terminating (TaskManager|cluster)|did not exit gracefully|"
+    r"RECEIVED SIGNAL|Shutting (down|TaskExecutor)|Exception in thread",
+    re.IGNORECASE,
+)
 
 
 # ---- collection ------------------------------------------------------------------------
@@ -59,38 +68,62 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         terminalreporter.write_line(f"test stack: {parts}")
     for home in _KEPT:
         terminalreporter.write_line(f"test stack failed to start; logs kept in {home / 'logs'}")
+    for line in _POST_MORTEM:
+        terminalreporter.write_line(line)
+
+
+def _post_mortem(logs_dir: Path, per_file: int = 12) -> list[str]:
+    """The last lines of each Flink process's log that say why it stopped or failed."""
+    found = []
+    for log in sorted(logs_dir.glob("flink-*.log")) + sorted(logs_dir.glob("flink/*.log")):
+        with contextlib.suppress(OSError):
+            hits = [ln.rstrip()[:300] for ln in log.open(errors="replace") if _FATAL.search(ln)]
+            if hits:
+                found.append(f"test stack log {log.name}, last lines telling why a process ended:")
+                found.extend("  " + hit for hit in hits[-per_file:])
+    return found
 
 
 # ---- helpers ---------------------------------------------------------------------------
 
 
-def free_ports(names: tuple[str, ...] = PORT_FIELDS, host: str = "127.0.0.1") -> dict[str, int]:
-    """Distinct free TCP ports on ``host``, one per name (the OS picks them: bind to port 0)."""
-    with ExitStack() as held:
-        ports = {}
-        for name in names:
-            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((host, 0))
-            ports[name] = sock.getsockname()[1]
-        # All sockets stay bound until every port is chosen, so the ports differ.
-        return ports
+# Ports the tests pick lie below the kernel's ephemeral range (32768-60999 by default), so no
+# outgoing connection is handed one of them between the moment it is chosen and the moment a
+# server binds it; and none is handed out twice in one test process.
+_PICK_RANGE = (20000, 32000)
+_HANDED_OUT: set[int] = set()
+_RNG = random.Random()
 
 
-def free_port_block(size: int, host: str = "127.0.0.1", attempts: int = 200) -> int:
-    """The first of ``size`` consecutive free TCP ports on ``host``, below the ephemeral range
-    (so the OS does not hand them out meanwhile); each is checked by binding it."""
-    rng = random.Random()
+def free_port_block(size: int, host: str = "127.0.0.1", attempts: int = 500) -> int:
+    """The first of ``size`` consecutive free TCP ports on ``host`` that no other caller in this
+    process was given; each is checked by binding it."""
+    low, high = _PICK_RANGE
     for _ in range(attempts):
-        first = rng.randrange(20000, 32000 - size)
+        first = _RNG.randrange(low, high - size)
+        block = range(first, first + size)
+        if _HANDED_OUT.intersection(block):
+            continue
         with ExitStack() as held:
             try:
-                for port in range(first, first + size):
+                for port in block:
                     sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
                     sock.bind((host, port))
             except OSError:
                 continue
-            return first
+        _HANDED_OUT.update(block)
+        return first
     raise AssertionError(f"no {size} consecutive free ports on {host} in {attempts} attempts")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """One free TCP port (see :func:`free_port_block`)."""
+    return free_port_block(1, host)
+
+
+def free_ports(names: tuple[str, ...] = PORT_FIELDS, host: str = "127.0.0.1") -> dict[str, int]:
+    """Distinct free TCP ports on ``host``, one per name."""
+    return {name: free_port(host) for name in names}
 
 
 def settings_env(settings: StackSettings) -> dict[str, str]:
@@ -181,7 +214,7 @@ def stack_settings() -> Iterator[StackSettings]:
 
 
 @pytest.fixture(scope="session")
-def stack(stack_settings: StackSettings) -> Iterator:
+def stack(stack_settings: StackSettings, request: pytest.FixtureRequest) -> Iterator:
     """A running :class:`rendezvous.stack.Stack`; started here unless RDV_TEST_USE_RUNNING=1."""
     from rendezvous.stack import Stack
 
@@ -211,6 +244,8 @@ def stack(stack_settings: StackSettings) -> Iterator:
     try:
         yield stack
     finally:
+        if request.session.testsfailed:
+            _POST_MORTEM.extend(_post_mortem(stack_settings.logs_dir))
         pids = _stack_pids(stack)
         t0 = time.monotonic()
         stack.down(purge=True)

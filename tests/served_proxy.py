@@ -27,12 +27,6 @@ def answer_every_request(t: InMemoryTransport, record: Record) -> None:
             t.inject_result(t.result_for(request, output=1))
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def served(
     settings: ProxySettings,

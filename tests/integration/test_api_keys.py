@@ -19,10 +19,9 @@ from rendezvous.access import keys
 from rendezvous.access.log import KafkaKeyLog
 from rendezvous.clock import now_ms
 from tests import proxy_process
-from tests.conftest import wait_until
+from tests.conftest import free_port, wait_until
 from tests.integration.feed import write_service
 from tests.proxy_process import stop
-from tests.served_proxy import free_port
 
 pytestmark = pytest.mark.kafka
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,18 +22,13 @@ from confluent_kafka import Consumer, TopicPartition
 
 from rendezvous import cli, deploy, serde, topics
 from tests import proxy_process
+from tests.conftest import free_port
 from tests.integration.feed import wait_for_job_state, write_service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.flink, pytest.mark.kafka]
 
 SLA_MS, GRACE_MS = 300, 1500
 CHAMPION, CANARY, SHADOW = 0.9, 0.1, 0.7
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 MODELS = (

@@ -21,7 +21,8 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from rendezvous import config
 from rendezvous.proxy.settings import ProxySettings
-from tests.served_proxy import free_port, served
+from tests.conftest import free_port
+from tests.served_proxy import served
 
 CONFIG = config.parse(
     {

@@ -20,9 +20,9 @@ import pytest
 from rendezvous.proxy import tls
 from rendezvous.proxy.settings import ProxySettings
 from tests import proxy_process
+from tests.conftest import free_port
 from tests.integration.feed import write_service
 from tests.proxy_process import stop
-from tests.served_proxy import free_port
 from tests.tls_certs import authority, issue
 
 pytestmark = pytest.mark.kafka

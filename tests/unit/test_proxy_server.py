@@ -18,7 +18,8 @@ import uvicorn
 from rendezvous import config
 from rendezvous.proxy.server import KEEP_ALIVE_S, server_options
 from rendezvous.proxy.settings import ProxySettings
-from tests.served_proxy import free_port, served
+from tests.conftest import free_port
+from tests.served_proxy import served
 
 pytestmark = pytest.mark.unit
 

@@ -16,8 +16,9 @@ from rendezvous.proxy import proxy_settings, tls
 from rendezvous.proxy.server import listening_socket, server_options
 from rendezvous.proxy.settings import ProxySettings
 from rendezvous.settings import StackSettings
+from tests.conftest import free_port
 from tests.proxy_harness import CONFIG
-from tests.served_proxy import free_port, served
+from tests.served_proxy import served
 from tests.tls_certs import authority, issue
 
 pytestmark = pytest.mark.unit
