@@ -139,16 +139,39 @@ def running_jobs(stack) -> dict[str, str]:
     }
 
 
+def end_job(stack, name: str, jid: str) -> str:
+    """End one job; returns how: "stopped" or "cancelled".
+
+    A scoring job is stopped with a savepoint first (see ``FlinkCluster.stop``): its model may
+    run in a Python process of its own, and cancelling that in the middle of a record can take
+    its TaskManager down with it. Other jobs, and a scoring job that does not stop in time, are
+    cancelled.
+    """
+    if name.startswith(SCORE_JOB_PREFIX) and stack.flink.stop(jid):
+        return "stopped"
+    stack.flink.cancel(jid)
+    return "cancelled"
+
+
+def end_jobs(stack, jobs: dict[str, str], *, parallel: int = 4) -> dict[str, str]:
+    """End the named jobs (name -> job id) side by side; returns name -> how it ended."""
+    if not jobs:
+        return {}
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        hows = pool.map(lambda item: end_job(stack, *item), jobs.items())
+        return dict(zip(jobs, hows, strict=True))
+
+
 def cancel(stack, *, only: list[str] | None = None, log=print) -> list[str]:
-    """Cancel the live jobs (those whose name contains one of ``only``); returns their names."""
-    done = []
-    for name, jid in sorted(running_jobs(stack).items()):
-        if only and not any(o in name for o in only):
-            continue
-        stack.flink.cancel(jid)
-        log(f"  {name:<40} cancelled ({jid})")
-        done.append(name)
-    return done
+    """End the live jobs (those whose name contains one of ``only``); returns their names."""
+    chosen = {
+        name: jid
+        for name, jid in sorted(running_jobs(stack).items())
+        if not only or any(o in name for o in only)
+    }
+    for name, how in end_jobs(stack, chosen).items():
+        log(f"  {name:<40} {how} ({chosen[name]})")
+    return list(chosen)
 
 
 def submit(
@@ -215,9 +238,8 @@ def submit(
         log(f"  service {definition.service:<32} {what}")
     for name in change.unchanged:
         log(f"  service {name:<32} unchanged")
-    for name, jid in stale.items():
-        stack.flink.cancel(jid)
-        log(f"  {name:<40} cancelled: no longer in the configuration")
+    for name, how in end_jobs(stack, stale).items():
+        log(f"  {name:<40} {how}: no longer in the configuration")
         del running[name]
     for job in kept:
         log(f"  {job.name:<40} already running ({running[job.name]})")
@@ -255,13 +277,14 @@ def remove(
         control_log, service, issued_by=issued_by or "rendezvous remove", issued_ms=now_ms()
     )
     log(f"  service {service:<32} removed (was defined by {held.source})")
-    done = []
-    for name, jid in sorted(running_jobs(stack).items()):
-        if service_of(name) == service:
-            stack.flink.cancel(jid)
-            log(f"  {name:<40} cancelled ({jid})")
-            done.append(name)
-    return done
+    served = {
+        name: jid
+        for name, jid in sorted(running_jobs(stack).items())
+        if service_of(name) == service
+    }
+    for name, how in end_jobs(stack, served).items():
+        log(f"  {name:<40} {how} ({served[name]})")
+    return list(served)
 
 
 @dataclass(frozen=True)

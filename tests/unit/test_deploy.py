@@ -122,6 +122,8 @@ class FakeFlink:
         self.exceptions: dict[str, dict] = {}
         self.submitted: list[str] = []
         self.cancelled: list[str] = []
+        self.stopped: list[str] = []
+        self.stoppable = True  # whether a stop with a savepoint succeeds
         self.on_submit = lambda name: details(name)
         self.jobmanager = SimpleNamespace(pid=lambda: 4242 if local else None)
         self._ids = (f"{i:032x}" for i in itertools.count(1))
@@ -149,6 +151,11 @@ class FakeFlink:
 
     def cancel(self, jid: str) -> None:
         self.cancelled.append(jid)
+
+    def stop(self, jid: str, **_) -> bool:
+        if self.stoppable:
+            self.stopped.append(jid)
+        return self.stoppable
 
 
 def fake_stack(tmp_path, **kwargs):
@@ -182,7 +189,9 @@ def test_running_jobs_need_no_slot_and_pruned_ones_give_theirs_back(tmp_path):
     stack = fake_stack(tmp_path, total=8, free=3, sizes=(8,), jobs=running)
     lines: list[str] = []
     deploy.submit(stack, config(tmp_path), control_log=stack.control, prune=True, log=lines.append)
-    assert stack.flink.cancelled == ["o" * 32]
+    # a scoring job is stopped with a savepoint, not cancelled
+    assert stack.flink.stopped == ["o" * 32] and stack.flink.cancelled == []
+    assert any("rendezvous-score credit/old" in ln and "stopped: no longer" in ln for ln in lines)
     assert stack.flink.submitted == [
         f"rendezvous-score credit/{m}" for m in ("champ", "shadow", "backstop")
     ]
@@ -308,3 +317,29 @@ def test_cli_topics_checks_the_login_then_creates_what_is_missing(monkeypatch, c
     kafka.create_topics = lambda: []
     assert cli.main(["topics"]) == 0
     assert capsys.readouterr().out == "every topic is there already\n"
+
+
+def test_scoring_jobs_are_stopped_with_a_savepoint_and_the_rest_cancelled(tmp_path):
+    running = [
+        ("rendezvous-join", "j" * 32),
+        ("rendezvous-score credit/champ", "c" * 32),
+        ("rendezvous-score credit/shadow", "s" * 32),
+    ]
+    stack = fake_stack(tmp_path, jobs=running)
+    stack.flink.stoppable = True
+    lines: list[str] = []
+    assert deploy.cancel(stack, log=lines.append) == [name for name, _ in running]
+    assert sorted(stack.flink.stopped) == ["c" * 32, "s" * 32]
+    assert stack.flink.cancelled == ["j" * 32]  # never asked to stop: no Python process of its own
+    assert f"  {'rendezvous-score credit/champ':<40} stopped ({'c' * 32})" in lines
+
+
+def test_a_scoring_job_that_does_not_stop_in_time_is_cancelled(tmp_path):
+    stack = fake_stack(tmp_path, jobs=[("rendezvous-score credit/champ", "c" * 32)])
+    stack.flink.stoppable = False
+    lines: list[str] = []
+    assert deploy.cancel(stack, only=["champ"], log=lines.append) == [
+        "rendezvous-score credit/champ"
+    ]
+    assert stack.flink.stopped == [] and stack.flink.cancelled == ["c" * 32]
+    assert lines == [f"  {'rendezvous-score credit/champ':<40} cancelled ({'c' * 32})"]
