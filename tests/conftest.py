@@ -46,8 +46,8 @@ _KEPT: list[Path] = []
 # printed in the summary (a clean checkout's state folder is gone once the run ends).
 _POST_MORTEM: list[str] = []
 _FATAL = re.compile(
-    r"fatal|OutOfMemoryError|Terminating (TaskManager|cluster)|did not exit gracefully|"
-    r"RECEIVED SIGNAL|Shutting (down|TaskExecutor)|Exception in thread",
+    r"fatal|OutOfMemoryError|Terminating TaskManagerRunner|Terminating cluster entrypoint|"
+    r"did not exit gracefully|RECEIVED SIGNAL|Exception in thread",
     re.IGNORECASE,
 )
 

@@ -418,7 +418,8 @@ def test_a_model_added_then_pruned_leaves_the_other_jobs_running(
         path.write_text(original)
         pruned = deploy.submit(stack, path, prune=True, log=lambda _: None)
         assert pruned == before
-        wait_for_job_state(stack, added[shadow_job], "CANCELED")
+        # A pruned scoring job is stopped with a savepoint: it ends FINISHED, not CANCELED.
+        wait_for_job_state(stack, added[shadow_job], "FINISHED")
         assert deploy.running_jobs(stack) == before
         r = score(proxies[1], name, {"x": 2.0})
         assert r.status_code == 200 and r.json()["model"] == "champion", r.text
