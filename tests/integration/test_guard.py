@@ -94,6 +94,8 @@ def test_a_champion_that_starts_failing_is_taken_off_with_no_request_failing(sta
         deploy.end_jobs(stack, jobs)
 
     assert switched_at is not None, lines
+    print(f"taken off {switched_at - failing_since:.1f} s after the first failing request")
+    print("\n".join(lines))
     # Taken off within its time: the figure is above its threshold from the first failures
     # (once min_requests are in), so the switch comes FOR_S later, plus a check interval and
     # the policy's trip through the control topic (a slow machine gets a few seconds).
