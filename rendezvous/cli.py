@@ -212,6 +212,19 @@ def cmd_cancel(args: argparse.Namespace, settings: StackSettings) -> int:
     return 0
 
 
+def cmd_guard(args: argparse.Namespace, settings: StackSettings) -> int:
+    from rendezvous import guard_loop
+
+    cfg = _services(args, settings)
+    rules = guard_loop.guarded(cfg, args.service)
+    tracking = None if args.no_mlflow else (args.tracking_uri or settings.mlflow_url)
+    try:
+        guard_loop.run(settings, cfg, rules, tracking_uri=tracking, check_every_s=args.every)
+    except KeyboardInterrupt:
+        print("guard stopped")
+    return 0
+
+
 def _issuer() -> str:
     """Who issues a policy change from this process: user@host."""
     import getpass
@@ -532,6 +545,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_output_args(p)
     p.set_defaults(func=cmd_promote, usage_error=p.error)
+
+    p = sub.add_parser(
+        "guard",
+        help="watch the live first choice of guarded services and take it off when it fails",
+        description="Read the answers as callers get them and, for each service with a "
+        "`guard` section, take the live first choice off when its error rate, late rate or "
+        "output PSI over the section's window stays above the threshold for its time: the "
+        "policy version before it comes back (else the next model in the preference), on the "
+        "control topic, with the reason, and the event is logged as an MLflow run. Runs until "
+        "interrupted.",
+    )
+    p.add_argument(
+        "--config",
+        help="service configuration (YAML or JSON); default: the services defined on the "
+        "cluster, else the demo's file",
+    )
+    p.add_argument(
+        "--service", action="append", help="guard only this service (repeatable; default: all)"
+    )
+    p.add_argument(
+        "--every", type=float, default=1.0, metavar="S", help="seconds between checks (1)"
+    )
+    p.add_argument("--tracking-uri", help="MLflow tracking server (default: the stack's)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log demotions to MLflow")
+    p.set_defaults(func=cmd_guard)
 
     p = sub.add_parser(
         "split",

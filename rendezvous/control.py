@@ -22,7 +22,7 @@ from rendezvous import catalog as catalog_mod
 from rendezvous import policy as policy_mod
 from rendezvous import serde, topics
 from rendezvous.catalog import Catalog, Definition
-from rendezvous.errors import RendezvousError
+from rendezvous.errors import PolicyError, RendezvousError
 from rendezvous.kafka import KafkaConnection
 from rendezvous.policy import Change, History, Policy
 
@@ -202,6 +202,49 @@ def promote(
     policy_mod.check_promotable(spec, model)  # before the topic is read
     new = policy_mod.promote(spec, current_policy(log, config, service), model, sla_ms=sla_ms)
     return publish(log, service, new, issued_by=issued_by, issued_ms=issued_ms).policy
+
+
+def demote(
+    log: ControlLog,
+    config: Config,
+    service: str,
+    model: str,
+    *,
+    issued_by: str,
+    issued_ms: int,
+) -> tuple[str, Policy]:
+    """Take ``model`` off as ``service``'s first choice: the latest earlier policy version
+    that put another model first comes back (as the next version), else the next model in the
+    preference is promoted. Returns how, in words, and the new policy.
+
+    Refused (PolicyError) when ``model`` is no longer the first choice (someone changed the
+    policy meanwhile) or no other model can answer first.
+    """
+    from rendezvous import guard
+
+    spec = config.service(service)
+    past = history(log, config, service)
+    current = past.current.policy
+    if not current.preference or current.preference[0] != model:
+        first = current.preference[0] if current.preference else "no model"
+        raise PolicyError(
+            f"{service}: {model} is no longer the first choice ({first} is, policy version "
+            f"{current.version}); nothing to take off"
+        )
+    number = guard.fallback_version(past, model)
+    if number is not None:
+        new, how = past.restore(number), f"restored policy version {number}"
+    else:
+        roles = {m.name: m.role for m in spec.models}
+        successor = guard.next_in_line(current.preference, model, roles)
+        if successor is None:
+            raise PolicyError(
+                f"{service}: no model but {model} can answer first (the rest of the preference "
+                "is the backstop); leaving the policy as it is"
+            )
+        new, how = policy_mod.promote(spec, current, successor), f"promoted {successor}"
+    publish(log, service, new, issued_by=issued_by, issued_ms=issued_ms)
+    return how, new
 
 
 def split(

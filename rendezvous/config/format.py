@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 """The newest format version this release reads. A file without ``version`` is read as this."""
 
 ROLES = ("champion", "challenger", "canary", "backstop", "decoy")
@@ -330,6 +330,71 @@ ENRICH_OPS = tuple(s.model_fields["op"].annotation.__args__[0] for s in STEPS)
 Step = Annotated[Rename | Default | Log1p | Scale | Lookup | Drop, Field(discriminator="op")]
 
 
+class Guard(Strict):
+    """Rollback on its own (`rendezvous guard`): the live first choice is taken off when a
+    figure stays above its threshold for `for_s`."""
+
+    __expect__ = "a mapping {error_rate, late_rate, psi, window_s, for_s, min_requests}"
+
+    error_rate: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            le=1,
+            allow_inf_nan=False,
+            description="The share of requests on which the first choice fails, above which it is taken off.",
+        ),
+        Expect("a share between 0 (excluded) and 1"),
+    ] = None
+    late_rate: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            le=1,
+            allow_inf_nan=False,
+            description="The share of requests the first choice misses the deadline of, above which it is taken off.",
+        ),
+        Expect("a share between 0 (excluded) and 1"),
+    ] = None
+    psi: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            allow_inf_nan=False,
+            description=(
+                "The PSI of the first choice's numeric answers over the window against its first "
+                "answers as first choice, above which it is taken off."
+            ),
+        ),
+        Expect("a positive number"),
+    ] = None
+    window_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=86_400,
+            allow_inf_nan=False,
+            description="The rolling window, in seconds, the figures are computed over.",
+        ),
+        Expect("seconds between 0 (excluded) and 86400"),
+    ] = 60
+    for_s: Annotated[
+        float,
+        Field(
+            ge=0,
+            le=86_400,
+            allow_inf_nan=False,
+            description="How long, in seconds, a figure must stay above its threshold.",
+        ),
+        Expect("seconds between 0 and 86400"),
+    ] = 30
+    min_requests: Annotated[
+        int,
+        Field(ge=1, description="Fewer answers than this in the window: no verdict."),
+        Expect("an integer >= 1"),
+    ] = 20
+
+
 class Service(Strict):
     """One service: its deadline, its models and how the answer is chosen."""
 
@@ -408,6 +473,18 @@ class Service(Strict):
         ),
         Expect("a mapping {key, arms}"),
         Since(4),
+    ] = None
+    guard: Annotated[
+        Guard | None,
+        Field(
+            description=(
+                "When `rendezvous guard` takes the live first choice off: thresholds on its "
+                "error rate, late rate and output PSI, a window and a time. The policy before "
+                "it comes back (else the next model in the preference). Default: not guarded."
+            )
+        ),
+        Expect("a mapping {error_rate, late_rate, psi, window_s, for_s, min_requests}"),
+        Since(6),
     ] = None
 
 

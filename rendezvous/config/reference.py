@@ -22,6 +22,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("An input field: `services.<name>.input.<field>`", fmt.InputField),
     ("Input from a signature: `services.<name>.input`", fmt.FromModel),
     ("An A/B split: `services.<name>.split`", fmt.Split),
+    ("Rollback on its own: `services.<name>.guard`", fmt.Guard),
     *((f"Enrichment step `{s.model_fields['op'].annotation.__args__[0]}`", s) for s in fmt.STEPS),
 )
 

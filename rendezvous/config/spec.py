@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rendezvous.errors import ConfigError
+from rendezvous.guard import GuardRule
 from rendezvous.traffic import REQUEST_ID, Sample, Split
 
 
@@ -56,6 +57,7 @@ class ServiceSpec:
     enrich: tuple[Mapping[str, Any], ...]
     code: tuple[str, ...] = ()  # the service's own code, relative to its configuration file
     split: Split | None = None  # the configuration's A/B split (policy version 0's)
+    guard: GuardRule | None = None  # when `rendezvous guard` takes the first choice off
 
     def model(self, name: str) -> ModelSpec:
         for m in self.models:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from rendezvous.config import format as fmt
 from rendezvous.config.spec import Config, FieldSpec, ModelSpec, ServiceSpec
+from rendezvous.guard import GuardRule
 from rendezvous.traffic import Split
 
 
@@ -327,6 +328,16 @@ def _semantics(raw: Any, path: str) -> list[Problem]:
             problems.append(
                 Problem(where, f"{n!r} is the decoy; a decoy only archives and cannot answer")
             )
+    guard = raw.get("guard")
+    if isinstance(guard, Mapping) and not any(
+        guard.get(f) is not None for f in ("error_rate", "late_rate", "psi")
+    ):
+        problems.append(
+            Problem(
+                f"{path}.guard",
+                "set at least one threshold: error_rate, late_rate or psi (or remove guard)",
+            )
+        )
     problems += _traffic(raw, path, models, roles)
     source = raw.get("input")
     if isinstance(source, Mapping) and "from_model" in source and source["from_model"] not in roles:
@@ -482,6 +493,7 @@ def _to_spec(name: str, svc: fmt.Service) -> ServiceSpec:
         enrich=enrich,
         code=tuple(svc.code),
         split=Split.of(svc.split.key, svc.split.arms) if svc.split is not None else None,
+        guard=GuardRule(**svc.guard.model_dump()) if svc.guard is not None else None,
     )
 
 
