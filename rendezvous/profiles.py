@@ -32,6 +32,7 @@ KEYS = frozenset(
         "kafka_bootstrap",
         "kafka_properties",
         "kafka_partitions",
+        "results_partitions",
         "flink_rest_url",
         "flink_python",
         "mlflow_tracking_uri",

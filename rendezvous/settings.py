@@ -150,6 +150,9 @@ class StackSettings(EnvSettings):
     # partition the rendezvous job's watermark follows every record, so heartbeats are needed
     # only when traffic stops (see rendezvous.proxy.app).
     kafka_partitions: int = 1
+    # Partitions of the results topic: each proxy replica reads one (its reply partition, see
+    # rendezvous.replies), so up to this many replicas read none of each other's results.
+    results_partitions: int = 8
     # The Kafka cluster every client connects to (empty: the local broker, host:kafka_port),
     # and a properties file with its client properties (security.protocol, sasl.*, ssl.*;
     # see rendezvous.kafka).
@@ -355,6 +358,12 @@ class StackSettings(EnvSettings):
                 f"{self.flink_taskmanager_slots} must both be at least 1; set "
                 f"{ENV_PREFIX}FLINK_TASKMANAGERS / {ENV_PREFIX}FLINK_TASKMANAGER_SLOTS"
             )
+        for name in ("kafka_partitions", "results_partitions"):
+            if not 1 <= getattr(self, name) <= 1024:
+                raise ConfigError(
+                    f"{name}={getattr(self, name)} must be from 1 to 1024 (partitions per "
+                    f"topic); set {ENV_PREFIX}{name.upper()}"
+                )
         if self.archive_commit_s < 1:
             raise ConfigError(
                 f"archive_commit_s={self.archive_commit_s} must be at least 1 (seconds between "
