@@ -117,11 +117,13 @@ def kafka_sink(
         )
     builder = KafkaSink.builder().set_bootstrap_servers(kafka.bootstrap)
     _set_properties(builder, kafka)
-    builder = (
+    if reply_routed:
+        # PyFlink's set_record_serializer inspects the schema as one its own builder made;
+        # a schema of the project's own goes to the Java builder as it is.
+        builder._j_builder.setRecordSerializer(j_schema)
+    else:
         builder.set_record_serializer(KafkaRecordSerializationSchema(j_schema))
-        .set_property("linger.ms", "0")
-        .set_property("compression.type", "none")
-    )
+    builder = builder.set_property("linger.ms", "0").set_property("compression.type", "none")
     if exactly_once:
         builder.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
         builder.set_transactional_id_prefix(txn_prefix or f"rdv-{topic}")

@@ -40,6 +40,9 @@ KEYS = frozenset(
         "python",
         "serving_checkpoint_s",
         "archive_commit_s",
+        "enrich_parallelism",
+        "join_parallelism",
+        "archive_parallelism",
     }
 )
 

@@ -192,6 +192,13 @@ class StackSettings(EnvSettings):
     # those windows. Longer means fewer stalls, more to replay after a failure, and decisions
     # reaching the archive later (the join's decisions commit with its checkpoints).
     serving_checkpoint_s: int = 30
+    # Parallel tasks of the shared jobs (a scoring job's is its model's `parallelism` in the
+    # configuration). Each task takes a slot, and a job's input topics need at least as many
+    # partitions (kafka_partitions): the rendezvous job is keyed by batch, so its tasks share
+    # the join's state and timers by key.
+    enrich_parallelism: int = 1
+    join_parallelism: int = 1
+    archive_parallelism: int = 1
 
     mlflow_port: int = 5000
     proxy_port: int = 8000
@@ -363,6 +370,12 @@ class StackSettings(EnvSettings):
                 raise ConfigError(
                     f"{name}={getattr(self, name)} must be from 1 to 1024 (partitions per "
                     f"topic); set {ENV_PREFIX}{name.upper()}"
+                )
+        for name in ("enrich_parallelism", "join_parallelism", "archive_parallelism"):
+            if not 1 <= getattr(self, name) <= 64:
+                raise ConfigError(
+                    f"{name}={getattr(self, name)} must be from 1 to 64 (parallel tasks of "
+                    f"the job); set {ENV_PREFIX}{name.upper()}"
                 )
         if self.archive_commit_s < 1:
             raise ConfigError(
