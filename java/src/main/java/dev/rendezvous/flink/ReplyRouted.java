@@ -38,8 +38,9 @@ public final class ReplyRouted implements KafkaRecordSerializationSchema<byte[]>
                         | (element[3] & 0xff);
         Integer target = null;
         if (partition >= 0) {
-            int[] partitions = context.getPartitionsForTopic(topic);
-            target = partitions.length == 0 ? null : partitions[partition % partitions.length];
+            // Partition IDs are 0..n-1; the metadata's list of them is not guaranteed sorted.
+            int partitions = context.getPartitionsForTopic(topic).length;
+            target = partitions == 0 ? null : partition % partitions;
         }
         byte[] value = Arrays.copyOfRange(element, 4, element.length);
         return new ProducerRecord<>(topic, target, timestamp, null, value);
