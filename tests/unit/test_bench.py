@@ -432,8 +432,7 @@ def test_scaleout_targets_alternate_between_the_replicas(tmp_path):
     write_targets(path, ["http://a:1", "http://b:2"], bodies)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [t["url"] for t in lines] == [
-        f"http://{h}/v1/services/breast_cancer/score"
-        for h in ("a:1", "b:2", "a:1", "b:2", "a:1")
+        f"http://{h}/v1/services/breast_cancer/score" for h in ("a:1", "b:2", "a:1", "b:2", "a:1")
     ]
     assert [json.loads(base64.b64decode(t["body"])) for t in lines] == bodies
 
