@@ -161,7 +161,7 @@ class Model(Strict):
             ),
         ),
         Expect("a whole number of tasks from 1 to 64"),
-        Since(5),
+        Since(6),
     ] = 1
 
 
