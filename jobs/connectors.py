@@ -93,23 +93,37 @@ def _set_properties(builder, kafka: KafkaConnection) -> None:
 
 
 def kafka_sink(
-    kafka: KafkaConnection, topic: str, *, exactly_once: bool = False, txn_prefix: str = ""
+    kafka: KafkaConnection,
+    topic: str,
+    *,
+    exactly_once: bool = False,
+    txn_prefix: str = "",
+    reply_routed: bool = False,
 ) -> KafkaSink:
-    """A sink of raw values to ``topic``; the record timestamp is the element's timestamp."""
+    """A sink of raw values to ``topic``; the record timestamp is the element's timestamp.
+
+    With ``reply_routed``, each value starts with the partition to write it to
+    (:func:`rendezvous.replies.routed`; ``dev.rendezvous.flink.ReplyRouted`` in the project's jar
+    cuts it off)."""
     jvm = get_gateway().jvm
-    j_schema = (
-        jvm.org.apache.flink.connector.kafka.sink.KafkaRecordSerializationSchema.builder()
-        .setTopic(topic)
-        .setKafkaValueSerializer(_java_class(_SHADED + "ByteArraySerializer"))
-        .build()
-    )
+    if reply_routed:
+        j_schema = jvm.dev.rendezvous.flink.ReplyRouted(topic)
+    else:
+        j_schema = (
+            jvm.org.apache.flink.connector.kafka.sink.KafkaRecordSerializationSchema.builder()
+            .setTopic(topic)
+            .setKafkaValueSerializer(_java_class(_SHADED + "ByteArraySerializer"))
+            .build()
+        )
     builder = KafkaSink.builder().set_bootstrap_servers(kafka.bootstrap)
     _set_properties(builder, kafka)
-    builder = (
+    if reply_routed:
+        # PyFlink's set_record_serializer inspects the schema as one its own builder made;
+        # a schema of the project's own goes to the Java builder as it is.
+        builder._j_builder.setRecordSerializer(j_schema)
+    else:
         builder.set_record_serializer(KafkaRecordSerializationSchema(j_schema))
-        .set_property("linger.ms", "0")
-        .set_property("compression.type", "none")
-    )
+    builder = builder.set_property("linger.ms", "0").set_property("compression.type", "none")
     if exactly_once:
         builder.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
         builder.set_transactional_id_prefix(txn_prefix or f"rdv-{topic}")

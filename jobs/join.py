@@ -9,8 +9,9 @@ timestamps are broker append times, and heartbeats carry time whenever traffic d
 a score that the broker stamped before it.
 
 Each record crosses into Python twice (the key selector and the process function); results
-leave on the main output, grouped by the proxy replica that waits for them, and decisions on a
-side output.
+leave on the main output, grouped by the proxy replica that waits for them and prefixed with that
+replica's reply partition (:mod:`rendezvous.replies`; the results sink routes them and cuts the
+prefix off), and decisions on a side output.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 from jobs import common
 from jobs.connectors import BYTES, event_time, kafka_sink, kafka_source, without_heartbeats
 from jobs.metrics import JoinMetrics
-from rendezvous import batch, serde, topics
+from rendezvous import batch, replies, serde, topics
 
 DECISIONS = OutputTag("decisions", BYTES)
 _JOINED = frozenset(
@@ -85,8 +86,8 @@ class RendezvousFunction(KeyedProcessFunction):
         else:
             self.state.update(state)
         key = ctx.get_current_key()
-        for results in batch.by_reply_to(outcome.results).values():
-            yield serde.encode_batch(serde.Kind.RESULT, key, results)
+        for reply_to, results in batch.by_reply_to(outcome.results).items():
+            yield replies.routed(reply_to, serde.encode_batch(serde.Kind.RESULT, key, results))
         if outcome.decisions:
             yield DECISIONS, serde.encode_batch(serde.Kind.DECISION, key, outcome.decisions)
 
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{s.group_prefix}-join",
             start=s.start,
         ),
-        kafka_sink(s.kafka, topics.RESULTS),
+        kafka_sink(s.kafka, topics.RESULTS, reply_routed=True),
         # Transactional: the archive reads committed decisions only, so a decision re-emitted
         # after a recovery is archived once.
         kafka_sink(

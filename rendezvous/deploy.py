@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rendezvous import config as config_mod
-from rendezvous import failures, slots
+from rendezvous import failures, slots, topics
 from rendezvous.clock import now_ms
 from rendezvous.errors import ConfigError, JobFailed, NotEnoughSlots
 from rendezvous.kafka import KafkaConnection
@@ -33,6 +33,8 @@ class JobPlan:
     script: Path
     args: tuple[str, ...]
     files: tuple[Path, ...] = ()  # shipped with the job onto the workers' Python path
+    parallelism: int = 1  # parallel tasks, one slot each (flink run -p)
+    reads: tuple[str, ...] = ()  # the topics its sources share out between its tasks
 
 
 def code_of(spec, config_path: Path) -> tuple[Path, ...]:
@@ -69,8 +71,20 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
     )
     scoring = (*shared, "--config", str(Path(config_path).resolve()))
     jobs = [
-        JobPlan(ENRICH_JOB, JOBS_DIR / "enrich.py", shared),
-        JobPlan(JOIN_JOB, JOBS_DIR / "join.py", shared),
+        JobPlan(
+            ENRICH_JOB,
+            JOBS_DIR / "enrich.py",
+            shared,
+            parallelism=settings.enrich_parallelism,
+            reads=(topics.REQUESTS,),
+        ),
+        JobPlan(
+            JOIN_JOB,
+            JOBS_DIR / "join.py",
+            shared,
+            parallelism=settings.join_parallelism,
+            reads=topics.RENDEZVOUS,
+        ),
         JobPlan(
             ARCHIVE_JOB,
             JOBS_DIR / "archive.py",
@@ -85,6 +99,8 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
                 start,
                 *_kafka_properties(settings.kafka),
             ),
+            parallelism=settings.archive_parallelism,
+            reads=(topics.MODEL_INPUT, topics.SCORES, topics.DECISIONS, topics.FEEDBACK),
         ),
     ]
     for service in cfg.services.values():
@@ -96,9 +112,34 @@ def plan(settings: StackSettings, config_path: Path, *, start: str = "committed"
                     JOBS_DIR / "score.py",
                     (*scoring, "--service", service.name, "--model", model.name),
                     code,
+                    parallelism=model.parallelism,
+                    reads=(topics.MODEL_INPUT,),
                 )
             )
     return jobs
+
+
+def partition_shortfall(jobs: list[JobPlan], partitions: dict[str, int]) -> str | None:
+    """None when every job's input topics have at least as many partitions as it has tasks
+    (``partitions``: topic -> partitions, as the cluster lists them); else the message naming
+    the job, the topic and the setting. A task with no partition would read nothing, and hold
+    back the watermark of the jobs that decide on event time."""
+    short = [
+        (job, topic, partitions[topic])
+        for job in jobs
+        if job.parallelism > 1
+        for topic in job.reads
+        if topic in partitions and partitions[topic] < job.parallelism
+    ]
+    if not short:
+        return None
+    job, topic, n = short[0]
+    return (
+        f"{job.name} runs {job.parallelism} parallel tasks but {topic} has {n} "
+        f"partition{'s' if n != 1 else ''}; nothing was submitted. Add partitions "
+        f"(kafka-topics.sh --alter --topic {topic} --partitions {job.parallelism}; on a new "
+        f"stack set RDV_KAFKA_PARTITIONS={job.parallelism}), or lower the job's parallelism"
+    )
 
 
 def score_job_name(service: str, model: str) -> str:
@@ -231,7 +272,11 @@ def submit(
         if only and not any(o in job.name for o in only):
             continue
         (kept if job.name in running else todo).append(job)
-    check_slots(stack, len(todo), cancelling=set(stale), log=log)
+    if any(job.parallelism > 1 for job in todo):
+        problem = partition_shortfall(todo, stack.kafka.list_topics())
+        if problem:
+            raise ConfigError(problem)
+    check_slots(stack, sum(job.parallelism for job in todo), cancelling=set(stale), log=log)
     publish()
     for definition in change.publish:
         what = "removed" if definition.removed else f"defined (v{definition.version})"
@@ -247,7 +292,11 @@ def submit(
 
     def one(job: JobPlan) -> tuple[str, str]:
         return job.name, stack.flink.submit(
-            job.script, list(job.args), name_hint=job.name, python_files=job.files
+            job.script,
+            list(job.args),
+            name_hint=job.name,
+            python_files=job.files,
+            parallelism=job.parallelism,
         )
 
     with ThreadPoolExecutor(max_workers=parallel) as pool:

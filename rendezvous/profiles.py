@@ -32,6 +32,7 @@ KEYS = frozenset(
         "kafka_bootstrap",
         "kafka_properties",
         "kafka_partitions",
+        "results_partitions",
         "flink_rest_url",
         "flink_python",
         "mlflow_tracking_uri",
@@ -39,6 +40,9 @@ KEYS = frozenset(
         "python",
         "serving_checkpoint_s",
         "archive_commit_s",
+        "enrich_parallelism",
+        "join_parallelism",
+        "archive_parallelism",
     }
 )
 

@@ -150,6 +150,9 @@ class StackSettings(EnvSettings):
     # partition the rendezvous job's watermark follows every record, so heartbeats are needed
     # only when traffic stops (see rendezvous.proxy.app).
     kafka_partitions: int = 1
+    # Partitions of the results topic: each proxy replica reads one (its reply partition, see
+    # rendezvous.replies), so up to this many replicas read none of each other's results.
+    results_partitions: int = 8
     # The Kafka cluster every client connects to (empty: the local broker, host:kafka_port),
     # and a properties file with its client properties (security.protocol, sasl.*, ssl.*;
     # see rendezvous.kafka).
@@ -189,6 +192,13 @@ class StackSettings(EnvSettings):
     # those windows. Longer means fewer stalls, more to replay after a failure, and decisions
     # reaching the archive later (the join's decisions commit with its checkpoints).
     serving_checkpoint_s: int = 30
+    # Parallel tasks of the shared jobs (a scoring job's is its model's `parallelism` in the
+    # configuration). Each task takes a slot, and a job's input topics need at least as many
+    # partitions (kafka_partitions): the rendezvous job is keyed by batch, so its tasks share
+    # the join's state and timers by key.
+    enrich_parallelism: int = 1
+    join_parallelism: int = 1
+    archive_parallelism: int = 1
 
     mlflow_port: int = 5000
     proxy_port: int = 8000
@@ -355,6 +365,18 @@ class StackSettings(EnvSettings):
                 f"{self.flink_taskmanager_slots} must both be at least 1; set "
                 f"{ENV_PREFIX}FLINK_TASKMANAGERS / {ENV_PREFIX}FLINK_TASKMANAGER_SLOTS"
             )
+        for name in ("kafka_partitions", "results_partitions"):
+            if not 1 <= getattr(self, name) <= 1024:
+                raise ConfigError(
+                    f"{name}={getattr(self, name)} must be from 1 to 1024 (partitions per "
+                    f"topic); set {ENV_PREFIX}{name.upper()}"
+                )
+        for name in ("enrich_parallelism", "join_parallelism", "archive_parallelism"):
+            if not 1 <= getattr(self, name) <= 64:
+                raise ConfigError(
+                    f"{name}={getattr(self, name)} must be from 1 to 64 (parallel tasks of "
+                    f"the job); set {ENV_PREFIX}{name.upper()}"
+                )
         if self.archive_commit_s < 1:
             raise ConfigError(
                 f"archive_commit_s={self.archive_commit_s} must be at least 1 (seconds between "

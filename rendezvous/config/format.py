@@ -149,6 +149,20 @@ class Model(Strict):
         Expect("a whole number of tokens >= 1"),
         Since(5),
     ] = None
+    parallelism: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=64,
+            description=(
+                "Parallel tasks of the model's scoring job, each in a task slot of its own and "
+                "reading its share of the model-input partitions (the topic needs at least as "
+                "many partitions: `kafka_partitions`). Default: 1."
+            ),
+        ),
+        Expect("a whole number of tasks from 1 to 64"),
+        Since(6),
+    ] = 1
 
 
 class InputField(Strict):

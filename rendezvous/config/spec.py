@@ -25,6 +25,7 @@ class ModelSpec:
     sample: float | None = None  # the share of requests scored; None: all of them
     sample_key: str | None = None  # the field deciding ``sample``; None: the request ID
     quota_weight: int | None = None  # tokens a request it scores costs (see access.cost)
+    parallelism: int = 1  # parallel tasks of the model's scoring job
 
     @property
     def sampling(self) -> Sample | None:

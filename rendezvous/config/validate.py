@@ -455,6 +455,7 @@ def _to_spec(name: str, svc: fmt.Service) -> ServiceSpec:
             sample=m.sample,
             sample_key=m.sample_key,
             quota_weight=m.quota_weight,
+            parallelism=m.parallelism,
         )
         for m in svc.models
     )

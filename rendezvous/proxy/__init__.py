@@ -93,6 +93,7 @@ def cmd_proxy(args: argparse.Namespace, stack_settings: StackSettings) -> int:
         host=args.host,
         port=args.port,
         replica_id=args.replica_id,
+        results_partition=args.results_partition,
         bootstrap=args.bootstrap,
         archive=args.archive,
         tls_cert=args.tls_cert,
@@ -127,6 +128,13 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, help="TCP port (default: the stack's proxy port, 8000)")
     p.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--replica-id", dest="replica_id", help="this replica's id (default: random)")
+    p.add_argument(
+        "--results-partition",
+        dest="results_partition",
+        metavar="N|auto|all",
+        help="the partition of the results topic this replica reads and its requests name "
+        "(default auto: a hash of the replica id; all: every partition)",
+    )
     p.add_argument(
         "--bootstrap", help="Kafka bootstrap servers (default: the local stack's broker)"
     )

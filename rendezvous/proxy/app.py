@@ -332,7 +332,7 @@ class Proxy:
                 "received_ms": received_ms,
                 "deadline_ms": deadline_ms,
                 "payload": serde.to_json(payload),
-                "reply_to": self.replica_id,
+                "reply_to": self.transport.reply_to(self.replica_id),
             }
         )
         self.heartbeat.busy_until(deadline_ms + max(spec.grace_ms, self.settings.result_grace_ms))

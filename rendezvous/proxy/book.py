@@ -7,8 +7,8 @@ proxy's exceptions. The app applies them (resolves a future, writes a response).
 - ``pending``: sync requests waiting here, request id -> waiter.
 - ``accepted``: async requests accepted here and not answered yet, oldest first, at most
   ``cache_size``; an expired one is kept ``cache_ttl_ms`` longer so its status is a 504.
-- ``cache``: every result seen on the results topic (so any replica can answer a status URL),
-  an LRU of at most ``cache_size`` where each result lives ``cache_ttl_ms``; the first answer
+- ``cache``: every result seen on the replica's reply partition of the results topic (its
+  own requests', and those of replicas sharing the partition), an LRU of at most ``cache_size`` where each result lives ``cache_ttl_ms``; the first answer
   for a request id wins.
 - ``unconfirmed``: requests produced that the broker has not acknowledged yet.
 - ``bodies``: the fingerprint of the body of every request produced here, the newest

@@ -2,9 +2,9 @@
 
 How the replica knows that a request exists, and what it answered:
 
-1. the results it read from the results topic (every replica reads them all), kept
-   ``cache_ttl_ms`` (10 minutes) and at most ``cache_size`` of them: a request answered a
-   moment ago on any replica is known here;
+1. the results it read from its reply partition of the results topic (its own requests',
+   see :mod:`rendezvous.replies`), kept ``cache_ttl_ms`` (10 minutes) and at most
+   ``cache_size`` of them: a request it answered a moment ago is known here;
 2. else the archive's decisions (:class:`~rendezvous.archive.lookup.ArchiveLookup`), when the
    replica has an archive (``RDV_PROXY_ARCHIVE``; ``rendezvous proxy`` uses the stack's): a
    decision is there once the request's batch closed (deadline plus grace) and the archive

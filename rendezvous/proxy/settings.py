@@ -44,6 +44,11 @@ class ProxySettings(EnvSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     replica_id: str = Field(default_factory=_new_replica_id)
+    # The partition of the results topic this replica reads, and names in its requests'
+    # reply_to so that the rendezvous job writes their results there (rendezvous.replies):
+    # "auto" (a stable hash of replica_id over the topic's partitions), a partition number,
+    # or "all" (read every partition; requests name none).
+    results_partition: str = "auto"
 
     # Access control: every scoring and status request needs an API key (`rendezvous keys`),
     # read from the rdv.api-keys topic; health, readiness, metrics and /docs stay open.
@@ -107,6 +112,11 @@ class ProxySettings(EnvSettings):
 
         return tls.server_context(self)
 
+    @property
+    def fixed_results_partition(self) -> int | None:
+        """The results partition named by number, else None ("auto" or "all")."""
+        return int(self.results_partition) if self.results_partition.isdigit() else None
+
     @cached_property
     def kafka(self) -> KafkaConnection:
         """The connection the proxy's producer and results reader build from."""
@@ -162,6 +172,13 @@ class ProxySettings(EnvSettings):
             "replica_id",
             "1-64 characters of letters, digits, '.', '_' or '-'",
             self.replica_id,
+        )
+        need(
+            self.results_partition in ("auto", "all")
+            or (self.results_partition.isdigit() and len(self.results_partition) <= 6),
+            "results_partition",
+            "auto, all, or a partition number of the results topic",
+            self.results_partition,
         )
         need(
             self.usage_interval_ms >= 10,

@@ -407,8 +407,9 @@ class FlinkCluster:
         name_hint: str = "",
         detached: bool = True,
         python_files: tuple[Path, ...] = (),
+        parallelism: int = 1,
     ) -> str:
-        """Submit a PyFlink job and return its JobID; ``detached=False`` waits until it ends
+        """Submit a PyFlink job (at ``parallelism``) and return its JobID; ``detached=False`` waits until it ends
         (a batch job) and raises if it failed.
 
         Every job carries the project's code (a zip of its packages, built once per version:
@@ -432,6 +433,8 @@ class FlinkCluster:
             *(["-d"] if detached else []),
             "-m",
             self.address.split("://", 1)[-1],
+            "-p",
+            str(parallelism),
             "-py",
             str(script),
             *(["-pyexec", cluster_python] if cluster_python else []),

@@ -172,9 +172,7 @@ class KafkaBroker:
         new = [
             NewTopic(
                 name,
-                num_partitions=1
-                if name in topics.SINGLE_PARTITION
-                else self.settings.kafka_partitions,
+                num_partitions=self._partitions(name),
                 replication_factor=1,
                 config=_topic_config(name),
             )
@@ -192,6 +190,13 @@ class KafkaBroker:
         created = [t.topic for t in new]
         _wait_for_leaders(admin, created)
         return created
+
+    def _partitions(self, name: str) -> int:
+        if name in topics.SINGLE_PARTITION:
+            return 1
+        if name == topics.RESULTS:
+            return max(self.settings.kafka_partitions, self.settings.results_partitions)
+        return self.settings.kafka_partitions
 
     def list_topics(self) -> dict[str, int]:
         from confluent_kafka.admin import AdminClient

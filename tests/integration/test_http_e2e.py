@@ -66,9 +66,13 @@ def start_proxy(
 
 @pytest.fixture(scope="module")
 def proxies(stack, service):
-    """Two proxy replicas side by side; yields their base URLs once answers flow."""
+    """Two proxy replicas side by side, each reading a results partition of its own; yields
+    their base URLs once answers flow."""
     ports = [free_port(), free_port()]
-    procs = [start_proxy(stack, service[1], p, f"e2e-{i}") for i, p in enumerate(ports)]
+    procs = [
+        start_proxy(stack, service[1], p, f"e2e-{i}", ("--results-partition", str(i)))
+        for i, p in enumerate(ports)
+    ]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
         # Warm up: the jobs start reading from their committed offsets; wait for one answer.
@@ -203,7 +207,17 @@ def test_failing_champion_falls_back_without_waiting_for_the_deadline(proxies, s
     assert decision["decided_ms"] < decision["deadline_ms"]
 
 
+def results_read(url: str) -> float:
+    """How many results a replica has read from the results topic (its /metrics)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return float(
+        next(ln for ln in text.splitlines() if ln.startswith("rdv_proxy_results_total ")).split()[1]
+    )
+
+
 def test_each_replica_gets_the_answers_to_its_own_requests(proxies, service):
+    before = [results_read(u) for u in proxies]
+
     def call(i: int) -> tuple[int, str, dict]:
         url = proxies[i % 2]
         rid = f"rep-{i}-{uuid.uuid4().hex[:8]}"
@@ -223,6 +237,12 @@ def test_each_replica_gets_the_answers_to_its_own_requests(proxies, service):
             assert body["request_id"] == rid and body["model"] == "champion"
     answered = [status for status, _, _ in outcomes if status == 200]
     assert len(answered) >= len(outcomes) // 2, outcomes
+    # Each replica read the results of its own requests from its own partition, not the
+    # other's: reading every partition, each would have read all 24.
+    for i, url in enumerate(proxies):
+        own = sum(1 for n, (status, _, _) in enumerate(outcomes) if n % 2 == i and status != 504)
+        read = results_read(url) - before[i]
+        assert own <= read < len(outcomes), (i, own, read)
 
 
 def test_a_replica_replaced_on_its_own_port_refuses_nothing(stack, service, proxies):

@@ -422,3 +422,29 @@ def test_chaos_recovery_and_back_times():
     assert back_s(run, fault) == 2.0  # 200s from 3 s on for 5 s straight
     assert back_s(hits("." * 20), fault) == 0.0
     assert recovery_s(hits("." * 20), fault) == 0.0
+
+
+def test_scaleout_targets_alternate_between_the_replicas(tmp_path):
+    from bench.scaleout import write_targets
+
+    path = tmp_path / "t.jsonl"
+    bodies = [{"x": float(i)} for i in range(5)]
+    write_targets(path, ["http://a:1", "http://b:2"], bodies)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [t["url"] for t in lines] == [
+        f"http://{h}/v1/services/breast_cancer/score" for h in ("a:1", "b:2", "a:1", "b:2", "a:1")
+    ]
+    assert [json.loads(base64.b64decode(t["body"])) for t in lines] == bodies
+
+
+def test_scaleout_table_prints_each_replicas_reads_and_a_dash_for_a_missing_process():
+    from bench.scaleout import table
+
+    run = RunStats(system="2 replicas", kind="sweep", rate=300.0, seconds=20.0)
+    run.p50, run.p99, run.ok_share = 12.0, 80.5, 0.999
+    run.cpu_per_1000 = {"proxy": 0.25, "proxy 2": 0.26, "kafka": 0.3}
+    run.extra["results_read_per_request"] = [1.0, 2.02]
+    row = table([run]).splitlines()[1]
+    assert row.split()[:7] == ["2", "replicas", "300", "12.0", "80.5", "99.90", "0.250"]
+    assert row.rstrip().endswith("1, 2.02")
+    assert "-" in row.split()[9:12]

@@ -63,7 +63,7 @@ UNKNOWN_KEYS = {
     "model far off": (
         "services.credit.models.0",
         "zzqx",
-        "services.credit.models[0].zzqx: unknown key; the keys here are name, role, uri, callable, params, isolation, sample, sample_key, quota_weight",
+        "services.credit.models[0].zzqx: unknown key; the keys here are name, role, uri, callable, params, isolation, sample, sample_key, quota_weight, parallelism",
     ),
     "input field": (
         "services.credit.input.age",

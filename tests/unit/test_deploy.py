@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from rendezvous import cli, control, deploy
+from rendezvous import cli, control, deploy, topics
 from rendezvous.control import MemoryControl
-from rendezvous.errors import JobFailed, NotEnoughSlots
+from rendezvous.errors import ConfigError, JobFailed, NotEnoughSlots
 from rendezvous.settings import StackSettings
 from tests.unit.flink_samples import PEMJA, entry, history
 
@@ -121,6 +121,7 @@ class FakeFlink:
         self.details: dict[str, dict] = {}
         self.exceptions: dict[str, dict] = {}
         self.submitted: list[str] = []
+        self.parallelism: dict[str, int] = {}
         self.cancelled: list[str] = []
         self.stopped: list[str] = []
         self.stoppable = True  # whether a stop with a savepoint succeeds
@@ -143,9 +144,10 @@ class FakeFlink:
     def jobs(self) -> list[dict]:
         return self.overview_jobs
 
-    def submit(self, script, args, *, name_hint: str = "", python_files=()) -> str:
+    def submit(self, script, args, *, name_hint: str = "", python_files=(), parallelism=1) -> str:
         jid = next(self._ids)
         self.submitted.append(name_hint)
+        self.parallelism[name_hint] = parallelism
         self.details[jid] = self.on_submit(name_hint)
         return jid
 
@@ -158,9 +160,13 @@ class FakeFlink:
         return self.stoppable
 
 
-def fake_stack(tmp_path, **kwargs):
+def fake_stack(tmp_path, partitions=1, settings=None, **kwargs):
+    listed = {t: (1 if t in topics.SINGLE_PARTITION else partitions) for t in topics.ALL}
     return SimpleNamespace(
-        flink=FakeFlink(**kwargs), settings=StackSettings(home=tmp_path), control=MemoryControl()
+        flink=FakeFlink(**kwargs),
+        settings=settings or StackSettings(home=tmp_path),
+        control=MemoryControl(),
+        kafka=SimpleNamespace(list_topics=lambda: listed),
     )
 
 
@@ -343,3 +349,53 @@ def test_a_scoring_job_that_does_not_stop_in_time_is_cancelled(tmp_path):
     ]
     assert stack.flink.stopped == [] and stack.flink.cancelled == ["c" * 32]
     assert lines == [f"  {'rendezvous-score credit/champ':<40} cancelled ({'c' * 32})"]
+
+
+PARALLEL = CONFIG.replace(
+    '{name: champ, role: champion, callable: "udfs.zoo:constant"}',
+    '{name: champ, role: champion, callable: "udfs.zoo:constant", parallelism: 3}',
+)
+
+
+def test_parallel_jobs_are_submitted_at_their_parallelism_and_take_a_slot_per_task(tmp_path):
+    path = tmp_path / "services.yaml"
+    path.write_text(PARALLEL)
+    settings = StackSettings(home=tmp_path, join_parallelism=2)
+    stack = fake_stack(tmp_path, partitions=4, settings=settings, total=9, free=9)
+    deploy.submit(stack, path, control_log=stack.control, log=lambda _: None)
+    assert stack.flink.parallelism == {
+        "rendezvous-enrich": 1,
+        "rendezvous-join": 2,
+        "rendezvous-archive": 1,
+        "rendezvous-score credit/champ": 3,
+        "rendezvous-score credit/shadow": 1,
+        "rendezvous-score credit/backstop": 1,
+    }
+    # 10 tasks do not fit in 9 slots: refused before anything is submitted
+    stack = fake_stack(tmp_path, partitions=4, settings=settings, total=9, free=9)
+    path.write_text(PARALLEL.replace("parallelism: 3", "parallelism: 4"))
+    with pytest.raises(NotEnoughSlots, match="need 10 Flink task slots"):
+        deploy.submit(stack, path, control_log=stack.control, log=lambda _: None)
+    assert stack.flink.submitted == []
+
+
+def test_a_job_with_more_tasks_than_its_topics_partitions_is_refused_naming_both(tmp_path):
+    path = tmp_path / "services.yaml"
+    path.write_text(PARALLEL)
+    stack = fake_stack(tmp_path, partitions=2)
+    with pytest.raises(ConfigError) as err:
+        deploy.submit(stack, path, control_log=stack.control, log=lambda _: None)
+    text = str(err.value)
+    assert "rendezvous-score credit/champ runs 3 parallel tasks" in text
+    assert "rdv.model-input has 2 partitions" in text and "RDV_KAFKA_PARTITIONS=3" in text
+    assert stack.flink.submitted == []
+
+
+@pytest.mark.parametrize("value", [0, 65, "two"])
+def test_a_bad_parallelism_names_the_model_field(tmp_path, value):
+    from rendezvous import config as config_mod
+
+    path = tmp_path / "services.yaml"
+    path.write_text(PARALLEL.replace("parallelism: 3", f"parallelism: {value}"))
+    with pytest.raises(ConfigError, match=r"models\[0\]\.parallelism"):
+        config_mod.load(path)

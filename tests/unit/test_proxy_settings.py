@@ -51,6 +51,8 @@ def test_env_then_overrides() -> None:
         ({"RDV_PROXY_BODY_TIMEOUT_MS": "0"}, "RDV_PROXY_BODY_TIMEOUT_MS"),
         ({"RDV_PROXY_BODY_TIMEOUT_MS": "5s"}, "RDV_PROXY_BODY_TIMEOUT_MS"),
         ({"RDV_PROXY_FEEDBACK_LOOKBACK_DAYS": "-1"}, "RDV_PROXY_FEEDBACK_LOOKBACK_DAYS"),
+        ({"RDV_PROXY_RESULTS_PARTITION": "-1"}, "RDV_PROXY_RESULTS_PARTITION"),
+        ({"RDV_PROXY_RESULTS_PARTITION": "some"}, "RDV_PROXY_RESULTS_PARTITION"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], words: str) -> None:

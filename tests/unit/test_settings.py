@@ -222,3 +222,28 @@ def test_the_taskmanagers_metrics_ports_follow_the_jobmanagers_and_are_checked()
         StackSettings(flink_metrics_port=7998, proxy_port=8000)
     with pytest.raises(ConfigError, match="65536 is not a TCP port; set RDV_FLINK_METRICS_PORT"):
         StackSettings(flink_metrics_port=65534)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("kafka_partitions", 0),
+        ("results_partitions", 2000),
+        ("join_parallelism", 0),
+        ("enrich_parallelism", 65),
+        ("archive_parallelism", -1),
+    ],
+)
+def test_partitions_and_parallelism_out_of_range_name_their_variable(tmp_path, field, value):
+    with pytest.raises(ConfigError, match=f"RDV_{field.upper()}"):
+        StackSettings(home=tmp_path, **{field: value})
+
+
+def test_the_results_topic_gets_its_own_partition_count(tmp_path):
+    from rendezvous import topics
+    from rendezvous.stack.kafka import KafkaBroker
+
+    broker = KafkaBroker(StackSettings(home=tmp_path, kafka_partitions=2, results_partitions=6))
+    assert broker._partitions(topics.RESULTS) == 6
+    assert broker._partitions(topics.MODEL_INPUT) == 2
+    assert broker._partitions(topics.CONTROL) == 1

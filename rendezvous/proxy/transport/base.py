@@ -57,6 +57,11 @@ class Transport:
         """Why the transport is not ready, in words for an operator."""
         return ""
 
+    def reply_to(self, replica_id: str) -> str:
+        """What requests put in ``reply_to`` so that their results reach this transport's
+        reader (see :mod:`rendezvous.replies`): by default the replica's ID alone."""
+        return replica_id
+
     def close(self) -> None:
         """Stop background work and flush what is queued (may block briefly)."""
         raise NotImplementedError

@@ -154,6 +154,11 @@ class KafkaTransport(Transport):
     def detail(self) -> str:
         return "" if self.ready() else self._problem
 
+    def reply_to(self, replica_id: str) -> str:
+        # The reader's address names its partition once one is assigned (before that the
+        # transport is not ready and no request is produced).
+        return replica_id if self._reader is None else self._reader.reply_to
+
     @property
     def decode_errors(self) -> int:
         """Records on the results topic that could not be decoded (skipped)."""

@@ -1,8 +1,14 @@
-"""The proxy's results reader: one thread that reads every partition of the results topic.
+"""The proxy's results reader: one thread that reads the replica's results partition.
 
-It assigns the partitions at their end offsets, with no consumer group, so every replica
-sees every result (each keeps those it waits for), picks up partitions added later, decodes
-each batch and hands its RESULT records to the event loop with ``call_soon_threadsafe``.
+A replica reads one partition of the results topic, its reply partition, and its requests
+name it (``reply_to`` is ``<replica>@<partition>``, see :mod:`rendezvous.replies`), so the
+rendezvous job writes their results there and N replicas do not each read every result. The
+partition is the setting ``results_partition``: a number, or by default a stable hash of the
+replica's ID over the topic's partitions (replicas sharing one each keep their own results). With
+``all``, the reader takes every partition, and picks up partitions added later.
+
+Partitions are assigned at their end offsets, with no consumer group. Each batch is decoded and
+its RESULT records handed to the event loop with ``call_soon_threadsafe``.
 :class:`~rendezvous.proxy.transport.kafka.KafkaTransport` starts it beside its producer.
 """
 
@@ -15,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rendezvous import serde
+from rendezvous import replies, serde
 from rendezvous.proxy.settings import ProxySettings
 from rendezvous.proxy.transport.base import ResultHandler
 
@@ -49,6 +55,8 @@ class ResultsReader:
         self._stop = stop
         self._on_problem = on_problem
         self.assigned = False
+        # What this replica's requests carry in reply_to: set once its partition is assigned.
+        self.reply_to = settings.replica_id
         self.decode_errors = 0
         self.results = 0
 
@@ -91,7 +99,7 @@ class ResultsReader:
                                 f"run `rendezvous up` first"
                             )
                         else:
-                            new = sorted(set(tmd.partitions) - assigned)
+                            new = self._wanted(sorted(tmd.partitions), assigned)
                             if new:
                                 parts = [TopicPartition(topic, p, OFFSET_END) for p in new]
                                 if assigned:
@@ -99,6 +107,10 @@ class ResultsReader:
                                 else:
                                     consumer.assign(parts)
                                 assigned.update(new)
+                                if self.settings.results_partition != "all":
+                                    self.reply_to = replies.address(
+                                        self.settings.replica_id, new[0]
+                                    )
                                 self.assigned = True
                     except Exception as exc:
                         self._on_problem(f"cannot read metadata of {topic}: {exc}")
@@ -135,6 +147,25 @@ class ResultsReader:
             pass
         finally:
             consumer.close()
+
+    def _wanted(self, partitions: list[int], assigned: set[int]) -> list[int]:
+        """The partitions to assign now, of the topic's ``partitions``."""
+        mode = self.settings.results_partition
+        if mode == "all":
+            return [p for p in partitions if p not in assigned]
+        if assigned:
+            return []  # a replica keeps its partition: its requests in flight name it
+        fixed = self.settings.fixed_results_partition
+        if fixed is None:
+            return [partitions[replies.choose(self.settings.replica_id, len(partitions))]]
+        if fixed not in partitions:
+            self._on_problem(
+                f"results topic {self.topic} has partitions 0-{len(partitions) - 1}, not "
+                f"{fixed}: set results_partition (RDV_PROXY_RESULTS_PARTITION) to one of "
+                "them, or auto"
+            )
+            return []
+        return [fixed]
 
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
         on_result = self._on_result
