@@ -301,13 +301,15 @@ def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
         evidence.parse_window(gate[1])
     cfg = _services(args, settings)
     log = control.KafkaControl(settings.kafka)
+    before = control.current_policy(log, cfg, args.service)
+    figures = None
     if gate is not None:
         spec = cfg.service(args.service)
         from rendezvous import policy as policy_mod
 
         policy_mod.check_promotable(spec, args.model)
-        current = control.current_policy(log, cfg, args.service)
-        if not _evidence_holds(args, settings, current, *gate):
+        figures = _evidence_holds(args, settings, before, *gate)
+        if figures is None:
             return 1
     issued = {"issued_by": _issuer(), "issued_ms": now_ms()}
     try:
@@ -332,14 +334,63 @@ def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     print(f"{args.service}: {_rules(policy)} ({done}); applies to requests accepted from now on")
+    if not args.no_mlflow:
+        evidence = None if gate is None else {"condition": args.condition, "window": gate[1]}
+        _record_promotion(
+            args.tracking_uri or settings.mlflow_url,
+            cfg.service(args.service),
+            before,
+            policy,
+            issued,
+            evidence,
+            figures,
+        )
     return 0
+
+
+def _record_promotion(
+    tracking_uri: str, spec, before: Policy, after: Policy, issued: dict, evidence, figures
+) -> None:
+    """Move ``@champion`` in the registry to the new first choice's version and log the change
+    as an MLflow run (see rendezvous.models.promotion); a registry that cannot be reached is a
+    warning: the policy change stands."""
+    from rendezvous.models import promotion
+
+    to_model = after.preference[0] if after.preference else None
+    if to_model is None:
+        return
+    try:
+        move, run_id = promotion.record(
+            tracking_uri,
+            service=spec.name,
+            from_model=before.preference[0] if before.preference else None,
+            to_model=to_model,
+            to_uri=spec.model(to_model).uri,
+            policy_version=after.version,
+            issued_by=issued["issued_by"],
+            at_ms=issued["issued_ms"],
+            evidence=evidence,
+            figures=figures,
+        )
+    except RendezvousError as exc:
+        print(f"warning: the promotion is not recorded in MLflow: {exc}", file=sys.stderr)
+        return
+    except Exception as exc:  # MLflow's own errors: the policy change stands all the same
+        print(
+            f"warning: MLflow at {tracking_uri} refused the promotion record: {exc}",
+            file=sys.stderr,
+        )
+        return
+    if move is not None:
+        print(move.line())
+    print(f"MLflow: promotion run {run_id} in experiment {promotion.EXPERIMENT}")
 
 
 def _evidence_holds(
     args: argparse.Namespace, settings: StackSettings, current: Policy, clauses, span: str
-) -> bool:
-    """Print the model's figures over the archive's last ``span`` against ``clauses``; True
-    when every clause passes (else the refusal goes to stderr)."""
+) -> dict[str, float] | None:
+    """Print the model's figures over the archive's last ``span`` against ``clauses``; the
+    figures when every clause passes, None when one fails (the refusal goes to stderr)."""
     from datetime import datetime, timezone
     from pathlib import Path
 
@@ -364,9 +415,9 @@ def _evidence_holds(
         print(line)
     if found.figures["n"] > 0 and all(v.passed for v in verdicts):
         print(f"every clause passes: promoting {args.model}")
-        return True
+        return dict(found.figures)
     print(f"error: {evidence.refusal(found, verdicts)}", file=sys.stderr)
-    return False
+    return None
 
 
 def _when(issued_ms: int | None) -> str:
@@ -540,6 +591,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--archive", metavar="PATH", help="with --if: archive root (default: the stack's)"
+    )
+    p.add_argument(
+        "--tracking-uri",
+        help="MLflow tracking server whose registry follows the promotion (default: the stack's)",
+    )
+    p.add_argument(
+        "--no-mlflow",
+        action="store_true",
+        help="leave the registry's @champion alias alone and log no promotion run",
     )
     from rendezvous.archive.report import add_output_args
 

@@ -161,8 +161,22 @@ def _demote(
     )
     run_id = None
     if tracking_uri:
+        from rendezvous.models import promotion
+
         try:
             run_id = log_to_mlflow(tracking_uri, breach, rule, how, policy.version, first)
+            move, _ = promotion.record(
+                tracking_uri,
+                service=breach.service,
+                from_model=breach.model,
+                to_model=first,
+                to_uri=config.service(breach.service).model(first).uri,
+                policy_version=policy.version,
+                issued_by=f"{ISSUER}: {why}",
+                at_ms=breach.at_ms,
+            )
+            if move is not None:
+                say(f"{breach.service}: {move.line()}")
         except Exception as exc:  # the demotion stands; the record of it is best effort
             say(f"{breach.service}: could not log the demotion to MLflow at {tracking_uri}: {exc}")
     return Demotion(breach, how, policy.version, first, run_id)

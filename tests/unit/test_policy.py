@@ -277,12 +277,13 @@ def run(tmp_path, monkeypatch, log, capsys):
     return run
 
 
-def test_cli_promote_undo_and_to_version(run, log):
+def test_cli_promote_undo_and_to_version(run, log, registry):
     code, out, _ = run("promote", "credit", "shadow")
     assert code == 0
     assert out == (
         "credit: preference shadow > champ > backstop, SLA 200 ms (policy version 1); "
         "applies to requests accepted from now on\n"
+        "MLflow: promotion run run1 in experiment rendezvous-promotions\n"
     )
     code, out, _ = run("promote", "--undo", "credit")
     assert code == 0
@@ -295,6 +296,15 @@ def test_cli_promote_undo_and_to_version(run, log):
     assert code == 0 and "policy version 3 is the current one" in out and "nothing" in out
     assert [r["policy"]["version"] for r in log.read()] == [1, 2, 3]
     assert {r["issued_by"] for r in log.read()} == {"ops@host"}
+    # one promotion run per change; callables have no registry alias to move
+    assert [(r["params"]["from_model"], r["params"]["to_model"]) for r in registry.runs] == [
+        ("champ", "shadow"),
+        ("shadow", "champ"),
+        ("champ", "shadow"),
+    ]
+    assert registry.aliases == {} and "alias_moved" not in registry.runs[0]["params"]
+    assert run("promote", "credit", "champ", "--no-mlflow")[0] == 0
+    assert len(registry.runs) == 3
 
 
 def test_cli_undo_with_nothing_to_undo_exits_1_naming_the_service(run, log):

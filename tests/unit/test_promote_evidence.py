@@ -113,7 +113,7 @@ def preference(log) -> tuple[str, ...] | None:
 # ---- promotion on evidence ---------------------------------------------------------------
 
 
-def test_every_clause_passes_so_the_model_is_promoted(run, log):
+def test_every_clause_passes_so_the_model_is_promoted(run, log, registry):
     code, stdout, err = run(
         "promote",
         "credit",
@@ -136,13 +136,18 @@ def test_every_clause_passes_so_the_model_is_promoted(run, log):
     assert lines[4] == "every clause passes: promoting shadow"
     assert "credit: preference shadow > champ > backstop, SLA 25 ms (policy version 1)" in stdout
     assert preference(log) == ("shadow", "champ", "backstop")
+    # the promotion is an MLflow run with its evidence: the condition, the window, the figures
+    (promoted,) = registry.runs
+    assert promoted["params"]["condition"] == "agreement>=0.7 and late_rate<=0.25"
+    assert promoted["params"]["window"] == "1h" and promoted["params"]["policy_version"] == "1"
+    assert promoted["metrics"]["agreement"] == 0.75 and promoted["metrics"]["late_rate"] == 0.2
 
 
-def test_a_failing_clause_refuses_and_publishes_nothing(run, log):
+def test_a_failing_clause_refuses_and_publishes_nothing(run, log, registry):
     code, stdout, err = run(
         "promote", "credit", "shadow", "--if", "agreement >= 0.8 and n>=5", "--window", "1h"
     )
-    assert code == 1 and log.read() == []
+    assert code == 1 and log.read() == [] and registry.runs == []
     assert row(stdout, "agreement") == ["agreement", "0.7500", "agreement", ">=", "0.8", "fail"]
     assert row(stdout, "n") == ["n", "5", "n", ">=", "5", "pass"]
     assert err == (
