@@ -159,8 +159,8 @@ class _Source:
                 f"model {self.model}: no alias {ref.alias!r} on registered model {ref.name!r} "
                 f"at {self.where} (its aliases: {known}); set it with "
                 f"MlflowClient().set_registered_model_alias({ref.name!r}, {ref.alias!r}, <version>) "
-                "or in the MLflow UI (`rendezvous promote` changes a service's preference "
-                "order, not the registry's aliases)"
+                "or in the MLflow UI (`rendezvous promote` moves only @champion, to the version "
+                "of the model it makes the first choice)"
             )
         return ModelLoadError(
             f"model {self.model}: registered model {ref.name!r} has no version "
