@@ -181,7 +181,8 @@ class JoinMetrics:
         self.fields = fields or OutputFields()
         self.first_choices: dict[tuple[str, int], str] = {}
         self._psi_window, self._psi_every = psi_window, psi_every
-        self._reference: dict[str, deque[float]] = {}  # service -> first choice's values
+        # (service, canary) -> the canary's own first values, its reference; then its latest
+        self._canary_reference: dict[tuple[str, str], list[float]] = {}
         self._canary: dict[tuple[str, str], deque[float]] = {}
         self._since: Counter = Counter()  # (service, canary) -> values since its last PSI
 
@@ -222,9 +223,7 @@ class JoinMetrics:
             out.errors[key] += s["status"] != "ok"
             out.late[key] += bool(s["late"])
             read[s["model"]] = read_output(s["output"], self.fields)
-        ref_label, ref_value = read.get(reference, (None, math.nan))
-        if ref_value == ref_value:  # not nan
-            self._window(self._reference, service).append(ref_value)
+        ref_label, _ = read.get(reference, (None, math.nan))
         for s in scores:
             model = s["model"]
             if model == reference:
@@ -233,27 +232,27 @@ class JoinMetrics:
             if label is not None and ref_label is not None:
                 out.compared[(service, model)] += 1
                 out.agreements[(service, model)] += label == ref_label
-            if s["role"] == CANARY and value == value and ref_value == ref_value:
+            if s["role"] == CANARY and value == value:
                 self._canary_value(service, model, value, out)
 
-    def _window(self, windows: dict, key: Any) -> deque[float]:
-        window = windows.get(key)
-        if window is None:
-            window = windows[key] = deque(maxlen=self._psi_window)
-        return window
-
     def _canary_value(self, service: str, model: str, value: float, out: JoinTally) -> None:
+        """The canary against its own first ``psi_window`` values since the job started (the
+        stable baseline), apart from its agreement with the first choice."""
         key = (service, model)
-        if key not in self._canary:
+        reference = self._canary_reference.get(key)
+        if reference is None:
             out.psi[key] = math.nan  # the gauge exists (at -1) until there is a PSI
-        self._window(self._canary, key).append(value)
+            reference = self._canary_reference[key] = []
+            self._canary[key] = deque(maxlen=self._psi_window)
+        if len(reference) < self._psi_window:
+            reference.append(value)
+            return
+        self._canary[key].append(value)
         self._since[key] += 1
         if self._since[key] < self._psi_every:
             return
         self._since[key] = 0
-        reference = self._reference.get(service)
-        if reference:
-            out.psi[key] = psi(reference, self._canary[key], bin_edges(reference))
+        out.psi[key] = psi(reference, self._canary[key], bin_edges(reference))
 
 
 def psi_gauge_value(value: float) -> int:

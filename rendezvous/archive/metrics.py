@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import orjson
@@ -451,6 +452,13 @@ class ServiceReport:
     # the A/B arms and the sampled models (see rendezvous.archive.arms); empty without them
     arms: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ARM_COLUMNS))
     samples: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SAMPLE_COLUMNS))
+    # drift against the past (see rendezvous.archive.drift): each canary against its own
+    # reference window, and each numeric input feature; ``drift_reference`` says which window
+    self_drift: tuple[Any, ...] = ()
+    feature_drift: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["feature", "reference_n", "current_n", "psi"])
+    )
+    drift_reference: str = ""
 
 
 def service_report(

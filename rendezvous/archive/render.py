@@ -159,6 +159,24 @@ def drift_rows(drift: Drift) -> tuple[list[str], list[list[str]]]:
     return ["hour (UTC)", "first choice n", "canary n", "PSI"], rows
 
 
+def self_drift_rows(drift: Any) -> tuple[list[str], list[list[str]]]:
+    """A canary against its own reference window (:class:`rendezvous.archive.drift.SelfDrift`)."""
+    rows = [["window", count(drift.reference_n), count(drift.canary_n), number(drift.window_psi)]]
+    for r in drift.hourly.itertuples():
+        rows.append(
+            [f"{r.hour:%Y-%m-%d %H:00}", count(r.reference_n), count(r.canary_n), number(r.psi)]
+        )
+    return ["hour (UTC)", "reference n", "canary n", "PSI"], rows
+
+
+def feature_drift_rows(features: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    rows = [
+        [str(r.feature), count(r.reference_n), count(r.current_n), number(r.psi)]
+        for r in features.itertuples()
+    ]
+    return ["feature", "reference n", "window n", "PSI"], rows
+
+
 def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]], indent: str = "  ") -> str:
     """Columns padded to their widest cell; text left-aligned, numbers right-aligned."""
     widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
@@ -326,6 +344,18 @@ def service_html(report: ServiceReport) -> str:
         parts += [
             f"<h3>Canary drift: {html.escape(drift.canary)} (PSI)</h3>",
             html_table(*drift_rows(drift)),
+        ]
+    reference = html.escape(report.drift_reference)
+    for drift in report.self_drift:
+        parts += [
+            f"<h3>Canary {html.escape(drift.canary)} against its own outputs in the reference "
+            f"window, {reference} (PSI)</h3>",
+            html_table(*self_drift_rows(drift)),
+        ]
+    if len(report.feature_drift):
+        parts += [
+            f"<h3>Input features against the reference window, {reference} (PSI)</h3>",
+            html_table(*feature_drift_rows(report.feature_drift)),
         ]
     figures = [
         (latency_figure(report.models), "latency per model"),

@@ -185,6 +185,94 @@ def load_policies(root: Path, *, service: str | None, window: Window) -> pd.Data
         return db.frame(_POLICIES + where, params)
 
 
+_FEATURES = "SELECT service, request_id, features FROM requests"
+DEFAULT_DRIFT_REFERENCE = "first:24h"
+
+
+def drift_reference_window(root: Path, spec: str, *, service: str | None, now: datetime) -> Window:
+    """The reference window of ``--drift-reference``: ``first:SPAN`` (the archive's first
+    SPAN of the service, from its earliest archived score) or ``SINCE/UNTIL`` (times or ages
+    as --since takes them)."""
+    from rendezvous.archive.evidence import parse_window
+    from rendezvous.archive.sql import ArchiveSQL
+
+    text = spec.strip()
+    if text.startswith("first:"):
+        try:
+            span = parse_window(text.removeprefix("first:"))
+        except ArchiveError:
+            raise ArchiveError(
+                f"--drift-reference {spec!r}: expected first:SPAN (first:24h, first:7d) or "
+                "SINCE/UNTIL (2024-05-01/2024-05-02, 14d/7d)"
+            ) from None
+        where, params = where_clause(service, Window())
+        with ArchiveSQL(root) as db:
+            earliest = db.frame("SELECT min(received_ms) AS t FROM scores" + where, params)["t"]
+        start = earliest.iloc[0] if len(earliest) else None
+        if start is None or start != start:
+            return Window(now, now)  # nothing archived: an empty reference
+        since = datetime.fromtimestamp(int(start) / 1000, tz=timezone.utc)
+        return Window(since, since + span)
+    since, sep, until = text.partition("/")
+    if not sep or not since or not until:
+        raise ArchiveError(
+            f"--drift-reference {spec!r}: expected first:SPAN (first:24h, first:7d) or "
+            "SINCE/UNTIL (2024-05-01/2024-05-02, 14d/7d)"
+        )
+    window = Window(
+        parse_time(since, now=now, flag="--drift-reference"),
+        parse_time(until, now=now, flag="--drift-reference"),
+    )
+    if window.since >= window.until:
+        raise ArchiveError(f"--drift-reference {spec!r}: the start is not before the end")
+    return window
+
+
+def load_reference(
+    root: Path, *, service: str | None, window: Window
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The scores and the requests' features of the drift reference window (empty frames when
+    it holds none)."""
+    from rendezvous.archive.sql import ArchiveSQL
+
+    where, params = where_clause(service, window)
+    with ArchiveSQL(root) as db:
+        return db.frame(_SCORES + where, params), db.frame(_FEATURES + where, params)
+
+
+def with_self_drift(
+    reports: Sequence[ServiceReport],
+    *,
+    current: tuple[pd.DataFrame, pd.DataFrame],
+    reference: tuple[pd.DataFrame, pd.DataFrame],
+    fields: Any,
+    described: str,
+) -> list[ServiceReport]:
+    """``reports`` with each canary's drift against its own reference window and each
+    numeric input feature's (``current`` and ``reference``: scores and request features)."""
+    from dataclasses import replace
+
+    from rendezvous.archive import drift
+    from rendezvous.archive.metrics import read_scores
+
+    out = []
+    for r in reports:
+
+        def of(frame: pd.DataFrame, service: str = r.service) -> pd.DataFrame:
+            return frame[frame["service"] == service] if len(frame) else frame
+
+        now_scores, now_features = (of(f) for f in current)
+        ref_scores, ref_features = (of(f) for f in reference)
+        selves = drift.canary_self_drift(
+            read_scores(now_scores, fields), read_scores(ref_scores, fields)
+        )
+        features = drift.feature_drift(now_features["features"], ref_features["features"])
+        out.append(
+            replace(r, self_drift=tuple(selves), feature_drift=features, drift_reference=described)
+        )
+    return out
+
+
 _LABELS = "SELECT service, request_id, label, labelled_ms FROM labels"
 
 
@@ -249,6 +337,18 @@ def summary(reports: Sequence[ServiceReport], *, root: Path, window: Window) -> 
                 f"< {render.PSI_WATCH} stable, > {render.PSI_SHIFTED} shifted):",
                 render.text_table(*render.drift_rows(drift), indent="    "),
             ]
+        for drift in r.self_drift:
+            lines += [
+                f"  canary {drift.canary} against its own outputs in the reference window, "
+                f"{r.drift_reference} (PSI):",
+                render.text_table(*render.self_drift_rows(drift), indent="    "),
+            ]
+        if len(r.feature_drift):
+            lines += [
+                f"  input features against the reference window, {r.drift_reference} "
+                "(PSI, largest first):",
+                render.text_table(*render.feature_drift_rows(r.feature_drift), indent="    "),
+            ]
         lines += [f"  note: {n}" for n in r.notes]
     return "\n".join(lines)
 
@@ -283,7 +383,8 @@ def mlflow_metrics(report: ServiceReport) -> list[tuple[str, float, int, int | N
     ``latency_p95.gbm``, ...); per A/B arm ``arm_<figure>.<arm>`` (``arm_share.gbm``,
     ``arm_answered_by_arm.lr``, ``arm_accuracy.lr``, ...); per canary
     ``psi.<canary>`` over the window, and ``psi_hourly.<canary>`` with one step per hour,
-    stamped with the hour.
+    stamped with the hour; ``psi_self.<canary>`` against the canary's own reference window
+    and ``psi_feature.<feature>`` per numeric input feature.
     """
     out: list[tuple[str, float, int, int | None]] = []
     for row in report.models.to_dict("records"):
@@ -307,6 +408,15 @@ def mlflow_metrics(report: ServiceReport) -> list[tuple[str, float, int, int | N
         for step, hour in enumerate(drift.hourly.dropna(subset=["psi"]).itertuples()):
             stamp = int(hour.hour.timestamp() * 1000)
             out.append((f"psi_hourly.{canary}", float(hour.psi), step, stamp))
+    for drift in report.self_drift:
+        canary = _UNSAFE.sub("_", drift.canary)
+        if drift.window_psi == drift.window_psi:
+            out.append((f"psi_self.{canary}", drift.window_psi, 0, None))
+    for row in report.feature_drift.to_dict("records"):
+        if row["psi"] == row["psi"]:
+            out.append(
+                (f"psi_feature.{_UNSAFE.sub('_', str(row['feature']))}", row["psi"], 0, None)
+            )
     return out
 
 
@@ -387,6 +497,15 @@ def cmd_report(args: argparse.Namespace, settings: StackSettings) -> int:
     labels = load_labels(root, service=args.service, window=window)
     policies = load_policies(root, service=args.service, window=window)
     reports = build_reports(scores, decisions, fields, labels=labels, requests=policies)
+    reference = drift_reference_window(root, args.drift_reference, service=args.service, now=now)
+    features = load_reference(root, service=args.service, window=window)[1]
+    reports = with_self_drift(
+        reports,
+        current=(scores, features),
+        reference=load_reference(root, service=args.service, window=reference),
+        fields=fields,
+        described=reference.describe(),
+    )
     print(summary(reports, root=root, window=window))
 
     title = "Rendezvous model report"
@@ -466,6 +585,13 @@ def add_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("--service", help="only this service (default: every service)")
     add_window_args(p)
+    p.add_argument(
+        "--drift-reference",
+        default=DEFAULT_DRIFT_REFERENCE,
+        metavar="WINDOW",
+        help="what each canary's outputs and the input features are compared with: first:SPAN "
+        "(the archive's first SPAN of the service; default first:24h) or SINCE/UNTIL",
+    )
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML report")
     add_output_args(p)
     p.add_argument("--mlflow", action="store_true", help="log one MLflow run per service")

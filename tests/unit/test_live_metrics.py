@@ -145,28 +145,29 @@ def test_agreement_is_with_the_first_choice_of_the_policy_in_force():
     assert fresh.tally([], decisions).compared == {("fraud", "canary"): 1}
 
 
-def test_the_canary_psi_is_the_archives_over_the_rolling_window():
+def test_the_canary_psi_is_against_its_own_first_values_over_the_rolling_window():
     rng = np.random.default_rng(7)
     m = lm.JoinMetrics(psi_window=50, psi_every=20)
-    first, canary, updates = [], [], []
-    for i in range(120):
-        ref_value, canary_value = float(rng.random()), float(rng.random() * 0.5)
+    canary, updates = [], []
+    for i in range(130):
+        # the first choice's values do not matter; the canary's move after its first 50
+        canary_value = float(rng.random() if i < 50 else rng.random() * 0.5)
         r = request(f"r{i}")
         m.on_requests([r])
         _, decisions = decide(
             r,
-            scored(r["request_id"], "champion", "champion", {"probability": ref_value}),
+            scored(r["request_id"], "champion", "champion", {"probability": float(rng.random())}),
             scored(r["request_id"], "canary", "canary", {"probability": canary_value}),
         )
-        first.append(ref_value)
         canary.append(canary_value)
         tally = m.tally([], decisions)
         if tally.psi:
             updates.append((i, tally.psi[("fraud", "canary")]))
-    assert [i for i, _ in updates] == [0, 19, 39, 59, 79, 99, 119]
-    assert np.isnan(updates[0][1])  # known from the first value on, unknown until PSI_EVERY
-    last_ref, last_canary = first[-50:], canary[-50:]
-    assert updates[-1][1] == pytest.approx(psi(last_ref, last_canary, bin_edges(last_ref)))
+    # the gauge exists from the first value; a PSI once 50 reference and 20 more values are in
+    assert [i for i, _ in updates] == [0, 69, 89, 109, 129]
+    assert np.isnan(updates[0][1])
+    reference, latest = canary[:50], canary[-50:]
+    assert updates[-1][1] == pytest.approx(psi(reference, latest, bin_edges(reference)))
     assert updates[-1][1] > 0.25  # half the range: shifted
     assert lm.psi_gauge_value(0.1234567) == 123457
     assert lm.psi_gauge_value(float("nan")) == -1

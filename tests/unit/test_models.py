@@ -415,7 +415,7 @@ def test_a_missing_alias_lists_the_aliases_and_the_fix(registry):
         err.value.message
     )
     # promote changes the preference order, not an alias: the hint must not send users there
-    assert "`rendezvous promote` changes a service's preference order, not the registry" in (
+    assert "`rendezvous promote` moves only @champion, to the version of the model it makes" in (
         err.value.message
     )
 
