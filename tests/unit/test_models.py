@@ -414,7 +414,7 @@ def test_a_missing_alias_lists_the_aliases_and_the_fix(registry):
     assert "set it with MlflowClient().set_registered_model_alias('credit', 'gold', <version>)" in (
         err.value.message
     )
-    # promote changes the preference order, not an alias: the hint must not send users there
+    # the hint says what promote does to aliases: it moves @champion only
     assert "`rendezvous promote` moves only @champion, to the version of the model it makes" in (
         err.value.message
     )
