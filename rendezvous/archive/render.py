@@ -150,23 +150,29 @@ def reason_rows(reasons: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return ["model", "reason", "decisions"], rows
 
 
-def drift_rows(drift: Drift) -> tuple[list[str], list[list[str]]]:
-    rows = [["window", count(drift.champion_n), count(drift.canary_n), number(drift.window_psi)]]
-    for r in drift.hourly.itertuples():
+def _psi_rows(
+    drift: Any, counts: tuple[str, str], headers: tuple[str, str]
+) -> tuple[list[str], list[list[str]]]:
+    """The window's PSI, then each hour's, with the two counts named by ``counts``."""
+    first, second = counts
+    rows = [
+        ["window", *(count(getattr(drift, f"{c}_n")) for c in counts), number(drift.window_psi)]
+    ]
+    for r in drift.hourly.to_dict("records"):
         rows.append(
-            [f"{r.hour:%Y-%m-%d %H:00}", count(r.champion_n), count(r.canary_n), number(r.psi)]
-        )
-    return ["hour (UTC)", "first choice n", "canary n", "PSI"], rows
+            [f"{r['hour']:%Y-%m-%d %H:00}", count(r[f"{first}_n"]), count(r[f"{second}_n"]),
+             number(r["psi"])]
+        )  # fmt: skip
+    return ["hour (UTC)", *headers, "PSI"], rows
+
+
+def drift_rows(drift: Drift) -> tuple[list[str], list[list[str]]]:
+    return _psi_rows(drift, ("champion", "canary"), ("first choice n", "canary n"))
 
 
 def self_drift_rows(drift: Any) -> tuple[list[str], list[list[str]]]:
     """A canary against its own reference window (:class:`rendezvous.archive.drift.SelfDrift`)."""
-    rows = [["window", count(drift.reference_n), count(drift.canary_n), number(drift.window_psi)]]
-    for r in drift.hourly.itertuples():
-        rows.append(
-            [f"{r.hour:%Y-%m-%d %H:00}", count(r.reference_n), count(r.canary_n), number(r.psi)]
-        )
-    return ["hour (UTC)", "reference n", "canary n", "PSI"], rows
+    return _psi_rows(drift, ("reference", "canary"), ("reference n", "canary n"))
 
 
 def feature_drift_rows(features: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
