@@ -164,11 +164,16 @@ class KafkaBroker:
         check_login(self.settings.kafka, timeout_s=timeout_s, local=self.settings.kafka_is_local)
 
     def create_topics(self, names=topics.ALL) -> list[str]:
-        """Create missing topics; return the ones created."""
+        """Create missing topics, and give the results topic the reply partitions it lacks;
+        return what was done ("rdv.x", or "rdv.results (8 partitions, was 1)")."""
         from confluent_kafka.admin import AdminClient, NewTopic
 
         admin = AdminClient(self.settings.kafka.client_config())
-        existing = set(admin.list_topics(timeout=10).topics)
+        listed = admin.list_topics(timeout=10).topics
+        existing = set(listed)
+        grown = []
+        if topics.RESULTS in names and topics.RESULTS in listed:
+            grown = self._grow_results(admin, len(listed[topics.RESULTS].partitions))
         new = [
             NewTopic(
                 name,
@@ -180,7 +185,7 @@ class KafkaBroker:
             if name not in existing
         ]
         if not new:
-            return []
+            return grown
         for name, future in admin.create_topics(new, operation_timeout=30).items():
             try:
                 future.result(timeout=30)
@@ -189,7 +194,30 @@ class KafkaBroker:
                     raise StackError(f"could not create topic {name}: {exc}") from exc
         created = [t.topic for t in new]
         _wait_for_leaders(admin, created)
-        return created
+        return created + grown
+
+    def _grow_results(self, admin, have: int) -> list[str]:
+        """Add partitions to a results topic that has fewer than the settings ask for (a stack
+        from before reply partitions): each is a reply partition a replica can read. Only this
+        topic grows; the others are keyed by request ID, and adding partitions would move
+        keys under the jobs' feet."""
+        from confluent_kafka.admin import NewPartitions
+
+        want = self._partitions(topics.RESULTS)
+        if have >= want:
+            return []
+        futures = admin.create_partitions([NewPartitions(topics.RESULTS, want)])
+        try:
+            futures[topics.RESULTS].result(timeout=30)
+        except Exception as exc:
+            raise StackError(
+                f"could not give {topics.RESULTS} {want} partitions (it has {have}): {exc}"
+            ) from exc
+        _wait_for_leaders(admin, [topics.RESULTS])
+        return [
+            f"{topics.RESULTS} ({want} partitions, was {have}; a running rendezvous-join keeps "
+            "routing to the old ones until it is submitted again)"
+        ]
 
     def _partitions(self, name: str) -> int:
         if name in topics.SINGLE_PARTITION:
