@@ -127,8 +127,9 @@ def run(
 def _follow_policies(
     ctl: control.ControlLog, config: Config, watch: Watch, rules: dict[str, GuardRule]
 ) -> None:
+    histories = control.histories(ctl, config)  # one read of the topic for every service
     for service in rules:
-        policy = control.current_policy(ctl, config, service)
+        policy = histories[service].current.policy
         if policy.preference:
             watch.first_choice(service, policy.preference[0], now_ms())
 
