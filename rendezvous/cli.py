@@ -301,23 +301,32 @@ def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
         evidence.parse_window(gate[1])
     cfg = _services(args, settings)
     log = control.KafkaControl(settings.kafka)
-    before = control.current_policy(log, cfg, args.service)
     figures = None
     if gate is not None:
         spec = cfg.service(args.service)
         from rendezvous import policy as policy_mod
 
         policy_mod.check_promotable(spec, args.model)
-        figures = _evidence_holds(args, settings, before, *gate)
+        current = control.current_policy(log, cfg, args.service)
+        figures = _evidence_holds(args, settings, current, *gate)
         if figures is None:
             return 1
     issued = {"issued_by": _issuer(), "issued_ms": now_ms()}
+    follower = None
+    if not args.no_mlflow:
+        from rendezvous.models import promotion
+
+        follower = promotion.Follower(
+            args.tracking_uri or settings.mlflow_url, cfg.service(args.service)
+        )
     try:
         if args.undo:
-            earlier, policy = control.undo(log, cfg, args.service, **issued)
+            earlier, policy = control.undo(log, cfg, args.service, **issued, registry=follower)
             done = f"restored policy version {earlier} as version {policy.version}"
         elif args.to_version is not None:
-            policy = control.restore(log, cfg, args.service, args.to_version, **issued)
+            policy = control.restore(
+                log, cfg, args.service, args.to_version, **issued, registry=follower
+            )
             if policy.version == args.to_version:
                 print(
                     f"{args.service}: policy version {policy.version} is the current one "
@@ -327,63 +336,57 @@ def cmd_promote(args: argparse.Namespace, settings: StackSettings) -> int:
             done = f"restored policy version {args.to_version} as version {policy.version}"
         else:
             policy = control.promote(
-                log, cfg, args.service, args.model, sla_ms=args.sla_ms, **issued
+                log,
+                cfg,
+                args.service,
+                args.model,
+                sla_ms=args.sla_ms,
+                **issued,
+                registry=follower,
             )
             done = f"policy version {policy.version}"
     except PolicyError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     print(f"{args.service}: {_rules(policy)} ({done}); applies to requests accepted from now on")
-    if not args.no_mlflow:
+    if follower is not None:
         evidence = None if gate is None else {"condition": args.condition, "window": gate[1]}
-        _record_promotion(
-            args.tracking_uri or settings.mlflow_url,
-            cfg.service(args.service),
-            before,
-            policy,
-            issued,
-            evidence,
-            figures,
-        )
+        _record_promotion(follower, issued, evidence, figures)
     return 0
 
 
-def _record_promotion(
-    tracking_uri: str, spec, before: Policy, after: Policy, issued: dict, evidence, figures
-) -> None:
-    """Move ``@champion`` in the registry to the new first choice's version and log the change
-    as an MLflow run (see rendezvous.models.promotion); a registry that cannot be reached is a
+def _record_promotion(follower, issued: dict, evidence, figures) -> None:
+    """Say where ``@champion`` went (the control record carries it) and log the change as an
+    MLflow run (see rendezvous.models.promotion); a registry that cannot be reached is a
     warning: the policy change stands."""
     from rendezvous.models import promotion
 
-    to_model = after.preference[0] if after.preference else None
-    if to_model is None:
+    def warn(exc: Exception) -> None:
+        if isinstance(exc, RendezvousError):
+            print(f"warning: the promotion is not recorded in MLflow: {exc}", file=sys.stderr)
+        else:  # MLflow's own errors: the policy change stands all the same
+            print(
+                f"warning: MLflow at {follower.tracking_uri} refused the promotion record: {exc}",
+                file=sys.stderr,
+            )
+
+    if follower.error is not None:
+        warn(follower.error)
         return
+    if follower.result is not None:
+        print(follower.result.line())
     try:
-        move, run_id = promotion.record(
-            tracking_uri,
-            service=spec.name,
-            from_model=before.preference[0] if before.preference else None,
-            to_model=to_model,
-            to_uri=spec.model(to_model).uri,
-            policy_version=after.version,
+        run_id = follower.finish(
             issued_by=issued["issued_by"],
             at_ms=issued["issued_ms"],
             evidence=evidence,
             figures=figures,
         )
-    except RendezvousError as exc:
-        print(f"warning: the promotion is not recorded in MLflow: {exc}", file=sys.stderr)
+    except Exception as exc:
+        warn(exc)
         return
-    except Exception as exc:  # MLflow's own errors: the policy change stands all the same
-        print(
-            f"warning: MLflow at {tracking_uri} refused the promotion record: {exc}",
-            file=sys.stderr,
-        )
-        return
-    if move is not None:
-        print(move.line())
-    print(f"MLflow: promotion run {run_id} in experiment {promotion.EXPERIMENT}")
+    if run_id is not None:
+        print(f"MLflow: promotion run {run_id} in experiment {promotion.EXPERIMENT}")
 
 
 def _evidence_holds(
@@ -435,9 +438,15 @@ def history_lines(history: History) -> list[str]:
     for change in history.changes:
         p = change.policy
         mark = "  (current)" if change is history.current else ""
+        moved = change.registry
+        alias = (
+            f", @{moved['alias']} -> {moved['registered_model']} v{moved['version']}"
+            if moved is not None and moved.get("moved")
+            else ""
+        )
         lines.append(
             f"v{p.version:<4} {_when(change.issued_ms):<19}  {change.issued_by:<{by}}  "
-            f"{_rules(p)}, grace {p.grace_ms} ms{mark}"
+            f"{_rules(p)}, grace {p.grace_ms} ms{alias}{mark}"
         )
     return lines
 

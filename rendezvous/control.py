@@ -14,7 +14,7 @@ same log in a list, for tests and for callers that already hold the records.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -179,11 +179,39 @@ def current_policy(log: ControlLog, config: Config, service: str) -> Policy:
     return history(log, config, service).current.policy
 
 
+class RegistryHook(Protocol):
+    """Moves a model-registry alias with a change of first choice, so that the control record
+    carries the move (:class:`rendezvous.models.promotion.Follower`)."""
+
+    def move(self, before: Policy, after: Policy) -> Mapping[str, Any] | None:
+        """Called before the record is written: the ``AliasMove`` record, or None."""
+        ...
+
+    def revert(self) -> None:
+        """Called when writing the record failed: undo what :meth:`move` did."""
+        ...
+
+
 def publish(
-    log: ControlLog, service: str, policy: Policy, *, issued_by: str, issued_ms: int
+    log: ControlLog,
+    service: str,
+    policy: Policy,
+    *,
+    issued_by: str,
+    issued_ms: int,
+    before: Policy | None = None,
+    registry: RegistryHook | None = None,
 ) -> Change:
-    change = Change(policy, issued_ms, issued_by)
-    log.publish(change.to_control(service))
+    """Write ``policy`` as ``service``'s next change; with ``registry``, the alias move from
+    ``before`` to it is made first and carried by the record."""
+    moved = registry.move(before, policy) if registry is not None and before is not None else None
+    change = Change(policy, issued_ms, issued_by, moved)
+    try:
+        log.publish(change.to_control(service))
+    except BaseException:
+        if moved is not None and registry is not None:
+            registry.revert()
+        raise
     return change
 
 
@@ -196,12 +224,22 @@ def promote(
     sla_ms: int | None = None,
     issued_by: str,
     issued_ms: int,
+    registry: RegistryHook | None = None,
 ) -> Policy:
     """Make ``model`` the first choice of ``service`` (no restart); returns the new policy."""
     spec = config.service(service)
     policy_mod.check_promotable(spec, model)  # before the topic is read
-    new = policy_mod.promote(spec, current_policy(log, config, service), model, sla_ms=sla_ms)
-    return publish(log, service, new, issued_by=issued_by, issued_ms=issued_ms).policy
+    current = current_policy(log, config, service)
+    new = policy_mod.promote(spec, current, model, sla_ms=sla_ms)
+    return publish(
+        log,
+        service,
+        new,
+        issued_by=issued_by,
+        issued_ms=issued_ms,
+        before=current,
+        registry=registry,
+    ).policy
 
 
 def demote(
@@ -212,6 +250,7 @@ def demote(
     *,
     issued_by: str,
     issued_ms: int,
+    registry: RegistryHook | None = None,
 ) -> tuple[str, Policy]:
     """Take ``model`` off as ``service``'s first choice: the latest earlier policy version
     that put another model first comes back (as the next version), else the next model in the
@@ -243,7 +282,15 @@ def demote(
                 "is the backstop); leaving the policy as it is"
             )
         new, how = policy_mod.promote(spec, current, successor), f"promoted {successor}"
-    publish(log, service, new, issued_by=issued_by, issued_ms=issued_ms)
+    publish(
+        log,
+        service,
+        new,
+        issued_by=issued_by,
+        issued_ms=issued_ms,
+        before=current,
+        registry=registry,
+    )
     return how, new
 
 
@@ -265,7 +312,13 @@ def split(
 
 
 def undo(
-    log: ControlLog, config: Config, service: str, *, issued_by: str, issued_ms: int
+    log: ControlLog,
+    config: Config,
+    service: str,
+    *,
+    issued_by: str,
+    issued_ms: int,
+    registry: RegistryHook | None = None,
 ) -> tuple[int, Policy]:
     """Republish the version before the current one as the next version.
 
@@ -275,12 +328,27 @@ def undo(
     past = history(log, config, service)
     earlier = past.previous().policy.version
     new = past.undo()
-    publish(log, service, new, issued_by=issued_by, issued_ms=issued_ms)
+    publish(
+        log,
+        service,
+        new,
+        issued_by=issued_by,
+        issued_ms=issued_ms,
+        before=past.current.policy,
+        registry=registry,
+    )
     return earlier, new
 
 
 def restore(
-    log: ControlLog, config: Config, service: str, version: int, *, issued_by: str, issued_ms: int
+    log: ControlLog,
+    config: Config,
+    service: str,
+    version: int,
+    *,
+    issued_by: str,
+    issued_ms: int,
+    registry: RegistryHook | None = None,
 ) -> Policy:
     """Republish version ``version`` as the next version; returns the new policy.
 
@@ -289,7 +357,15 @@ def restore(
     past = history(log, config, service)
     new = past.restore(version)
     if new != past.current.policy:
-        publish(log, service, new, issued_by=issued_by, issued_ms=issued_ms)
+        publish(
+            log,
+            service,
+            new,
+            issued_by=issued_by,
+            issued_ms=issued_ms,
+            before=past.current.policy,
+            registry=registry,
+        )
     return new
 
 

@@ -143,6 +143,11 @@ def _demote(
     say: Callable[[str], None],
 ) -> Demotion | None:
     why = breach.why(rule)
+    follower = None
+    if tracking_uri:
+        from rendezvous.models import promotion
+
+        follower = promotion.Follower(tracking_uri, config.service(breach.service))
     try:
         how, policy = control.demote(
             ctl,
@@ -151,6 +156,7 @@ def _demote(
             breach.model,
             issued_by=f"{ISSUER}: {why}",
             issued_ms=breach.at_ms,
+            registry=follower,
         )
     except PolicyError as exc:
         say(f"{breach.service}: {why}; not taken off: {exc.message}")
@@ -161,23 +167,14 @@ def _demote(
         f"(policy version {policy.version})"
     )
     run_id = None
-    if tracking_uri:
-        from rendezvous.models import promotion
-
+    if tracking_uri and follower is not None:
+        if follower.result is not None:
+            say(f"{breach.service}: {follower.result.line()}")
         try:
+            if follower.error is not None:
+                raise follower.error
             run_id = log_to_mlflow(tracking_uri, breach, rule, how, policy.version, first)
-            move, _ = promotion.record(
-                tracking_uri,
-                service=breach.service,
-                from_model=breach.model,
-                to_model=first,
-                to_uri=config.service(breach.service).model(first).uri,
-                policy_version=policy.version,
-                issued_by=f"{ISSUER}: {why}",
-                at_ms=breach.at_ms,
-            )
-            if move is not None:
-                say(f"{breach.service}: {move.line()}")
+            follower.finish(issued_by=f"{ISSUER}: {why}", at_ms=breach.at_ms)
         except Exception as exc:  # the demotion stands; the record of it is best effort
             say(f"{breach.service}: could not log the demotion to MLflow at {tracking_uri}: {exc}")
     return Demotion(breach, how, policy.version, first, run_id)

@@ -139,11 +139,13 @@ def promote(spec: ServiceSpec, current: Policy, model: str, *, sla_ms: int | Non
 
 @dataclass(frozen=True)
 class Change:
-    """One version of a service's policy, when it was issued (ms, UTC) and by whom."""
+    """One version of a service's policy, when it was issued (ms, UTC) and by whom, and the
+    registry alias it moved (the control record's ``registry``: an ``AliasMove`` record)."""
 
     policy: Policy
     issued_ms: int | None  # None for the configuration's version 0
     issued_by: str
+    registry: Mapping[str, Any] | None = None
 
     @classmethod
     def from_control(cls, record: Mapping[str, Any]) -> Change:
@@ -151,6 +153,7 @@ class Change:
             Policy.from_control(record),
             record["issued_ms"],
             record.get("issued_by") or "",
+            record.get("registry"),
         )
 
     def to_control(self, service: str) -> dict[str, Any]:
@@ -163,6 +166,7 @@ class Change:
             "issued_ms": self.issued_ms,
             "issued_by": self.issued_by,
             "split": None if self.policy.split is None else self.policy.split.to_record(),
+            "registry": None if self.registry is None else dict(self.registry),
         }
 
 

@@ -89,12 +89,21 @@ class Split(TypedDict):
     arms: list[Arm]
 
 
+class AliasMove(TypedDict):
+    registered_model: str
+    alias: str
+    version: str | None
+    previous: str | None
+    moved: bool
+
+
 class Control(TypedDict):
     service: str
     policy: Policy
     issued_ms: int
     issued_by: str
     split: Split | None
+    registry: AliasMove | None
 
 
 class ServiceDefinition(TypedDict):

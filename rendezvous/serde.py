@@ -101,9 +101,12 @@ def _load() -> tuple[dict[Kind, Any], dict[str, Any]]:
 SCHEMAS, RAW_SCHEMAS = _load()
 
 
-# The records of a kept topic (rdv.control keeps its records indefinitely) written before a
-# field was added at the end: read with the earlier schema, the new field takes its default.
-_EARLIER = {Kind.CONTROL: ("split",)}
+# The records of a kept topic (rdv.control keeps its records indefinitely) written before
+# fields were added at the end: each entry is the set of fields an earlier generation lacked,
+# newest first; read with that earlier schema, the missing fields take their defaults.
+_EARLIER: dict[Kind, tuple[frozenset[str], ...]] = {
+    Kind.CONTROL: (frozenset({"registry"}), frozenset({"split", "registry"})),
+}
 
 
 def _named(schema: Any, namespace: str, out: dict[str, Any]) -> None:
@@ -232,27 +235,36 @@ def decode(value: bytes) -> tuple[Kind, dict[str, Any]]:
 
 
 def _decode_earlier(kind: Kind, value: bytes) -> dict[str, Any]:
-    writer = _earlier_schemas().get(kind)
-    buf = io.BytesIO(value[1:])
-    record = fastavro.schemaless_reader(buf, writer, SCHEMAS[kind])
-    if buf.tell() != len(value) - 1:
-        raise SerdeError("trailing bytes")
-    return record
+    """``value`` read with the first earlier schema of ``kind`` that consumes it exactly."""
+    failure: Exception = SerdeError("no earlier schema")
+    for writer in _earlier_schemas()[kind]:
+        buf = io.BytesIO(value[1:])
+        try:
+            record = fastavro.schemaless_reader(buf, writer, SCHEMAS[kind])
+        except Exception as exc:
+            failure = exc
+            continue
+        if buf.tell() == len(value) - 1:
+            return record
+        failure = SerdeError("trailing bytes")
+    raise failure
 
 
-_EARLIER_PARSED: dict[Kind, Any] = {}
+_EARLIER_PARSED: dict[Kind, list[Any]] = {}
 
 
-def _earlier_schemas() -> dict[Kind, Any]:
+def _earlier_schemas() -> dict[Kind, list[Any]]:
     """The schemas of :data:`_EARLIER`, parsed on first use."""
     if not _EARLIER_PARSED:
         named: dict[str, Any] = {}
         for name, kind in _FILES.items():
             raw = RAW_SCHEMAS[name]
-            if kind in _EARLIER:
-                fields = [f for f in raw["fields"] if f["name"] not in _EARLIER[kind]]
+            for missing in _EARLIER.get(kind, ()):
+                fields = [f for f in raw["fields"] if f["name"] not in missing]
                 earlier = {**raw, "fields": fields}
-                _EARLIER_PARSED[kind] = fastavro.parse_schema(earlier, named_schemas=dict(named))
+                _EARLIER_PARSED.setdefault(kind, []).append(
+                    fastavro.parse_schema(earlier, named_schemas=dict(named))
+                )
             fastavro.parse_schema(raw, named_schemas=named)  # its named types, for the next
     return _EARLIER_PARSED
 

@@ -12,7 +12,9 @@ Which version that is depends on how the new first choice names its model:
   ``previous_version``); with no such run it stays where it is.
 - anything else (a callable, a run URI, a folder): nothing in the registry to move.
 
-:func:`plan` is the pure decision; :func:`follow` is the shell that reads and writes MLflow.
+:func:`plan` is the pure decision; :func:`follow` is the shell that reads and writes MLflow,
+and :class:`Follower` runs it while a policy change is published, so that the control record
+names the version that answers first.
 """
 
 from __future__ import annotations
@@ -62,6 +64,25 @@ class Move:
     version: str | None
     previous: str | None
     moved: bool
+
+    def to_record(self) -> dict[str, Any]:
+        """The control record's ``registry`` field (an ``AliasMove``, schemas/control.avsc)."""
+        return {
+            "registered_model": self.registered_model,
+            "alias": ALIAS,
+            "version": self.version,
+            "previous": self.previous,
+            "moved": self.moved,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Move:
+        return cls(
+            record["registered_model"],
+            record.get("version"),
+            record.get("previous"),
+            bool(record["moved"]),
+        )
 
     def line(self) -> str:
         where = f"models:/{self.registered_model}@{ALIAS}"
@@ -149,25 +170,107 @@ def follow(registry: Registry, target: Target, service: str) -> Move:
     return Move(name, version, previous, moved=True)
 
 
-def record(
-    tracking_uri: str,
+def _first(policy: Any) -> str | None:
+    return policy.preference[0] if policy.preference else None
+
+
+class Follower:
+    """Moves ``@champion`` while a policy change is published, so that the control record
+    carries the move (its ``registry`` field), then logs the change as a run.
+
+    Given as ``registry=`` to :func:`rendezvous.control.promote` (undo, restore, demote):
+    :meth:`move` runs before the record is written, :meth:`revert` if writing it fails, and
+    :meth:`finish` is called by the caller once the change is on the topic. A registry that
+    cannot be reached does not stop the policy change: :attr:`error` holds why, and the record
+    carries no move.
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        spec: Any,  # a ServiceSpec
+        *,
+        registry_factory: Callable[[str], Registry] | None = None,
+    ) -> None:
+        self.tracking_uri = tracking_uri
+        self.spec = spec
+        self.factory = registry_factory or Registry
+        self.registry: Registry | None = None
+        self.result: Move | None = None
+        self.error: Exception | None = None
+        self.change: tuple[Any, Any] | None = None  # the policies before and after
+
+    def _registry(self) -> Registry:
+        if self.registry is None:
+            self.registry = self.factory(self.tracking_uri)
+        return self.registry
+
+    def move(self, before: Any, after: Any) -> dict[str, Any] | None:
+        """Point ``@champion`` at the version of ``after``'s first choice (see :func:`plan`);
+        the ``AliasMove`` record, or None when there is nothing to move."""
+        self.change = (before, after)
+        to_model, from_model = _first(after), _first(before)
+        if to_model is None or to_model == from_model:
+            return None
+        try:
+            target = plan(self.spec.model(to_model).uri, to_model)
+            if target is None:
+                return None
+            self.result = follow(self._registry(), target, self.spec.name)
+        except Exception as exc:  # the policy change stands without the registry
+            self.error = exc
+            return None
+        return self.result.to_record()
+
+    def revert(self) -> None:
+        """The change was not written: put ``@champion`` back where it was."""
+        move, self.result = self.result, None
+        if move is not None and move.moved and move.previous is not None and self.registry:
+            self.registry.set_alias(move.registered_model, ALIAS, move.previous)
+
+    def finish(
+        self,
+        *,
+        issued_by: str,
+        at_ms: int,
+        evidence: Mapping[str, Any] | None = None,
+        figures: Mapping[str, float] | None = None,
+    ) -> str | None:
+        """Log the change :meth:`move` saw as a run in :data:`EXPERIMENT`; its id (None: no
+        change was published, or it has no first choice)."""
+        if self.change is None:
+            return None
+        before, after = self.change
+        to_model = _first(after)
+        if to_model is None:
+            return None
+        return _log_change(
+            self._registry(),
+            service=self.spec.name,
+            from_model=_first(before),
+            to_model=to_model,
+            policy_version=after.version,
+            issued_by=issued_by,
+            at_ms=at_ms,
+            move=self.result,
+            evidence=evidence,
+            figures=figures,
+        )
+
+
+def _log_change(
+    registry: Registry,
     *,
     service: str,
     from_model: str | None,
     to_model: str,
-    to_uri: str | None,
     policy_version: int,
     issued_by: str,
     at_ms: int,
-    evidence: Mapping[str, Any] | None = None,
-    figures: Mapping[str, float] | None = None,
-    registry_factory: Callable[[str], Registry] | None = None,
-) -> tuple[Move | None, str]:
-    """After a policy change put ``to_model`` first: move ``@champion`` (see :func:`plan`)
-    and log the change as a run; returns the move (None: nothing to move) and the run id."""
-    registry = (registry_factory or Registry)(tracking_uri)
-    target = plan(to_uri, to_model) if from_model != to_model else None
-    move = follow(registry, target, service) if target is not None else None
+    move: Move | None,
+    evidence: Mapping[str, Any] | None,
+    figures: Mapping[str, float] | None,
+) -> str:
     params: dict[str, str] = {
         "service": service,
         "to_model": to_model,
@@ -184,5 +287,4 @@ def record(
             "previous_version": move.previous or "",
             "alias_moved": str(move.moved).lower(),
         }
-    run_id = registry.log_run(f"promote {service}/{to_model}", params, dict(figures or {}), at_ms)
-    return move, run_id
+    return registry.log_run(f"promote {service}/{to_model}", params, dict(figures or {}), at_ms)

@@ -73,3 +73,35 @@ def test_champion_alias_follows_promote_and_undo(stack, stack_env, monkeypatch, 
     ]
     assert moves == [("champ", "shadow", "2"), ("shadow", "champ", "1")]
     assert runs[1].data.params["policy_version"] == "2"
+
+    # The control topic carries each move beside the policy it came with, and `models` says so.
+    from rendezvous import config, control
+
+    log = control.KafkaControl(stack.settings.kafka)
+    history = control.history(log, config.load(path), name)
+    carried = [(c.policy.preference[0], c.registry) for c in history.changes]
+    assert carried == [
+        ("champ", None),
+        (
+            "shadow",
+            {
+                "registered_model": model,
+                "alias": "champion",
+                "version": "2",
+                "previous": "1",
+                "moved": True,
+            },
+        ),
+        (
+            "champ",
+            {
+                "registered_model": model,
+                "alias": "champion",
+                "version": "1",
+                "previous": "2",
+                "moved": True,
+            },
+        ),
+    ]
+    assert cli.main(["models", *run]) == 0
+    assert f"@champion -> {model} v2" in capsys.readouterr().out

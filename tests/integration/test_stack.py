@@ -80,6 +80,13 @@ SAMPLES: dict[Kind, dict] = {
             "key": "customer_id",
             "arms": [{"model": "gbm", "weight": 90.0}, {"model": "lr", "weight": 10.0}],
         },
+        "registry": {
+            "registered_model": "credit",
+            "alias": "champion",
+            "version": "4",
+            "previous": "3",
+            "moved": True,
+        },
     },
     Kind.DECISION: {
         "request_id": "r-1",
@@ -206,7 +213,10 @@ def _job(stack, job_id: str) -> dict:
 @pytest.mark.flink
 def test_smoke_job_relabels_ticks_on_flink(stack, unique_topic, kafka_producer, kafka_consumer):
     tin, tout = unique_topic("in"), unique_topic("out")
-    ticks = [{"source": f"test-{i}", "at_ms": 1_700_000_002_000 + i} for i in range(5)]
+    # Timestamps of now: the broker deletes records older than the topic's retention (7 days)
+    # at its next retention check, which can come before the job reads them.
+    start = int(time.time() * 1000)
+    ticks = [{"source": f"test-{i}", "at_ms": start + i} for i in range(5)]
     for tick in ticks:
         kafka_producer.produce(tin, serde.encode(Kind.TICK, tick), timestamp=tick["at_ms"])
     assert kafka_producer.flush(30) == 0

@@ -316,36 +316,6 @@ def test_a_split_change_refuses_sampled_and_unknown_models_and_needs_a_key():
         policy_mod.with_split(spec, v0, None)
 
 
-def test_a_control_record_written_before_splits_reads_as_no_split():
-    import io
-
-    import fastavro
-
-    earlier = {
-        **serde.RAW_SCHEMAS["control"],
-        "fields": [f for f in serde.RAW_SCHEMAS["control"]["fields"] if f["name"] != "split"],
-    }
-    named: dict = {}
-    fastavro.parse_schema(serde.RAW_SCHEMAS["policy"], named_schemas=named)
-    buf = io.BytesIO()
-    buf.write(bytes((serde.Kind.CONTROL,)))
-    old = {
-        "service": "credit",
-        "policy": {"preference": ["gbm"], "sla_ms": 100, "grace_ms": 5, "version": 2},
-        "issued_ms": 9,
-        "issued_by": "ops",
-    }
-    fastavro.schemaless_writer(buf, fastavro.parse_schema(earlier, named_schemas=named), old)
-    kind, record = serde.decode(buf.getvalue())
-    assert kind is serde.Kind.CONTROL and record == {**old, "split": None}
-    assert policy_mod.Policy.from_control(record).split is None
-    with pytest.raises(serde.SerdeError):
-        serde.decode(buf.getvalue()[:-2])  # a truncated record is still an error
-
-
-# ---- enrichment, scoring and the join ------------------------------------------------------------
-
-
 def request(rid="r1", **body):
     return {
         "request_id": rid,
