@@ -344,6 +344,14 @@ ENRICH_OPS = tuple(s.model_fields["op"].annotation.__args__[0] for s in STEPS)
 Step = Annotated[Rename | Default | Log1p | Scale | Lookup | Drop, Field(discriminator="op")]
 
 
+# A guard threshold that is a share of requests.
+Share = Annotated[
+    float | None,
+    Field(gt=0, le=1, allow_inf_nan=False),
+    Expect("a share between 0 (excluded) and 1"),
+]
+
+
 class Guard(Strict):
     """Rollback on its own (`rendezvous guard`): the live first choice is taken off when a
     figure stays above its threshold for `for_s`."""
@@ -351,24 +359,16 @@ class Guard(Strict):
     __expect__ = "a mapping {error_rate, late_rate, psi, window_s, for_s, min_requests}"
 
     error_rate: Annotated[
-        float | None,
+        Share,
         Field(
-            gt=0,
-            le=1,
-            allow_inf_nan=False,
-            description="The share of requests on which the first choice fails, above which it is taken off.",
+            description="The share of requests on which the first choice fails, above which it is taken off."
         ),
-        Expect("a share between 0 (excluded) and 1"),
     ] = None
     late_rate: Annotated[
-        float | None,
+        Share,
         Field(
-            gt=0,
-            le=1,
-            allow_inf_nan=False,
-            description="The share of requests the first choice misses the deadline of, above which it is taken off.",
+            description="The share of requests the first choice misses the deadline of, above which it is taken off."
         ),
-        Expect("a share between 0 (excluded) and 1"),
     ] = None
     psi: Annotated[
         float | None,
