@@ -73,7 +73,7 @@ def run(
     say: Callable[[str], None] = print,
 ) -> list[Demotion]:
     """Watch until ``stop`` is set (or forever); returns the demotions made."""
-    from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
     stop = stop or threading.Event()
     ctl = control.KafkaControl(settings.kafka)
@@ -86,7 +86,20 @@ def run(
     done: list[Demotion] = []
     try:
         meta = consumer.list_topics(topics.RESULTS, timeout=10).topics[topics.RESULTS]
-        consumer.assign([TopicPartition(topics.RESULTS, p, OFFSET_END) for p in meta.partitions])
+        # From the end as it is now, resolved here rather than at the first fetch: a result
+        # written after "guarding" is said is one the guard counts.
+        consumer.assign(
+            [
+                TopicPartition(
+                    topics.RESULTS,
+                    p,
+                    consumer.get_watermark_offsets(TopicPartition(topics.RESULTS, p), timeout=10)[
+                        1
+                    ],
+                )
+                for p in meta.partitions
+            ]
+        )
         _follow_policies(ctl, config, watch, rules)
         say(
             "guarding "

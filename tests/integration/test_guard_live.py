@@ -62,7 +62,11 @@ def test_a_champion_that_starts_failing_is_taken_off_with_no_request_failing(sta
         with Heartbeat(stack.settings.kafka, source=f"guard-{name}"):
             feed.warm_up()
             watcher.start()
-            time.sleep(2)  # the guard reads from the live end of the results
+            # The guard reads from the end of the results as it is when it says so.
+            until = time.monotonic() + 30
+            while not any(line.startswith("guarding ") for line in lines):
+                assert watcher.is_alive() and time.monotonic() < until, lines
+                time.sleep(0.05)
             healthy = [f"{name}-ok-{i}" for i in range(2 * RATE)]
             for i, rid in enumerate(healthy):
                 feed.send(rid, {"x": float(i)}, flush=False)
