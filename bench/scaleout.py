@@ -133,17 +133,17 @@ def cpu_cells(run) -> str:
     )
 
 
-def table(runs) -> str:
+def table(runs, columns: tuple[str, ...] = COLUMNS) -> str:
     head = (
         f"{'setup':<27} {'rate':>6} {'p50':>7} {'p99':>7} {'200 %':>7} "
-        + " ".join(f"{c:>10}" for c in COLUMNS)
+        + " ".join(f"{c:>10}" for c in columns)
         + "  results read per request taken"
     )
     rows = [head]
     for r in runs:
         cells = " ".join(
             f"{v:10.3f}" if (v := r.cpu_per_1000.get(c)) is not None else f"{'-':>10}"
-            for c in COLUMNS
+            for c in columns
         )
         reads = ", ".join(f"{x:g}" for x in r.extra["results_read_per_request"] if x is not None)
         rows.append(
