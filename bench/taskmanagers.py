@@ -6,6 +6,8 @@ On the demo stack (`rendezvous up` starts two TaskManagers; prepared as ``bench.
 does), the same open-loop load (vegeta, the demo's requests, one proxy) is offered at each rate
 twice:
 
+First a warm-up (``--warmup``, discarded). Then:
+
 1. **2 taskmanagers**: the jobs as the cluster placed them, spread over both.
 2. **1 taskmanager**: the TaskManager running fewer tasks is stopped (SIGTERM, as a scale-in
    would); its tasks restart on the other one from their last checkpoint. Measured once every
@@ -32,6 +34,7 @@ from bench.latency import (
     RESULTS_DIR,
     Context,
     Results,
+    attack,
     floats,
     machine,
     machine_line,
@@ -39,7 +42,7 @@ from bench.latency import (
     settle_to_idle,
 )
 from bench.scaleout import cpu_cells, measured, table, write_targets
-from bench.vegeta import find_vegeta
+from bench.vegeta import find_vegeta, rendezvous_note
 
 COLUMNS = ("proxy", "kafka", "taskmanager", "jobmanager", "load generator")
 SETUPS = ("2 taskmanagers", "1 taskmanager")
@@ -95,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="attack window per run (20)")
     p.add_argument("--timeout", type=float, default=5.0, help="vegeta -timeout per request")
     p.add_argument("--vegeta", help="path of the vegeta binary (default .venv/bin/vegeta)")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=90.0,
+        help="seconds of load at the first rate before anything is measured (90): a stack "
+        "just started answers far worse than a warm one, and would make the first setup lose",
+    )
     args = p.parse_args(argv)
 
     from rendezvous import demo
@@ -131,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
                 settings, vegeta, work, float(SLA_MS), args.timeout, 15.0,
                 cpu.read_pid_files(settings.run_dir) or None,
             )  # fmt: skip
+            if setup == SETUPS[0] and args.warmup > 0:
+                print(f"\nwarming up: {args.warmup:g} s at {floats(args.rates)[0]:g}/s", flush=True)
+                attack(
+                    ctx, "warm-up", "warmup", targets, floats(args.rates)[0], args.warmup,
+                    rendezvous_note, cpu_window=False,
+                )  # fmt: skip
             settle_to_idle(ctx)
             placed[setup] = placement(flink)
             out.doc[f"placement {setup}"] = placed[setup]
