@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 EXPERIMENT = "rendezvous-guard"
 ISSUER = "rendezvous guard"
+REGISTRY_TIMEOUT_S = 2.0  # how long a demotion waits for MLflow to move the alias
 
 
 @dataclass(frozen=True)
@@ -160,7 +161,10 @@ def _demote(
     if tracking_uri:
         from rendezvous.models import promotion
 
-        follower = promotion.Follower(tracking_uri, config.service(breach.service))
+        # A demotion does not wait on a registry that hangs: the alias moves with it, or not.
+        follower = promotion.Follower(
+            tracking_uri, config.service(breach.service), timeout_s=REGISTRY_TIMEOUT_S
+        )
     try:
         how, policy = control.demote(
             ctl,

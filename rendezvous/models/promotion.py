@@ -154,8 +154,19 @@ def _quoted(value: str) -> str:
     return value.replace("'", "\\'")
 
 
-def follow(registry: Registry, target: Target, service: str) -> Move:
-    """Point ``@champion`` where ``target`` says (see :func:`plan`)."""
+class Abandoned(Exception):
+    """The caller stopped waiting for the registry: nothing is written."""
+
+
+def follow(
+    registry: Registry,
+    target: Target,
+    service: str,
+    *,
+    may_write: Callable[[], bool] = lambda: True,
+) -> Move:
+    """Point ``@champion`` where ``target`` says (see :func:`plan`); with ``may_write``
+    false by the time the alias would be set, :class:`Abandoned` instead."""
     name = target.registered_model
     previous = registry.alias_version(name, ALIAS)
     if target.version is not None:
@@ -166,6 +177,8 @@ def follow(registry: Registry, target: Target, service: str) -> Move:
         version = registry.last_previous(service, target.restore_from or "")
     if version is None or version == previous:
         return Move(name, version if version is not None else None, previous, moved=False)
+    if not may_write():
+        raise Abandoned(name)
     registry.set_alias(name, ALIAS, version)
     return Move(name, version, previous, moved=True)
 
@@ -191,8 +204,11 @@ class Follower:
         spec: Any,  # a ServiceSpec
         *,
         registry_factory: Callable[[str], Registry] | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         self.tracking_uri = tracking_uri
+        self.timeout_s = timeout_s  # None: wait for the registry as long as it takes
+        self.abandoned = False
         self.spec = spec
         self.factory = registry_factory or Registry
         self.registry: Registry | None = None
@@ -216,11 +232,38 @@ class Follower:
             target = plan(self.spec.model(to_model).uri, to_model)
             if target is None:
                 return None
-            self.result = follow(self._registry(), target, self.spec.name)
+            if self.timeout_s is None:
+                self.result = self._follow(target)
+            else:
+                self.result = self._follow_within(target, self.timeout_s)
         except Exception as exc:  # the policy change stands without the registry
             self.error = exc
             return None
         return self.result.to_record()
+
+    def _follow(self, target: Target) -> Move:
+        return follow(
+            self._registry(), target, self.spec.name, may_write=lambda: not self.abandoned
+        )
+
+    def _follow_within(self, target: Target, timeout_s: float) -> Move:
+        """:meth:`_follow` in a thread of its own, waited for ``timeout_s``; after that the
+        change goes out without the move, and the thread writes nothing when it comes back."""
+        import concurrent.futures
+
+        from rendezvous.errors import RendezvousError
+
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="registry")
+        try:
+            return pool.submit(self._follow, target).result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            self.abandoned = True
+            raise RendezvousError(
+                f"MLflow at {self.tracking_uri} did not answer within {timeout_s:g} s; the "
+                "change is published without moving the alias"
+            ) from None
+        finally:
+            pool.shutdown(wait=False)
 
     def revert(self) -> None:
         """The change was not written: put ``@champion`` back where it was."""

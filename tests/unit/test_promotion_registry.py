@@ -4,6 +4,8 @@ choice, decided by how the new first choice names its model."""
 from __future__ import annotations
 
 import io
+import threading
+import time
 from types import SimpleNamespace
 
 import fastavro
@@ -222,3 +224,39 @@ def test_control_records_written_before_later_fields_read_with_their_defaults(mi
     assert policy.preference == ("gbm",) and (policy.split is None) == ("split" in missing)
     with pytest.raises(serde.SerdeError):
         serde.decode(buf.getvalue()[:-1])
+
+
+class Hanging:
+    """A registry that answers its reads only after ``release`` is set."""
+
+    def __init__(self, memory) -> None:
+        self.memory = memory
+        self.release = threading.Event()
+
+    def __call__(self, uri):
+        return self
+
+    def alias_version(self, name, alias):
+        self.release.wait(10)
+        return self.memory.alias_version(name, alias)
+
+    def __getattr__(self, name):
+        return getattr(self.memory, name)
+
+
+def test_a_registry_that_hangs_does_not_hold_the_change_back_nor_move_the_alias_later(registry):
+    registry.aliases = {("credit", "champion"): "1", ("credit", "challenger"): "2"}
+    hanging = Hanging(registry)
+    log = control.MemoryControl()
+    follower = promotion.Follower(
+        "http://mlflow", REGISTERED.service("credit"), registry_factory=hanging, timeout_s=0.2
+    )
+    t0 = time.monotonic()
+    policy = control.promote(
+        log, REGISTERED, "credit", "challenger", issued_by="o", issued_ms=1, registry=follower
+    )
+    assert time.monotonic() - t0 < 2 and policy.preference[0] == "challenger"
+    assert carried(log) == [None] and "did not answer within 0.2 s" in str(follower.error)
+    hanging.release.set()  # the registry answers after all: the alias stays where it was
+    time.sleep(0.3)
+    assert registry.aliases[("credit", "champion")] == "1"
