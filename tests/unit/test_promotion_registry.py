@@ -258,5 +258,9 @@ def test_a_registry_that_hangs_does_not_hold_the_change_back_nor_move_the_alias_
     assert time.monotonic() - t0 < 2 and policy.preference[0] == "challenger"
     assert carried(log) == [None] and "did not answer within 0.2 s" in str(follower.error)
     hanging.release.set()  # the registry answers after all: the alias stays where it was
-    time.sleep(0.3)
+    late = [t for t in threading.enumerate() if t.name.startswith("registry")]
+    assert late
+    for thread in late:
+        thread.join(10)
+        assert not thread.is_alive()
     assert registry.aliases[("credit", "champion")] == "1"
