@@ -7,6 +7,10 @@ STAMP  := $(VENV)/.installed
 VEGETA := $(BIN)/vegeta
 VEGETA_VERSION := v12.13.0
 
+# Renders the Kubernetes overlays of docker/ in the tests (docker/k8s-operator).
+KUSTOMIZE := $(BIN)/kustomize
+KUSTOMIZE_VERSION := v5.8.1
+
 # Prometheus and promtool (Debian's package) for the metrics tests; never started as a service.
 PROMETHEUS := /usr/bin/prometheus
 
@@ -32,6 +36,9 @@ demo: install
 # The open-loop load generator of the benchmarks, compiled from the Go module proxy.
 $(VEGETA):
 	GOBIN=$(abspath $(BIN)) go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION)
+
+$(KUSTOMIZE):
+	GOBIN=$(abspath $(BIN)) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
 # podman, runc and mmdebstrap from Debian, for the container images of docker/ (podman-compose
 # comes with the dev dependencies); apt-get runs only when one of them is missing.
@@ -71,10 +78,10 @@ down: install
 status: install
 	$(BIN)/rendezvous status
 
-test: install $(VEGETA) $(PROMETHEUS) containers-tools
+test: install $(VEGETA) $(KUSTOMIZE) $(PROMETHEUS) containers-tools
 	$(BIN)/python -m pytest
 
-unit: install $(VEGETA)
+unit: install $(VEGETA) $(KUSTOMIZE)
 	$(BIN)/python -m pytest -m unit
 
 lint: install

@@ -11,6 +11,8 @@ Each sub-command runs one component in the foreground, as a container's main pro
     wait-for-services          waits until a service is defined on the cluster (before a
                                proxy starts: it serves the services defined when it starts)
     jars MAVEN_FLINK_DIR       (image build) compiles java/ beside the Maven jars, stamped
+    flink-home DIR             (image build) lays out FLINK_HOME (/opt/flink): the wheel's
+                               distribution with the project's jars in lib/
 
 Anything else runs as a command (``rendezvous status``, ``bash``). Settings come from
 ``RDV_*`` variables (:class:`ContainerSettings`); the CLI's connection profile from
@@ -30,7 +32,16 @@ from pathlib import Path
 from rendezvous.errors import RendezvousError, StackError
 from rendezvous.settings import EnvSettings, StackSettings
 
-ROLES = ("jobmanager", "taskmanager", "mlflow", "proxy", "setup", "wait-for-services", "jars")
+ROLES = (
+    "jobmanager",
+    "taskmanager",
+    "mlflow",
+    "proxy",
+    "setup",
+    "wait-for-services",
+    "jars",
+    "flink-home",
+)
 
 
 class ContainerSettings(EnvSettings):
@@ -119,22 +130,75 @@ def _flink_base() -> dict[str, object]:
     return conf
 
 
-def run_flink(role: str, settings: ContainerSettings) -> None:
-    """Write the node's configuration and lib folders and exec it in the foreground."""
+def flink_home(target: Path, settings: ContainerSettings, *, python: str) -> Path:
+    """(image build) Lay out ``target`` as a Flink distribution: the apache-flink wheel's
+    ``bin`` and ``opt``, a ``lib`` with its jars, flink-python and the project's (Maven's and
+    ``java/``'s), a ``conf`` with a node's configuration, and empty ``plugins`` and ``log``.
+
+    Whatever ``target`` held before (the official image's own distribution) is replaced, so
+    that the Java side of Flink is the version of its Python side. ``bin`` is a copy, not a
+    link: Flink's scripts take the folder above their own as ``FLINK_HOME``."""
+    from rendezvous.stack.flink import FlinkCluster, pyflink_home
+
+    wheel = pyflink_home()
+    cluster = FlinkCluster(StackSettings(home=settings.home))
+    if not any((cluster.settings.jars_dir / "flink").glob("*.jar")):
+        raise StackError(
+            f"no Flink jars in {cluster.settings.jars_dir / 'flink'}; "
+            "run the `jars` step first (the image's jars stage)"
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in list(target.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    shutil.copytree(wheel / "bin", target / "bin")
+    (target / "opt").symlink_to(wheel / "opt")
+    for sub in ("conf", "plugins", "log"):
+        (target / sub).mkdir()
+    for conf in (wheel / "conf").iterdir():
+        if conf.name != "config.yaml":
+            shutil.copyfile(conf, target / "conf" / conf.name)
+    _write_config(target / "conf", flink_config(settings, python=python, base=_flink_base()))
+    cluster._assemble_lib(wheel, target / "lib")
+    return target
+
+
+def _write_config(conf_dir: Path, conf: Mapping[str, object]) -> None:
     import yaml
 
+    (conf_dir / "config.yaml").write_text(yaml.safe_dump(dict(conf), sort_keys=True))
+
+
+def _image_flink_home(environ: Mapping[str, str] = os.environ) -> Path | None:
+    """The image's Flink distribution (``FLINK_HOME`` laid out by :func:`flink_home`), or
+    None where there is none (a checkout: the wheel's distribution, assembled at start)."""
+    home = environ.get("FLINK_HOME")
+    if home and any((Path(home) / "lib").glob("flink-python*.jar")):
+        return Path(home)
+    return None
+
+
+def run_flink(role: str, settings: ContainerSettings) -> None:
+    """Write the node's configuration (and, outside the image, its lib folder) and exec it in
+    the foreground."""
     from rendezvous.stack.flink import FlinkCluster, _site_packages, pyflink_home
 
-    home = pyflink_home()
-    conf_dir, lib_dir = settings.flink_dir / "conf", settings.flink_dir / "lib"
+    image_home = _image_flink_home()
+    home = image_home or pyflink_home()
+    conf_dir = settings.flink_dir / "conf"
     for sub in ("conf", "log", "pid", "tmp", "web"):
         (settings.flink_dir / sub).mkdir(parents=True, exist_ok=True)
     for name in ("log4j.properties", "log4j-console.properties", "log4j-cli.properties"):
         shutil.copyfile(home / "conf" / name, conf_dir / name)
-    conf = flink_config(settings, python=sys.executable, base=_flink_base())
-    (conf_dir / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=True))
-    # The wheel's jars, flink-python and the image's connector and project jars.
-    FlinkCluster(StackSettings(home=settings.home))._assemble_lib(home, lib_dir)
+    _write_config(conf_dir, flink_config(settings, python=sys.executable, base=_flink_base()))
+    if image_home is None:
+        # The wheel's jars, flink-python and the connector and project jars.
+        lib_dir = settings.flink_dir / "lib"
+        FlinkCluster(StackSettings(home=settings.home))._assemble_lib(home, lib_dir)
+    else:
+        lib_dir = image_home / "lib"
     env = dict(
         os.environ,
         FLINK_HOME=str(home),
@@ -288,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("wait-for-services", help="wait until a service is defined on the cluster")
     p = sub.add_parser("jars", help="(image build) compile java/ beside the Maven jars")
     p.add_argument("maven_flink", type=Path)
+    p = sub.add_parser(
+        "flink-home", help="(image build) lay out FLINK_HOME with the project's jars"
+    )
+    p.add_argument("target", type=Path)
     return parser
 
 
@@ -312,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"a service is defined ({waited:.0f} s)")
         elif args.role == "jars":
             build_jars(args.maven_flink, StackSettings(home=settings.home))
+        elif args.role == "flink-home":
+            flink_home(args.target, settings, python=sys.executable)
     except RendezvousError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

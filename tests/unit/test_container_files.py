@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from rendezvous import container
-from rendezvous.errors import ConfigError
+from rendezvous.errors import ConfigError, StackError
 from rendezvous.settings import REPO_ROOT
 
 DOCKER = REPO_ROOT / "docker"
@@ -120,3 +120,46 @@ def test_the_kustomization_lists_every_manifest():
     files = {p.name for p in (DOCKER / "k8s").glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == files
     assert {i["name"] for i in kustomization["images"]} == IMAGES
+
+
+def test_the_image_flink_home_replaces_the_bases_distribution_with_the_wheels(tmp_path):
+    settings = container.ContainerSettings(home=tmp_path / "home")
+    maven = settings.home / "jars" / "flink"
+    maven.mkdir(parents=True)
+    (maven / "flink-sql-connector-kafka-5.0.0-2.2.jar").write_bytes(b"jar")
+    target = tmp_path / "opt" / "flink"
+    # What the official image holds there: another release's distribution.
+    (target / "lib").mkdir(parents=True)
+    (target / "lib" / "flink-dist-2.2.1.jar").write_bytes(b"old")
+    (target / "README.txt").write_text("old")
+
+    container.flink_home(target, settings, python="/opt/venv/bin/python")
+
+    assert sorted(p.name for p in target.iterdir()) == [
+        "bin",
+        "conf",
+        "lib",
+        "log",
+        "opt",
+        "plugins",
+    ]
+    lib = {p.name for p in (target / "lib").iterdir()}
+    assert "flink-dist-2.2.1.jar" not in lib
+    assert {"flink-sql-connector-kafka-5.0.0-2.2.jar", "flink-dist-2.3.0.jar"} <= lib
+    assert any(name.startswith("flink-python") for name in lib)
+    # Flink's scripts take the folder above their own as FLINK_HOME: a copy, not a link.
+    assert not (target / "bin").is_symlink() and (target / "bin" / "jobmanager.sh").is_file()
+    conf = yaml.safe_load((target / "conf" / "config.yaml").read_text())
+    assert conf["python.executable"] == "/opt/venv/bin/python"
+    assert conf["python.execution-mode"] == "thread"  # the project's options
+    assert (target / "conf" / "log4j-console.properties").is_file()
+    assert container._image_flink_home({"FLINK_HOME": str(target)}) == target
+    assert container._image_flink_home({"FLINK_HOME": str(tmp_path)}) is None
+    assert container._image_flink_home({}) is None
+
+
+def test_the_image_flink_home_needs_the_jars_first(tmp_path):
+    settings = container.ContainerSettings(home=tmp_path / "home")
+    with pytest.raises(StackError, match="no Flink jars in .*run the `jars` step first"):
+        container.flink_home(tmp_path / "flink", settings, python="/usr/bin/python3")
+    assert not (tmp_path / "flink").exists()
