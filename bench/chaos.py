@@ -39,6 +39,8 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import httpx
+
 from bench.vegeta import Attack, find_vegeta, targets_jsonl
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -175,6 +177,44 @@ def audit(settings, prefix: str, answers: dict[str, dict], *, timeout_s: float) 
     }
 
 
+GIVE_UP_LAG = "rdv_proxy_give_up_lag_seconds"
+
+
+def give_up_lags(url: str) -> dict[float, float] | None:
+    """The proxy's give-up lag histogram (``le`` -> cumulative count), or None if the proxy
+    does not answer."""
+    from urllib.parse import urlsplit
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    parts = urlsplit(url)
+    try:
+        text = httpx.get(f"{parts.scheme}://{parts.netloc}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return None
+    for family in text_string_to_metric_families(text):
+        if family.name == GIVE_UP_LAG:
+            return {
+                float(s.labels["le"]): s.value for s in family.samples if s.name.endswith("_bucket")
+            }
+    return None
+
+
+def lag_summary(before: dict[float, float] | None, after: dict[float, float] | None) -> dict:
+    """Give-ups during the run, and how many went out more than 5 / 20 ms after their
+    planned time (the proxy's own view of how late its explicit errors were)."""
+    if before is None or after is None or any(after[k] < before.get(k, 0) for k in after):
+        return {}  # the proxy restarted (its counters began again) or did not answer
+    delta = {le: after[le] - before.get(le, 0) for le in after}
+    total = delta[float("inf")]
+    return {
+        "give_ups": int(total),
+        "give_ups_lag_over_5ms": int(total - delta.get(0.005, 0)),
+        "give_ups_lag_over_20ms": int(total - delta.get(0.02, 0)),
+        "give_ups_lag_over_100ms": int(total - delta.get(0.1, 0)),
+    }
+
+
 def run_fault(fault: str, args, settings, stack, url: str, vegeta: str, work: Path) -> dict:
     from bench.vegeta import rendezvous_note
     from rendezvous.demo_models import SLA_MS, demo_requests
@@ -194,6 +234,7 @@ def run_fault(fault: str, args, settings, stack, url: str, vegeta: str, work: Pa
     n = int(round(args.rate * seconds))
     path = work / f"{fault}.jsonl"
     path.write_text(targets(url, prefix, bodies, n))
+    lags_before = give_up_lags(url)
     atk = Attack(vegeta, path, args.rate, seconds, timeout_s=5, workdir=work)
     time.sleep(args.before)
     fault_ns = time.time_ns()
@@ -208,6 +249,7 @@ def run_fault(fault: str, args, settings, stack, url: str, vegeta: str, work: Pa
     )
     inject_s = time.monotonic() - t_inject
     atk.wait()
+    lags = lag_summary(lags_before, give_up_lags(url))
     if fault == "taskmanager" and args.tm_restart_s < 0:
         stack.flink.start_taskmanagers()  # back to full strength for what comes next
     hits = atk.results(answer_note)
@@ -255,6 +297,7 @@ def run_fault(fault: str, args, settings, stack, url: str, vegeta: str, work: Pa
         "inject_s": round(inject_s, 1),
         "recovery_s": recovery_s(hits, fault_ns),
         "back_s": back_s(hits, fault_ns),
+        **lags,
     }
     result.update(audit(settings, prefix, answers, timeout_s=args.audit_timeout))
     return result
@@ -346,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"    codes {r['codes']}; fault injected in {r['inject_s']} s; "
                 f"archive audited {r['archived_after_s']} s after the load"
             )
+            if "give_ups" in r:
+                print(
+                    f"    the proxy gave up on {r['give_ups']} requests; after their planned "
+                    f"time by > 5 ms: {r['give_ups_lag_over_5ms']}, > 20 ms: "
+                    f"{r['give_ups_lag_over_20ms']}, > 100 ms: {r['give_ups_lag_over_100ms']}"
+                )
             if r["differ"]:
                 print(f"    differing answers, e.g. {r['differ_sample'][:2]}")
             if any(r["lost"].values()):

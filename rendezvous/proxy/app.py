@@ -392,6 +392,8 @@ class Proxy:
             give_up_ms = received_ms + due.ms + self.settings.result_grace_ms
             timer = loop.call_later(max(give_up_ms - self.clock(), 0) / 1000, _resolve_none, fut)
             outcome = await fut
+            if outcome is None:
+                self.metrics.give_up_lag(self.clock() - give_up_ms)
             # A request missing a deadline its client made tighter than the SLA says little
             # about the pipeline, and must not let one client shrink every client's limit.
             if isinstance(outcome, dict) or (outcome is None and due.ms == spec.sla_ms):

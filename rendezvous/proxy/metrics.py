@@ -78,6 +78,14 @@ class Metrics:
             buckets=self.ACK_BUCKETS_S,
             registry=registry,
         )
+        self._give_up_lag = Histogram(
+            "rdv_proxy_give_up_lag_seconds",
+            "How long after its planned time (deadline plus grace) a sync request that got no "
+            "result was given up: the lag of this replica's event loop, which an explicit "
+            "error's lateness starts from.",
+            buckets=self.ACK_BUCKETS_S,
+            registry=registry,
+        )
         self._gc_pause = Histogram(
             "rdv_proxy_gc_pause_seconds",
             "Pauses of Python's cyclic garbage collector in this process, by generation.",
@@ -123,6 +131,9 @@ class Metrics:
 
     def kafka_ack(self, ack_ms: int) -> None:
         self._kafka_ack.observe(ack_ms / 1000)
+
+    def give_up_lag(self, lag_ms: int) -> None:
+        self._give_up_lag.observe(max(lag_ms, 0) / 1000)
 
     # -- the garbage collector (gc.callbacks: on whichever thread triggered the collection)
     def watch_gc(self) -> None:

@@ -424,6 +424,22 @@ def test_chaos_recovery_and_back_times():
     assert recovery_s(hits("." * 20), fault) == 0.0
 
 
+def test_chaos_counts_the_give_ups_of_the_run_and_none_across_a_proxy_restart():
+    from bench.chaos import lag_summary
+
+    inf = float("inf")
+    before = {0.005: 1, 0.02: 1, 0.1: 1, inf: 1}
+    after = {0.005: 5, 0.02: 8, 0.1: 9, inf: 11}
+    assert lag_summary(before, after) == {
+        "give_ups": 10,
+        "give_ups_lag_over_5ms": 6,
+        "give_ups_lag_over_20ms": 3,
+        "give_ups_lag_over_100ms": 2,
+    }
+    assert lag_summary(after, before) == {}  # counters began again
+    assert lag_summary(None, after) == {}
+
+
 def test_scaleout_targets_alternate_between_the_replicas(tmp_path):
     from bench.scaleout import write_targets
 

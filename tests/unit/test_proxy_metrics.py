@@ -1,4 +1,5 @@
-"""The proxy's own metrics that are not about one request: Kafka acknowledgements, GC pauses."""
+"""The proxy's own metrics that are not about one request: Kafka acknowledgements, GC pauses,
+the lag of its give-ups."""
 
 from __future__ import annotations
 
@@ -29,6 +30,18 @@ def test_kafka_acknowledgements_land_in_their_buckets() -> None:
     assert s[("rdv_proxy_kafka_ack_seconds_bucket", (("le", "0.005"),))] == 2
     assert s[("rdv_proxy_kafka_ack_seconds_bucket", (("le", "0.25"),))] == 3
     assert s[("rdv_proxy_kafka_ack_seconds_sum", ())] == pytest.approx(0.444)
+
+
+def test_give_up_lags_land_in_their_buckets_and_an_early_one_counts_as_none() -> None:
+    m = Metrics()
+    for ms in (-2, 0, 4, 30, 150):
+        m.give_up_lag(ms)
+    s = samples(m)
+    assert s[("rdv_proxy_give_up_lag_seconds_count", ())] == 5
+    assert s[("rdv_proxy_give_up_lag_seconds_bucket", (("le", "0.001"),))] == 2
+    assert s[("rdv_proxy_give_up_lag_seconds_bucket", (("le", "0.005"),))] == 3
+    assert s[("rdv_proxy_give_up_lag_seconds_bucket", (("le", "0.1"),))] == 4
+    assert s[("rdv_proxy_give_up_lag_seconds_sum", ())] == pytest.approx(0.184)
 
 
 def test_collections_are_timed_by_generation_only_while_watched() -> None:
