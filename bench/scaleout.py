@@ -60,6 +60,25 @@ def results_read(url: str) -> float:
     raise RuntimeError(f"{url}/metrics has no rdv_proxy_results_total")
 
 
+def begin(name: str, argv: list[str] | None, settings, vegeta: str) -> tuple[Results, str]:
+    """A demo benchmark's start: its results file (``bench/results/<name>-<UTC time>.json``)
+    with the command and the machine, both printed, and the demo prepared (stack, models,
+    jobs, proxy). Returns the results and the proxy's base URL."""
+    from rendezvous import demo
+    from rendezvous.demo_models import SLA_MS
+
+    out = Results(RESULTS_DIR, datetime.now(timezone.utc))
+    out.path = out.path.with_name(f"{name}-{out.path.name}")
+    m = machine(settings, vegeta)
+    out.doc.update(command=[sys.executable, "-m", f"bench.{name}", *(argv or sys.argv[1:])])
+    out.doc.update(machine=m, sla_ms=SLA_MS)
+    print(f"machine: {machine_line(m)}")
+    print(f"results: {out.path}")
+    print("preparing the demo (stack, models, jobs, proxy) ...", flush=True)
+    url = demo.prepare(settings, print=lambda *a, **k: print("   ", *a, **k)).split("/v1/")[0]
+    return out, url
+
+
 def replica_partition(url: str, partitions: int) -> int:
     """The reply partition a replica started without ``--results-partition`` reads."""
     from rendezvous import replies
@@ -161,22 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vegeta", help="path of the vegeta binary (default .venv/bin/vegeta)")
     args = p.parse_args(argv)
 
-    from rendezvous import demo
     from rendezvous.demo_models import SLA_MS, demo_requests
     from rendezvous.settings import StackSettings
 
     settings = StackSettings.from_env()
     vegeta = find_vegeta(args.vegeta)
-    started = datetime.now(timezone.utc)
-    out = Results(RESULTS_DIR, started)
-    out.path = out.path.with_name("scaleout-" + out.path.name)
-    m = machine(settings, vegeta)
-    out.doc.update(command=[sys.executable, "-m", "bench.scaleout", *(argv or sys.argv[1:])])
-    out.doc.update(machine=m, sla_ms=SLA_MS)
-    print(f"machine: {machine_line(m)}")
-    print(f"results: {out.path}")
-    print("preparing the demo (stack, models, jobs, proxy) ...", flush=True)
-    url = demo.prepare(settings, print=lambda *a, **k: print("   ", *a, **k)).split("/v1/")[0]
+    out, url = begin("scaleout", argv, settings, vegeta)
     stack_pids = cpu.read_pid_files(settings.run_dir) or None
     work = Path(tempfile.mkdtemp(prefix="rdv-scaleout-"))
     ctx = Context(settings, vegeta, work, float(SLA_MS), args.timeout, 15.0, stack_pids)

@@ -23,25 +23,19 @@ goes to ``bench/results/taskmanagers-<UTC time>.json`` as well.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import cpu, stats
 from bench.latency import (
-    RESULTS_DIR,
     Context,
-    Results,
     attack,
     floats,
-    machine,
-    machine_line,
     run_line,
     settle_to_idle,
 )
-from bench.scaleout import cpu_cells, measured, table, write_targets
+from bench.scaleout import begin, cpu_cells, measured, table, write_targets
 from bench.vegeta import find_vegeta, rendezvous_note
 
 COLUMNS = ("proxy", "kafka", "taskmanager", "jobmanager", "load generator")
@@ -107,22 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
-    from rendezvous import demo
     from rendezvous.demo_models import SLA_MS, demo_requests
     from rendezvous.settings import StackSettings
     from rendezvous.stack import Stack
 
     settings = StackSettings.from_env()
     vegeta = find_vegeta(args.vegeta)
-    out = Results(RESULTS_DIR, datetime.now(timezone.utc))
-    out.path = out.path.with_name("taskmanagers-" + out.path.name)
-    m = machine(settings, vegeta)
-    out.doc.update(command=[sys.executable, "-m", "bench.taskmanagers", *(argv or sys.argv[1:])])
-    out.doc.update(machine=m, sla_ms=SLA_MS)
-    print(f"machine: {machine_line(m)}")
-    print(f"results: {out.path}")
-    print("preparing the demo (stack, models, jobs, proxy) ...", flush=True)
-    url = demo.prepare(settings, print=lambda *a, **k: print("   ", *a, **k)).split("/v1/")[0]
+    out, url = begin("taskmanagers", argv, settings, vegeta)
     flink = Stack(settings, log=lambda m: None).flink
     work = Path(tempfile.mkdtemp(prefix="rdv-taskmanagers-"))
     targets = work / "targets.jsonl"
