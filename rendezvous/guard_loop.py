@@ -89,18 +89,11 @@ def run(
         meta = consumer.list_topics(topics.RESULTS, timeout=10).topics[topics.RESULTS]
         # From the end as it is now, resolved here rather than at the first fetch: a result
         # written after "guarding" is said is one the guard counts.
-        consumer.assign(
-            [
-                TopicPartition(
-                    topics.RESULTS,
-                    p,
-                    consumer.get_watermark_offsets(TopicPartition(topics.RESULTS, p), timeout=10)[
-                        1
-                    ],
-                )
-                for p in meta.partitions
-            ]
-        )
+        ends = []
+        for p in meta.partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topics.RESULTS, p), timeout=10)
+            ends.append(TopicPartition(topics.RESULTS, p, high))
+        consumer.assign(ends)
         _follow_policies(ctl, config, watch, rules)
         say(
             "guarding "

@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import zipfile
-from pathlib import Path
 
 import jsonschema_rs
 import pytest
@@ -32,7 +31,7 @@ FLINK_2 = ["v2_0", "v2_1", "v2_2", "v2_3", "v2_4"]
 
 
 def kustomize() -> str:
-    binary = shutil.which("kustomize", path=str(Path(REPO_ROOT / ".venv" / "bin")))
+    binary = shutil.which("kustomize", path=str(REPO_ROOT / ".venv" / "bin"))
     binary = binary or shutil.which("kustomize")
     assert binary, "kustomize is missing: `make .venv/bin/kustomize` (make test installs it)"
     return binary
